@@ -1,0 +1,276 @@
+"""Every hyperparameter of a run, in one structured config.
+
+`load_config(preset, overrides)` merges, in order: the defaults below, a named preset
+(`maskgan_rl/presets/<name>.yaml`) or a YAML file, then dotted overrides such as
+`gan.algo=ppo model.hidden=256`. The result is type-checked by OmegaConf and range-checked by
+`validate`; any problem is a `ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from maskgan_rl.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+DATASETS = ("synthetic", "text", "imdb")
+MASK_STRATEGIES = ("random", "contiguous", "blanks")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | text (one sentence per line, PTB style) | imdb (JSONL)
+    train_path: Optional[str] = None  # text/imdb: training corpus (.txt, .txt.gz, .jsonl, .jsonl.gz)
+    valid_path: Optional[str] = None
+    test_path: Optional[str] = None
+    seq_len: int = 20  # T: a window is T+1 tokens, inputs x[0:T], targets x[1:T+1]
+    vocab_size: int = 10000  # cap on the vocabulary, special tokens included
+    min_freq: int = 1
+    lowercase: bool = False  # text corpora; IMDB is always lower-cased
+    imdb_max_reviews: int = 0  # 0 = all reviews of a split
+    # The synthetic oracle corpus: a random LSTM LM samples the "real" data (SeqGAN's benchmark).
+    oracle_vocab: int = 5000
+    oracle_hidden: int = 32
+    oracle_seed: int = 88
+    synthetic_train: int = 10000  # sequences
+    synthetic_valid: int = 1000
+    synthetic_test: int = 1000
+
+
+@dataclass
+class MaskConfig:
+    strategy: str = "contiguous"  # random | contiguous (one block, as in the paper) | blanks (several)
+    present_rate: float = 0.5  # fraction of targets kept; the paper used 0.5 everywhere
+    num_blanks: int = 2  # blanks strategy only
+
+
+@dataclass
+class ModelConfig:
+    embed: int = 32
+    hidden: int = 32
+    layers: int = 1
+    keep_prob: float = 1.0  # variational dropout keep probability (the PTB GAN run used 0.34)
+    attention: bool = True
+    tie_weights: bool = True  # softmax weights = embedding (needs embed == hidden)
+
+
+@dataclass
+class PretrainConfig:
+    lm_steps: int = 300
+    mle_steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    grad_clip: float = 10.0
+    eval_every: int = 100
+    eval_batches: int = 10
+
+
+@dataclass
+class GanConfig:
+    algo: str = "reinforce"  # a key of maskgan_rl.rl.algorithms.ALGORITHMS
+    iterations: int = 20
+    episodes_per_iteration: int = 64  # masked windows filled per generator update
+    gamma: float = 0.9
+    advantage_clip: float = 5.0
+    gen_lr: float = 5e-4
+    critic_lr: float = 1e-3
+    disc_lr: float = 1e-3
+    disc_steps: int = 2  # k: discriminator (and critic) steps per generator update
+    disc_batch_size: int = 64
+    grad_clip: float = 10.0
+    temperature: float = 1.0
+    max_disc_lag: int = 1  # async algorithms: most D versions a rollout's rewards may lag behind
+    max_masked_perplexity: float = 1e4  # divergence guard
+    eval_every: int = 5
+    checkpoint_every: int = 5
+
+
+@dataclass
+class ResourcesConfig:
+    ray_address: Optional[str] = None  # None: start a local Ray; "auto" or ray://...: join a cluster
+    num_cpus: Optional[int] = None  # local Ray only
+    num_env_runners: int = 0  # 0: sample in the driver's local env runner
+    num_envs_per_env_runner: int = 16
+    num_cpus_per_env_runner: float = 1.0
+    num_learners: int = 0  # 0: learn in the driver process
+    num_gpus_per_learner: float = 0.0
+    disc_num_cpus: float = 1.0
+    disc_num_gpus: float = 0.0
+    torch_threads: int = 1  # per Ray worker: two workers spinning on 2 cores slow each other 5-8x
+    env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
+    learner_resources: dict = field(default_factory=dict)
+    disc_resources: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/../mlflow.db
+    experiment: str = "maskgan"
+    run_name: Optional[str] = None
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/synthetic"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(preset: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then a preset name or YAML path, then dotted `key=value` overrides; validated."""
+    cfg = OmegaConf.structured(Config)
+    layers = []
+    if preset:
+        layers.append((f"preset {preset!r}", _read_preset(preset)))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. gan.algo=ppo)")
+        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+    for where, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{where}: {_describe(err)}") from None
+    validate(cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config stored in a checkpoint or an MLflow run (same checks as the command line)."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"stored config: {_describe(err)}") from None
+    validate(cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def to_dict(cfg: Config | DictConfig) -> dict[str, Any]:
+    if dataclasses.is_dataclass(cfg):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """`{"gan.algo": "reinforce", ...}`: the form MLflow params and dotted overrides use."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        else:
+            out[prefix[:-1]] = node
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def _read_preset(preset: str) -> DictConfig:
+    path = Path(preset)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown preset {preset!r}: use one of {', '.join(available_presets())} or a path to a YAML file"
+        )
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # a YAML syntax error, reported with the file it came from
+        raise ConfigError(f"preset {path}: not valid YAML ({err})") from None
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0]
+    if type(err).__name__ in ("ConfigAttributeError", "ConfigKeyError") and key:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.structured(Config)
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+        return f"unknown key {key!r}; valid keys{' under ' + repr(parent) if parent else ''}: {', '.join(node.keys())}"
+    if key:
+        return f"bad value for {key!r}: {msg}"
+    return msg
+
+
+def validate(cfg: Config | DictConfig) -> None:
+    """Range checks that types alone cannot express. Raises ConfigError naming key and allowed values."""
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _select(cfg, key)
+            raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
+
+    from maskgan_rl.rl.algorithms import ALGORITHMS  # the registry is the one list of algorithms
+
+    d, m, mo, p, g, r = cfg.data, cfg.mask, cfg.model, cfg.pretrain, cfg.gan, cfg.resources
+    need(d.dataset in DATASETS, "data.dataset", " | ".join(DATASETS))
+    need(d.dataset == "synthetic" or bool(d.train_path), "data.train_path", "a corpus file when data.dataset is text or imdb")
+    need(d.seq_len >= 2, "data.seq_len", "an integer >= 2 (T)")
+    need(d.vocab_size >= 3, "data.vocab_size", "an integer >= 3")
+    need(d.min_freq >= 1, "data.min_freq", "an integer >= 1")
+    need(d.oracle_vocab >= 3, "data.oracle_vocab", "an integer >= 3")
+    need(d.oracle_hidden >= 1, "data.oracle_hidden", "an integer >= 1")
+    for split in ("synthetic_train", "synthetic_valid", "synthetic_test"):
+        need(getattr(d, split) >= 1, f"data.{split}", "an integer >= 1")
+    need(m.strategy in MASK_STRATEGIES, "mask.strategy", " | ".join(MASK_STRATEGIES))
+    need(0.0 < m.present_rate < 1.0, "mask.present_rate", "strictly between 0 and 1")
+    need(m.num_blanks >= 1, "mask.num_blanks", "an integer >= 1")
+    need(mo.embed >= 1 and mo.hidden >= 1, "model.hidden", "an integer >= 1 (model.embed too)")
+    need(mo.layers >= 1, "model.layers", "an integer >= 1")
+    need(0.0 < mo.keep_prob <= 1.0, "model.keep_prob", "in (0, 1]")
+    need(not mo.tie_weights or mo.embed == mo.hidden, "model.tie_weights",
+         "false unless model.embed == model.hidden (tied softmax reuses the embedding)")
+    for key in ("lm_steps", "mle_steps"):
+        need(getattr(p, key) >= 0, f"pretrain.{key}", "an integer >= 0")
+    need(p.batch_size >= 1, "pretrain.batch_size", "an integer >= 1")
+    need(p.lr > 0, "pretrain.lr", "> 0")
+    need(p.eval_every >= 1, "pretrain.eval_every", "an integer >= 1")
+    need(g.algo in ALGORITHMS, "gan.algo", " | ".join(ALGORITHMS))
+    need(g.iterations >= 0, "gan.iterations", "an integer >= 0")
+    need(g.episodes_per_iteration >= 1, "gan.episodes_per_iteration", "an integer >= 1")
+    need(0.0 <= g.gamma <= 1.0, "gan.gamma", "in [0, 1]")
+    need(g.advantage_clip > 0, "gan.advantage_clip", "> 0")
+    for key in ("gen_lr", "critic_lr", "disc_lr"):
+        need(getattr(g, key) > 0, f"gan.{key}", "> 0")
+    need(g.disc_steps >= 0, "gan.disc_steps", "an integer >= 0")
+    need(g.temperature > 0, "gan.temperature", "> 0")
+    need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")
+    need(g.eval_every >= 1 and g.checkpoint_every >= 1, "gan.checkpoint_every", "an integer >= 1 (gan.eval_every too)")
+    need(r.num_env_runners >= 0, "resources.num_env_runners", "an integer >= 0")
+    need(r.num_envs_per_env_runner >= 1, "resources.num_envs_per_env_runner", "an integer >= 1")
+    need(r.num_learners >= 0, "resources.num_learners", "an integer >= 0")
+    need(r.num_gpus_per_learner >= 0 and r.disc_num_gpus >= 0, "resources.num_gpus_per_learner", ">= 0")
+    need(r.torch_threads >= 1, "resources.torch_threads", "an integer >= 1")
+    need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto | cpu | cuda")
+
+
+def _select(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
