@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One-time set-up, safe to re-run: a virtual environment in .venv with the CPU build of torch and
+# maskgan-rl (editable) with its test tools. On a CUDA machine, install the torch build you want first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on machines without a GPU.
+.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "maskgan-rl is installed in .venv ($(.venv/bin/python -c 'import torch, ray; print(f"torch {torch.__version__}, ray {ray.__version__}")'))"

@@ -1,0 +1,105 @@
+"""`maskgan prepare|pretrain|train|infill|evaluate`: a thin layer over the library functions.
+
+Every training command takes `--preset NAME` (or a YAML path) and dotted overrides
+(`maskgan train --preset ptb gan.algo=ppo model.hidden=256`). A `MaskGANError` (bad config,
+corpus, checkpoint...) is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from maskgan_rl.errors import MaskGANError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except MaskGANError as err:
+        print(f"maskgan {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskgan {args.command}: interrupted; the last complete checkpoint is kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+def _config(args: argparse.Namespace):
+    from maskgan_rl.config import load_config
+
+    return load_config(args.preset, args.overrides)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from maskgan_rl.dataset import prepare_data
+
+    data = prepare_data(_config(args))
+    for key, value in data.counts.items():
+        print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from maskgan_rl.train import run_pretraining
+
+    run_pretraining(_config(args))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from maskgan_rl.train import run_training
+
+    run_training(_config(args), resume=args.resume)
+
+
+def _infill(args: argparse.Namespace) -> None:
+    from maskgan_rl.infill import infill_command
+
+    infill_command(args)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from maskgan_rl.evaluate import evaluate_command
+
+    evaluate_command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskgan", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def configured(name: str, run, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("--preset", default="synthetic", help="synthetic (default) | ptb | imdb | path/to/config.yaml")
+        sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. gan.algo=ppo")
+        sub.set_defaults(run=run)
+        return sub
+
+    configured("prepare", _prepare, "tokenise a corpus into Parquet windows and a vocabulary")
+    configured("pretrain", _pretrain, "train the language model, then MaskMLE")
+    train = configured("train", _train, "the whole pipeline: prepare, pretrain (or load), adversarial training")
+    train.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in run_dir")
+
+    infill = commands.add_parser("infill", help="fill in the blanks (___) of a sentence with a trained generator")
+    infill.add_argument("checkpoint")
+    infill.add_argument("text", nargs="*", help="text with ___ blanks; read from --file or stdin when absent")
+    infill.add_argument("--file", help="one text per line")
+    infill.add_argument("--temperature", type=float, default=1.0)
+    infill.add_argument("--samples", type=int, default=1)
+    infill.add_argument("--seed", type=int, default=None)
+    infill.set_defaults(run=_infill)
+
+    evaluate = commands.add_parser("evaluate", help="metrics, samples and quality-diversity curves for checkpoints")
+    evaluate.add_argument("checkpoints", nargs="+")
+    evaluate.add_argument("--preset", default=None, help="evaluate on another data config (default: the checkpoint's)")
+    evaluate.add_argument("--out", default=None, help="output folder (default: <run_dir>/eval)")
+    evaluate.add_argument("--temperatures", default="0.5,0.7,1.0,1.3", help="comma-separated temperatures to sweep")
+    evaluate.add_argument("--samples", type=int, default=1000)
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value")
+    evaluate.set_defaults(run=_evaluate)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""MLE pretraining: the language model, then MaskMLE initialised from it (steps 1-2 of the paper's pipeline).
+
+MaskMLE is the generator trained with teacher-forced cross-entropy on masked positions only. Both
+stages report validation perplexity (the LM's over all targets, MaskMLE's over masked targets) and
+write an atomic checkpoint that records the config and the vocabulary. A stage whose checkpoint
+already exists for the same model and vocabulary is loaded instead of retrained.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
+from maskgan_rl.config import Config, to_dict
+from maskgan_rl.dataset import PreparedData, WindowDataset
+from maskgan_rl.errors import CheckpointError
+from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.models.generator import Generator
+from maskgan_rl.models.language_model import LanguageModel
+from maskgan_rl.progress import Progress
+from maskgan_rl.tracking import Tracker
+from maskgan_rl.vocab import Vocab
+
+
+@dataclass
+class PretrainResult:
+    lm_path: Path
+    mle_path: Path
+    lm_valid_perplexity: float
+    mle_valid_perplexity: float
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean NLL over positions where `weights`, number of such positions). Logits [B,T,V], targets/weights [B,T]."""
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    weights = weights.to(nll.dtype)
+    count = weights.sum()
+    return (nll * weights).sum() / count.clamp(min=1.0), count
+
+
+def pretrain(cfg: Config, data: PreparedData, tracker: Tracker) -> PretrainResult:
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg)
+    train, valid = WindowDataset(data.train_path), WindowDataset(data.valid_path)
+    folder = Path(cfg.run_dir) / "checkpoints"
+    vocab_size = len(data.vocab)
+
+    lm = LanguageModel(vocab_size, cfg.model).to(device)
+    lm_path = folder / "lm.pt"
+    lm_ppl = _load_or_train(
+        "lm", "language_model", lm, lm_path, cfg, data.vocab, tracker,
+        steps=cfg.pretrain.lm_steps,
+        batch_loss=lambda windows, rng: _lm_loss(lm, windows),
+        train=train, valid=valid, device=device,
+    )
+
+    generator = Generator(vocab_size, cfg.model).to(device)
+    generator.init_from_language_model(lm)
+    mle_path = folder / "mle.pt"
+    mle_ppl = _load_or_train(
+        "mle", "generator", generator, mle_path, cfg, data.vocab, tracker,
+        steps=cfg.pretrain.mle_steps,
+        batch_loss=lambda windows, rng: _mle_loss(generator, windows, cfg, rng),
+        train=train, valid=valid, device=device,
+    )
+    return PretrainResult(lm_path, mle_path, lm_ppl, mle_ppl)
+
+
+def _lm_loss(lm: LanguageModel, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = lm(windows[:, :-1])
+    return masked_cross_entropy(logits, windows[:, 1:], torch.ones_like(windows[:, 1:], dtype=torch.bool))
+
+
+def _mle_loss(generator: Generator, windows: torch.Tensor, cfg: Config, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    present = torch.as_tensor(make_present(windows.shape[0], cfg.data.seq_len, cfg.mask, rng), device=windows.device)
+    context = mask_context(windows, present, generator.missing_id)
+    logits = generator.logits(context, windows)  # teacher-forced: the decoder sees the real tokens
+    return masked_cross_entropy(logits, windows[:, 1:], ~present)
+
+
+def _load_or_train(
+    stage: str,
+    model_key: str,
+    model: torch.nn.Module,
+    path: Path,
+    cfg: Config,
+    vocab: Vocab,
+    tracker: Tracker,
+    steps: int,
+    batch_loss: Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
+    train: WindowDataset,
+    valid: WindowDataset,
+    device: torch.device,
+) -> float:
+    if path.is_file():
+        checkpoint = load_checkpoint(path)
+        if _same_model(checkpoint, cfg, vocab, steps):
+            model.load_state_dict(checkpoint["models"][model_key])
+            print(f"[{stage}] loaded {path} (validation perplexity {checkpoint['metrics']['valid_perplexity']:.2f})")
+            return float(checkpoint["metrics"]["valid_perplexity"])
+        print(f"[{stage}] {path} was trained with another model, vocabulary or step count: retraining")
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
+    rng = np.random.default_rng(cfg.seed)
+    progress = Progress(stage, total=steps)
+    evaluate = lambda: _validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
+    tokens, started = 0, time.perf_counter()
+    for step in range(1, steps + 1):
+        model.train()
+        windows = torch.as_tensor(train.sample(cfg.pretrain.batch_size, rng), device=device)
+        loss, count = batch_loss(windows, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.pretrain.grad_clip)
+        optimizer.step()
+        tokens += int(count)
+        metrics = {"train_loss": loss.item()}
+        if step % cfg.pretrain.eval_every == 0 or step == steps:
+            metrics["valid_perplexity"] = evaluate()
+            metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            tracker.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=step)
+        progress.update(step, force="valid_perplexity" in metrics, **metrics)
+    valid_ppl = evaluate()
+    save_checkpoint(path, {
+        "kind": stage,
+        "config": to_dict(cfg),
+        "vocab": vocab.tokens,
+        "models": {model_key: model.state_dict()},
+        "steps": steps,
+        "metrics": {"valid_perplexity": valid_ppl},
+    })
+    tracker.log_metrics({f"{stage}/final_valid_perplexity": valid_ppl}, step=steps)
+    print(f"[{stage}] validation perplexity {valid_ppl:.2f}; saved {path}")
+    return valid_ppl
+
+
+@torch.no_grad()
+def _validation_perplexity(
+    model: torch.nn.Module,
+    batch_loss: Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
+    valid: WindowDataset,
+    cfg: Config,
+    device: torch.device,
+) -> float:
+    """Perplexity on the first `eval_batches` validation batches, with the same masks every time."""
+    model.eval()
+    rng = np.random.default_rng(cfg.seed + 1)
+    total, count = 0.0, 0.0
+    batch = cfg.pretrain.batch_size
+    for start in range(0, min(len(valid), batch * cfg.pretrain.eval_batches), batch):
+        windows = torch.as_tensor(valid.windows[start:start + batch], device=device)
+        loss, n = batch_loss(windows, rng)
+        total += loss.item() * float(n)
+        count += float(n)
+    return math.exp(total / max(count, 1.0))
+
+
+def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab, steps: int) -> bool:
+    return (
+        checkpoint.get("vocab") == vocab.tokens
+        and checkpoint.get("config", {}).get("model") == to_dict(cfg)["model"]
+        and checkpoint.get("steps") == steps
+    )
+
+
+def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[Generator, Vocab, dict]:
+    """A generator from a MaskMLE or MaskGAN checkpoint; checks it matches `vocab` when one is given."""
+    from maskgan_rl.config import config_from_dict
+
+    checkpoint = load_checkpoint(path)
+    stored = Vocab(checkpoint["vocab"])
+    if vocab is not None and stored.tokens != vocab.tokens:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with a different vocabulary ({len(stored)} tokens, fingerprint "
+            f"{stored.fingerprint()[:12]}) than the data ({len(vocab)} tokens, {vocab.fingerprint()[:12]}): "
+            "prepare the data with the checkpoint's config or use a matching checkpoint"
+        )
+    cfg = config_from_dict(checkpoint["config"])
+    models = checkpoint["models"]
+    state = models.get("generator")
+    if state is None:
+        raise CheckpointError(f"checkpoint {path} holds no generator (it has {', '.join(models)}): pass a MaskMLE or MaskGAN checkpoint")
+    generator = Generator(len(stored), cfg.model)
+    generator.load_state_dict(state)
+    return generator.to(device).eval(), stored, checkpoint

@@ -1,0 +1,47 @@
+"""One line per reporting step with rate and ETA, for every long loop (pretraining, GAN iterations)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+
+class Progress:
+    """`Progress("mle", total=3000)`; `.update(step, loss=2.3)` prints at most every `every_s` seconds."""
+
+    def __init__(self, name: str, total: int, unit: str = "step", every_s: float = 2.0, stream: TextIO | None = None):
+        self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
+        self.stream = stream or sys.stdout
+        self.start = time.perf_counter()
+        self.last_print = -float("inf")
+
+    def update(self, done: int, force: bool = False, **metrics: Any) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last_print < self.every_s and done < self.total:
+            return
+        self.last_print = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        print(
+            f"[{self.name}] {done}/{self.total} {shown} | {rate:.2f} {self.unit}/s, "
+            f"elapsed {_clock(elapsed)}, eta {_clock(eta)}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _clock(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

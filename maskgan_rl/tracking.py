@@ -1,0 +1,116 @@
+"""MLflow tracking for every command that trains or evaluates.
+
+One MLflow run per training (`run_dir`), holding the whole resolved config as params, every
+iteration's metrics and the artifacts. The run id is written into `run_dir`, so `--resume` continues
+the same run. The default store is a local sqlite database beside the run folders (works with no
+server); `MLFLOW_TRACKING_URI` or `tracking.tracking_uri` points it at a tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from maskgan_rl.config import Config, flatten
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def tracking_uri(cfg: Config) -> str:
+    if cfg.tracking.tracking_uri:
+        return cfg.tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(cfg.run_dir).resolve().parent / 'mlflow.db'}"
+
+
+class Tracker:
+    """A thin wrapper so training code logs the same way whether tracking is on or off.
+
+    With `tracking.enabled=false` every call does nothing, which keeps quick experiments free of
+    a database; everything else goes to MLflow.
+    """
+
+    def __init__(self, cfg: Config, command: str, tags: Optional[dict[str, str]] = None):
+        self.cfg, self.command = cfg, command
+        self.enabled = cfg.tracking.enabled
+        self.run_id: Optional[str] = None
+        self._tags = {"maskgan.command": command, "maskgan.algo": cfg.gan.algo, "maskgan.dataset": cfg.data.dataset}
+        self._tags.update(tags or {})
+
+    def __enter__(self) -> "Tracker":
+        if not self.enabled:
+            return self
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        experiment = mlflow.get_experiment_by_name(self.cfg.tracking.experiment)
+        if experiment is None:
+            artifacts = None
+            if tracking_uri(self.cfg).startswith("sqlite:"):
+                artifacts = (Path(self.cfg.run_dir).resolve().parent / "mlartifacts").as_uri()
+            mlflow.create_experiment(self.cfg.tracking.experiment, artifact_location=artifacts)
+        mlflow.set_experiment(self.cfg.tracking.experiment)
+        run_id_file = Path(self.cfg.run_dir) / f"{RUN_ID_FILE}.{self.command}"
+        previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
+        if previous and self._run_exists(previous):
+            run = mlflow.start_run(run_id=previous)
+        else:
+            run = mlflow.start_run(run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}")
+            mlflow.log_params(_params(self.cfg))
+            run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            run_id_file.write_text(run.info.run_id)
+        mlflow.set_tags(self._tags)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        if self.enabled:
+            import mlflow
+
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.set_tags(tags)
+
+    def last_logged_step(self, key: str) -> int:
+        """Highest step already logged for `key` (-1 if none): a resumed run never logs a step twice."""
+        if not (self.enabled and self.run_id):
+            return -1
+        from mlflow.tracking import MlflowClient
+
+        history = MlflowClient().get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    @staticmethod
+    def _run_exists(run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            MlflowClient().get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+
+def _params(cfg: Config) -> dict[str, Any]:
+    # MLflow caps a param value at 6000 characters; configs are far below, but dict values are stringified.
+    return {key: ("" if value is None else str(value)) for key, value in flatten(cfg).items()}
