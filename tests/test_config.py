@@ -1,0 +1,53 @@
+import pytest
+
+from maskgan_rl.config import available_presets, config_from_dict, flatten, load_config, to_dict
+from maskgan_rl.errors import ConfigError
+
+
+def test_presets_and_dotted_overrides():
+    assert {"synthetic", "ptb", "imdb"} <= set(available_presets())
+    cfg = load_config("ptb", ["model.hidden=256", "model.embed=256", "gan.algo=ppo", "mask.present_rate=0.25"])
+    assert cfg.data.dataset == "text" and cfg.data.vocab_size == 10000
+    assert (cfg.model.hidden, cfg.gan.algo, cfg.mask.present_rate) == (256, "ppo", 0.25)
+
+
+def test_round_trip_through_a_stored_dict():
+    cfg = load_config("imdb", ["seed=7"])
+    again = config_from_dict(to_dict(cfg))
+    assert again == cfg
+    assert flatten(cfg)["data.seq_len"] == 40
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.hiden=3", ["unknown key 'model.hiden'", "hidden"]),
+        ("nokey=1", ["unknown key 'nokey'", "gan"]),
+        ("model.hidden=abc", ["model.hidden", "abc"]),
+        ("mask.present_rate=1.5", ["mask.present_rate", "strictly between 0 and 1"]),
+        ("mask.present_rate=0", ["mask.present_rate"]),
+        ("data.seq_len=1", ["data.seq_len", ">= 2"]),
+        ("gan.algo=dqn", ["gan.algo", "reinforce | ppo | appo | impala"]),
+        ("mask.strategy=middle", ["mask.strategy", "random | contiguous | blanks"]),
+        ("model.tie_weights=true", ["model.tie_weights", "model.embed == model.hidden"]),
+        ("hidden", ["not of the form key=value"]),
+    ],
+)
+def test_bad_overrides_name_the_key_and_the_allowed_values(override, words):
+    extra = ["model.embed=16"] if override.startswith("model.tie") else []
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", extra + [override])
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="synthetic"):
+        load_config("nope")
+
+
+def test_text_dataset_needs_a_corpus():
+    with pytest.raises(ConfigError, match="data.train_path"):
+        load_config(None, ["data.dataset=text"])
