@@ -1,0 +1,122 @@
+"""PNG plots of evaluation results: quality-diversity curves across temperatures, and training curves.
+
+Figures are built on matplotlib's object API with the Agg canvas rather than pyplot, so plotting
+never touches a global backend or figure registry (safe inside Ray workers and tests, no display).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+Better = Literal["low", "high"]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)  # attaches itself to fig: layout and saving render with Agg
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    return path
+
+
+def _check_better(name: str, value: str) -> None:
+    if value not in ("low", "high"):
+        raise ValueError(f"{name} must be 'low' or 'high', got {value!r}")
+
+
+def plot_quality_diversity(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    x: str,
+    y: str,
+    path: str | Path,
+    x_better: Better = "low",
+    y_better: Better = "low",
+) -> Path:
+    """One line per model (checkpoint) through its points at several softmax temperatures.
+
+    A single temperature can make any model look better (Caccia et al. 2018); comparing whole curves
+    on shared axes shows whether one dominates. Each point is a dict with "temperature" and the
+    metrics ``x`` and ``y``; points are joined in temperature order and labelled "T=...". The title
+    names the corner that is better, from ``x_better`` / ``y_better``.
+    """
+    if not curves:
+        raise ValueError("plot_quality_diversity: `curves` is empty; pass {model name: [points...]}")
+    _check_better("x_better", x_better)
+    _check_better("y_better", y_better)
+    fig = _new_figure(7, 5.5)
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        if not points:
+            raise ValueError(f"plot_quality_diversity: model {name!r} has no points")
+        for key in ("temperature", x, y):
+            missing = [i for i, p in enumerate(points) if key not in p]
+            if missing:
+                raise ValueError(f"plot_quality_diversity: model {name!r} points {missing} lack the key {key!r}")
+        ordered = sorted(points, key=lambda p: p["temperature"])
+        xs = [p[x] for p in ordered]
+        ys = [p[y] for p in ordered]
+        (line,) = ax.plot(xs, ys, marker="o", label=name)
+        for p in ordered:
+            ax.annotate(
+                f"T={p['temperature']:g}",
+                (p[x], p[y]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
+    corner = f"{'lower' if y_better == 'low' else 'upper'}-{'left' if x_better == 'low' else 'right'}"
+    ax.set_title(f"{y} vs {x} across temperatures ({corner} is better)")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_training_curves(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str],
+    path: str | Path,
+    x_key: str | None = "iteration",
+) -> Path:
+    """One subplot per metric in ``keys`` against the iteration, sharing the x axis.
+
+    The iteration is each record's ``x_key`` value (every record must have it), or the record's
+    position in ``history`` when ``x_key`` is None. A record without some metric is skipped for that
+    metric only, since evaluation metrics are usually logged less often than losses.
+    """
+    if not history:
+        raise ValueError("plot_training_curves: `history` is empty; pass one dict of metrics per iteration")
+    if not keys:
+        raise ValueError("plot_training_curves: `keys` is empty; name at least one metric to plot")
+    if x_key is not None:
+        missing = [i for i, record in enumerate(history) if x_key not in record]
+        if missing:
+            raise ValueError(
+                f"plot_training_curves: records {missing[:5]} lack {x_key!r}; pass x_key=None to use positions"
+            )
+    iterations = [record[x_key] if x_key is not None else i for i, record in enumerate(history)]
+    fig = _new_figure(7, 2.4 * len(keys) + 0.6)
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        points = [(it, record[key]) for it, record in zip(iterations, history) if key in record]
+        if not points:
+            raise ValueError(f"plot_training_curves: no record has the metric {key!r}")
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel(x_key or "iteration")
+    fig.tight_layout()
+    return _save(fig, path)
