@@ -1,0 +1,155 @@
+"""The whole pipeline from one config: prepare data, pretrain (or load) LM and MaskMLE, adversarial training.
+
+Adversarial checkpoints (`<run_dir>/checkpoints/gan-<iteration>.pt`) hold the whole system: generator,
+critic, discriminator, optimiser states, iteration counter and seeds, plus config and vocabulary.
+`--resume` continues from the newest readable one in the same MLflow run; steps already logged
+are never logged again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
+from maskgan_rl.config import Config, to_dict, to_yaml
+from maskgan_rl.dataset import prepare_data
+from maskgan_rl.errors import CheckpointError, MaskGANError
+from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain
+from maskgan_rl.progress import Progress
+from maskgan_rl.tracking import Tracker
+
+FINAL_CHECKPOINT = "maskgan.pt"
+
+
+class DivergenceError(MaskGANError):
+    """Training produced NaN/Inf or a masked perplexity past `gan.max_masked_perplexity`."""
+
+
+def run_pretraining(cfg: Config) -> PretrainResult:
+    data = prepare_data(cfg)
+    with Tracker(cfg, "pretrain") as tracker:
+        _log_run_files(cfg, tracker, data)
+        return pretrain(cfg, data, tracker)
+
+
+def run_training(cfg: Config, resume: bool = False) -> Path:
+    data = prepare_data(cfg)
+    folder = Path(cfg.run_dir) / "checkpoints"
+    previous = latest_good_checkpoint(folder, "gan-*.pt")
+    if previous and not resume:
+        raise CheckpointError(
+            f"{cfg.run_dir} already holds adversarial checkpoints (latest {previous[0].name}): "
+            "pass --resume to continue them, or set run_dir=... for a new run"
+        )
+    with Tracker(cfg, "train") as tracker:
+        _log_run_files(cfg, tracker, data)
+        pretrained = pretrain(cfg, data, tracker)
+        if cfg.gan.iterations == 0:
+            return pretrained.mle_path
+        return _adversarial(cfg, data, pretrained, tracker, previous if resume else None)
+
+
+def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
+    from maskgan_rl.resources import check_cluster_resources
+    from maskgan_rl.rl.adversarial import AdversarialTrainer
+
+    init_ray(cfg)
+    check_cluster_resources(cfg)
+    generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
+    trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
+    start = 0
+    if previous is not None:
+        path, checkpoint = previous
+        if checkpoint.get("vocab") != data.vocab.tokens or checkpoint.get("config", {}).get("model") != to_dict(cfg)["model"]:
+            raise CheckpointError(f"{path} was written with another vocabulary or model config: resume with the config it was trained with")
+        trainer.set_state(checkpoint["trainer"])
+        start = int(checkpoint["iteration"])
+        print(f"[gan] resumed from {path} at iteration {start}")
+    already_logged = tracker.last_logged_step("gan/episode_reward_mean")
+    progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
+    folder = Path(cfg.run_dir) / "checkpoints"
+    try:
+        for iteration in range(start + 1, cfg.gan.iterations + 1):
+            metrics = trainer.train_iteration()
+            _guard_divergence(cfg, metrics, iteration, folder)
+            if iteration > already_logged:
+                tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
+            progress.update(iteration, **_headline(metrics))
+            if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
+                _save_gan_checkpoint(cfg, data, trainer, iteration, folder)
+        final = _save_final(cfg, data, trainer, folder)
+        tracker.log_artifact(final, "checkpoints")
+        return final
+    finally:
+        trainer.stop()
+
+
+def init_ray(cfg: Config) -> None:
+    """Join the cluster named by `resources.ray_address` (or the one a `ray job submit` runs in), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity", "masked_tokens_per_s")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, folder: Path) -> None:
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    ppl = metrics.get("masked_perplexity")
+    if bad or (ppl is not None and ppl > cfg.gan.max_masked_perplexity):
+        last = latest_good_checkpoint(folder, "gan-*.pt")
+        kept = f"the last good checkpoint is {last[0]}" if last else "no adversarial checkpoint was written yet"
+        what = f"non-finite {', '.join(bad)}" if bad else f"masked perplexity {ppl:.1f} > gan.max_masked_perplexity={cfg.gan.max_masked_perplexity:g}"
+        raise DivergenceError(
+            f"training diverged at iteration {iteration} ({what}); {kept}. Lower gan.gen_lr or raise gan.max_masked_perplexity, then --resume"
+        )
+
+
+def _payload(cfg: Config, data, trainer, iteration: int) -> dict[str, Any]:
+    return {
+        "kind": "maskgan",
+        "config": to_dict(cfg),
+        "vocab": data.vocab.tokens,
+        "iteration": iteration,
+        "models": {"generator": trainer.generator_state_dict(), "critic": trainer.critic_state_dict()},
+        "trainer": trainer.get_state(),
+    }
+
+
+def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path) -> Path:
+    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", _payload(cfg, data, trainer, iteration))
+    # Keep the newest two: one may be half-way through being replaced when the process is killed.
+    for old in sorted(folder.glob("gan-*.pt"))[:-2]:
+        old.unlink()
+    return path
+
+
+def _save_final(cfg: Config, data, trainer, folder: Path) -> Path:
+    payload = _payload(cfg, data, trainer, cfg.gan.iterations)
+    payload.pop("trainer")  # the shipped model: generator (+ critic) only
+    return save_checkpoint(folder / FINAL_CHECKPOINT, payload)
+
+
+def _log_run_files(cfg: Config, tracker: Tracker, data) -> None:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    tmp = config_path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(to_yaml(cfg))
+    os.replace(tmp, config_path)
+    tracker.log_artifact(config_path)
+    tracker.log_artifact(data.vocab_path)
+    tracker.set_tags({"maskgan.started": time.strftime("%Y-%m-%dT%H:%M:%S")})
