@@ -1,0 +1,88 @@
+"""The MaskGAN generator: a seq2seq model that fills in the masked targets of a window.
+
+Two ways to run the decoder, which must agree (tests/test_models.py checks it):
+- `logits(context, filled)`: teacher-forced over the whole sequence in one LSTM call, for learning
+  (MaskMLE, and the RL learner recomputing the log-probs of sampled tokens);
+- `encode` + `decode_step`, or the batched `infill`: one step at a time, for sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from maskgan_rl.config import ModelConfig
+from maskgan_rl.masking import mask_context
+from maskgan_rl.models.language_model import LanguageModel
+from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, sample_logits, vocab_head
+
+
+class Generator(nn.Module):
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.missing_id = vocab_size
+        self.seq2seq = Seq2Seq(vocab_size, cfg)
+        self.head = vocab_head(cfg.hidden, self.seq2seq.embedding, cfg.tie_weights)
+
+    def logits(self, context: Tensor, filled: Tensor) -> Tensor:
+        """context, filled [B, T+1] -> logits [B, T, V]; output t is the distribution of filled[t+1]."""
+        enc = self.seq2seq.encode(context)
+        features, _ = self.seq2seq.decode(enc, filled[:, :-1], enc.state)
+        return self.head(features)
+
+    def encode(self, context: Tensor) -> EncoderState:
+        """Start of step-by-step decoding; the first decoder state is `encode(context).state`."""
+        return self.seq2seq.encode(context)
+
+    def decode_step(self, enc: EncoderState, prev_token: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """prev_token [B] (filled[t]) -> (logits [B, V] for filled[t+1], next state)."""
+        features, state = self.seq2seq.decode(enc, prev_token[:, None], state)
+        return self.head(features[:, 0]), state
+
+    def infill(
+        self,
+        windows: Tensor,
+        present: Tensor,
+        temperature: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]).
+
+        The decoder is fed the real token after a present target and its own sample after a masked
+        one. logp[b, t] is the log-probability of filled[b, t+1] under softmax(logits / temperature)
+        where the target is masked, and 0 where it is present (not computed: the vocabulary
+        projection runs only for the rows that sample). Gradients flow into logp unless the caller
+        uses torch.no_grad(); `generator` (on the windows' device) makes sampling reproducible.
+        """
+        masked = ~present
+        filled = windows.clone()
+        logp = torch.zeros(present.shape, device=windows.device)
+        steps = masked.any(dim=0).nonzero().squeeze(1)
+        if steps.numel() == 0:
+            return filled, logp
+        first, last = int(steps[0]), int(steps[-1])
+        enc = self.seq2seq.encode(mask_context(windows, present, self.missing_id))
+        state = enc.state
+        if first > 0:  # nothing is sampled before the first blank: run that prefix in one LSTM call
+            _, state = self.seq2seq.decode(enc, filled[:, :first], state)
+        # After the last blank nothing is left to sample, so decoding stops there.
+        for t in range(first, last + 1):
+            features, state = self.seq2seq.decode(enc, filled[:, t : t + 1], state)
+            rows = masked[:, t].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            tokens, token_logp = sample_logits(self.head(features[rows, 0]), temperature, generator)
+            filled[rows, t + 1] = tokens
+            logp[rows, t] = token_logp
+        return filled, logp
+
+    @torch.no_grad()
+    def init_from_language_model(self, lm: LanguageModel) -> None:
+        """Pretrained LM weights into both encoder and decoder (same sizes required), and its softmax."""
+        self.seq2seq.embedding.weight.copy_(lm.embedding.weight)
+        self.seq2seq.encoder.load_state_dict(lm.lstm.state_dict())
+        self.seq2seq.decoder.load_state_dict(lm.lstm.state_dict())
+        self.head.load_state_dict(lm.head.state_dict())
