@@ -1,0 +1,105 @@
+"""The MaskGAN generator as an RLlib (new API stack) policy, with the critic as its value function.
+
+One env step fills one masked target. The module is stateless: every step it re-reads the whole
+observation (`context`, `filled`, `position`), runs the generator teacher-forced over `filled` and
+keeps only the logits at `position`. That costs O(T^2) per episode instead of O(T) for a stateful
+decoder, but T is small (20-40), it needs no recurrent-state plumbing through RLlib's connectors,
+and the learner recomputes the same logits in one batched pass per step (no time dimension).
+
+The same class serves every algorithm of `maskgan_rl.rl.algorithms`: ValueFunctionAPI gives PPO,
+APPO, IMPALA and REINFORCE their baseline; TargetNetworkAPI gives APPO its "old policy" copy;
+InferenceOnlyAPI drops the critic (and that copy) from the env runners' copies, which only act.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import (
+    TARGET_NETWORK_ACTION_DIST_INPUTS,
+    InferenceOnlyAPI,
+    TargetNetworkAPI,
+    ValueFunctionAPI,
+)
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from torch import Tensor
+
+from maskgan_rl.config import Config, ModelConfig, to_dict
+from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.generator import Generator
+
+
+class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
+    """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float}."""
+
+    def setup(self) -> None:
+        cfg = ModelConfig(**self.model_config["model"])
+        self.vocab_size = int(self.model_config["vocab_size"])
+        self.temperature = float(self.model_config.get("temperature", 1.0))
+        self.generator = Generator(self.vocab_size, cfg)
+        # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
+        self.critic = Critic(self.vocab_size, cfg)
+
+    # -- policy ---------------------------------------------------------------------------------
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch[Columns.OBS])}
+
+    def policy_logits(self, generator: Generator, obs: dict[str, Tensor]) -> Tensor:
+        """Logits [B, V] of the token for target `position`, under softmax(logits / temperature).
+
+        Same numbers as `generator.logits(context, filled)[b, position[b]]`, but the decoder stops
+        after the furthest position in the batch (it is causal, later inputs cannot matter) and the
+        vocabulary projection, the most expensive layer at large vocabularies, runs on one row per
+        sequence instead of T.
+        """
+        position = obs["position"].reshape(-1).long()
+        enc = generator.seq2seq.encode(obs["context"])
+        features, _ = generator.seq2seq.decode(enc, obs["filled"][:, : int(position.max()) + 1], enc.state)
+        rows = torch.arange(len(position), device=position.device)
+        return generator.head(features[rows, position]) / self.temperature
+
+    # -- value function -------------------------------------------------------------------------
+    def compute_values(self, batch: dict[str, Any], embeddings: Optional[Any] = None) -> Tensor:
+        """Critic value [B] of target `position`: expected discounted return from there on."""
+        obs = batch[Columns.OBS]
+        filled = obs["filled"]
+        # Not-yet-filled targets hold missing_id, which the critic's embedding has no row for. They
+        # all lie after `position` and the critic is causal, so any real id there changes nothing.
+        filled = filled.masked_fill(filled == self.vocab_size, 0)
+        position = obs["position"].reshape(-1, 1).long()
+        return self.critic(filled).gather(1, position).squeeze(1)
+
+    # -- APPO's target ("old") policy -----------------------------------------------------------
+    def make_target_networks(self) -> None:
+        self._target_generator = make_target_network(self.generator)
+
+    def get_target_network_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return [(self.generator, self._target_generator)]
+
+    def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.policy_logits(self._target_generator, batch[Columns.OBS])}
+
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["critic", "_target_generator"]
+
+    # -- MaskGAN weights in and out -------------------------------------------------------------
+    @torch.no_grad()
+    def load_generator_state(self, generator_state: dict[str, Tensor]) -> None:
+        """Start from a MaskMLE generator; the critic starts from its decoder, as in the authors' code."""
+        self.generator.load_state_dict(generator_state)
+        self.critic.init_from_generator(self.generator)
+        if hasattr(self, "_target_generator"):
+            self._target_generator.load_state_dict(generator_state)
+
+
+def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
+    """The RLModuleSpec every algorithm of the registry uses (only plain data: it travels to workers)."""
+    return RLModuleSpec(
+        module_class=MaskGANModule,
+        model_config={"vocab_size": vocab_size, "model": to_dict(cfg)["model"], "temperature": cfg.gan.temperature},
+    )
+

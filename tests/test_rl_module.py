@@ -1,0 +1,116 @@
+"""The RLlib policy module: the generator's logits at the position being filled, the critic's value there."""
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
+
+from maskgan_rl.config import Config
+from maskgan_rl.masking import mask_context
+from maskgan_rl.models import Generator
+from maskgan_rl.rl.module import module_spec
+
+V, T, B = 13, 8, 6
+torch.set_num_threads(1)
+
+
+def config() -> Config:
+    cfg = Config()
+    cfg.model.embed = cfg.model.hidden = 8
+    cfg.model.layers = 2
+    return cfg
+
+
+def build(inference_only: bool = False):
+    spaces = gym.spaces.Dict(
+        {
+            "context": gym.spaces.Box(0, V, (T + 1,), np.int64),
+            "filled": gym.spaces.Box(0, V, (T + 1,), np.int64),
+            "position": gym.spaces.Box(0, T - 1, (1,), np.int64),
+        }
+    )
+    spec = module_spec(config(), V)
+    spec.observation_space, spec.action_space, spec.inference_only = spaces, gym.spaces.Discrete(V), inference_only
+    torch.manual_seed(0)
+    return spec.build()
+
+
+def observation(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Mid-episode observations: masked block at targets 2..5, row b is at a position in it, earlier ones filled."""
+    g = torch.Generator().manual_seed(seed)
+    windows = torch.randint(0, V, (B, T + 1), generator=g)
+    present = torch.ones(B, T, dtype=torch.bool)
+    present[:, 2:6] = False
+    position = torch.tensor([2, 3, 4, 5, 5, 2])
+    filled = windows.clone()
+    for b, p in enumerate(position):
+        filled[b, p + 1 : 7] = V  # masked targets from `position` on are still missing
+    return {"context": mask_context(windows, present, V), "filled": filled, "position": position[:, None]}
+
+
+def test_logits_are_the_generator_logits_at_position():
+    module = build()
+    obs = observation()
+    out = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    with torch.no_grad():
+        full = module.generator.logits(obs["context"], obs["filled"])
+    assert out.shape == (B, V)
+    assert torch.allclose(out, full[torch.arange(B), obs["position"][:, 0]], atol=1e-5)
+    train = module.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    assert train.requires_grad and torch.allclose(train, out, atol=1e-5)
+
+
+def test_values_are_the_critic_values_at_position_and_ignore_later_blanks():
+    module = build()
+    obs = observation()
+    values = module.compute_values({Columns.OBS: obs})
+    assert values.shape == (B,)
+    # Whatever stands after `position` (missing or not) must not change the value there (causal critic).
+    later = obs["filled"].clone()
+    later[later == V] = 1
+    with torch.no_grad():
+        expected = module.critic(later)[torch.arange(B), obs["position"][:, 0]]
+    assert torch.allclose(values, expected, atol=1e-5)
+
+
+def test_loading_a_generator_state_changes_logits_and_starts_the_critic_from_its_decoder():
+    module = build()
+    obs = observation()
+    before = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    torch.manual_seed(1)
+    other = Generator(V, config().model)
+    module.load_generator_state(other.state_dict())
+    after = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    with torch.no_grad():
+        expected = other.logits(obs["context"], obs["filled"])[torch.arange(B), obs["position"][:, 0]]
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, expected, atol=1e-5)
+    assert torch.equal(module.critic.embedding.weight, other.seq2seq.embedding.weight)
+    assert all(torch.equal(a, b) for a, b in zip(module.critic.lstm.parameters(), other.seq2seq.decoder.parameters()))
+
+
+def test_temperature_scales_logits_and_target_network_starts_equal():
+    module = build()
+    obs = observation()
+    logits = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    module.temperature = 0.5
+    assert torch.allclose(module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS], 2 * logits, atol=1e-5)
+    module.make_target_networks()
+    with torch.no_grad():
+        target = module.forward_target({Columns.OBS: obs})[TARGET_NETWORK_ACTION_DIST_INPUTS]
+    assert torch.allclose(target, 2 * logits, atol=1e-5)
+    assert not any(p.requires_grad for p in module._target_generator.parameters())
+
+
+def test_env_runner_copy_has_no_critic_and_takes_the_learner_weights():
+    learner, runner = build(), build(inference_only=True)
+    assert not hasattr(runner, "critic")
+    weights = learner.get_state(inference_only=True)
+    assert not any(key.startswith("critic.") for key in weights)
+    runner.set_state(weights)
+    obs = observation()
+    assert torch.allclose(
+        runner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
+        learner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
+    )
