@@ -151,5 +151,5 @@ def _log_run_files(cfg: Config, tracker: Tracker, data) -> None:
     tmp.write_text(to_yaml(cfg))
     os.replace(tmp, config_path)
     tracker.log_artifact(config_path)
-    tracker.log_artifact(data.vocab_path)
+    tracker.log_artifact(Path(data.train_path).parent / "vocab.json")
     tracker.set_tags({"maskgan.started": time.strftime("%Y-%m-%dT%H:%M:%S")})
