@@ -1,0 +1,71 @@
+"""MaskGAN's actor-critic maths, kept free of RLlib so every formula can be checked by hand.
+
+Only masked targets (`present == False`) are actions: they alone carry rewards, returns, values,
+advantages and loss terms; present targets are copied text and get 0 everywhere. Discounting counts
+target POSITIONS, as the authors' code does: a reward three positions later is worth gamma^3 even
+when present targets lie between, so the two forms below (a [B, T] batch of windows, or one
+episode's steps with their positions) give the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def masked_returns(rewards: Tensor, present: Tensor, gamma: float) -> Tensor:
+    """R_t = sum_{s >= t} missing_s * gamma^(s - t) * r_s at masked t, 0 at present t. [B, T] -> [B, T].
+
+    Rewards at present positions are ignored (whatever they hold), so callers may pass dense arrays.
+    """
+    missing = ~present
+    rewards = torch.where(missing, rewards, 0.0)
+    running = torch.zeros_like(rewards[:, 0])
+    returns = []
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        returns.append(running)
+    return torch.where(missing, torch.stack(returns[::-1], dim=1), 0.0)
+
+
+def episode_returns(rewards: np.ndarray, positions: np.ndarray, gamma: float) -> np.ndarray:
+    """The same returns for one episode's steps: step s placed target `positions[s]` and earned `rewards[s]`.
+
+    Consecutive steps are `positions[s+1] - positions[s]` targets apart, hence that power of gamma.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    positions = np.asarray(positions).reshape(-1)  # the env's `position` observation is shaped (1,)
+    returns = np.empty_like(rewards)
+    running = 0.0
+    for s in reversed(range(len(rewards))):
+        if s + 1 < len(rewards):
+            running *= gamma ** int(positions[s + 1] - positions[s])
+        running += rewards[s]
+        returns[s] = running
+    return returns
+
+
+def clipped_advantages(returns: Tensor, values: Tensor, present: Tensor, clip: float) -> Tensor:
+    """A_t = clip(R_t - V_t, -clip, clip) at masked t, 0 at present t (the paper clips at 5)."""
+    return torch.where(~present, (returns - values).clamp(-clip, clip), 0.0)
+
+
+def critic_loss(values: Tensor, returns: Tensor, present: Tensor) -> Tensor:
+    """Mean squared error V_t vs R_t over the batch's masked positions; returns are fixed targets."""
+    return _masked_mean((values - returns.detach()) ** 2, present)
+
+
+def reinforce_loss(logp: Tensor, advantages: Tensor, present: Tensor) -> Tensor:
+    """-(sum over masked t of logp_t * stopgrad(A_t)) / number masked: minimising it is REINFORCE.
+
+    The advantage is detached so the policy gradient never flows into the critic, and `torch.where`
+    (not a product with the mask) keeps any value at present positions, even -inf, out of both passes.
+    """
+    return -_masked_mean(logp * advantages.detach(), present)
+
+
+def _masked_mean(x: Tensor, present: Tensor) -> Tensor:
+    """Mean of `x` over masked positions of the whole batch (0 when nothing is masked)."""
+    missing = ~present
+    return torch.where(missing, x, 0.0).sum() / missing.sum().clamp(min=1)

@@ -1,0 +1,176 @@
+"""The in-filling environments on a tiny made-up corpus (vocabulary 13, T = 6)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from ray.rllib.env.env_context import EnvContext
+from ray.tune.registry import ENV_CREATOR, _global_registry
+
+import envs
+from envs import InfillEnv, InfillVectorEnv
+from maskgan_rl.config import ModelConfig
+from maskgan_rl.dataset import write_windows
+from maskgan_rl.errors import ConfigError
+from maskgan_rl.models.discriminator import Discriminator, log_real_prob
+from maskgan_rl.vocab import Vocab
+
+V, T = 13, 6
+MODEL = {"embed": 8, "hidden": 8, "layers": 1}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> dict:
+    vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(2, V)])
+    windows = np.random.default_rng(0).integers(0, V, size=(40, T + 1))
+    path = tmp_path_factory.mktemp("data") / "train.parquet"
+    write_windows(path, windows, vocab, {"dataset": "test"})
+    # The random strategy gives episodes of varying length with gaps between masked targets.
+    return {
+        "data_path": str(path),
+        "vocab_size": V,
+        "seq_len": T,
+        "mask": {"strategy": "random", "present_rate": 0.5},
+        "model": MODEL,
+        "seed": 3,
+        "torch_threads": 1,
+    }
+
+
+def discriminator(seed: int) -> Discriminator:
+    torch.manual_seed(seed)
+    return Discriminator(V, ModelConfig(**MODEL)).eval()
+
+
+def play(env: InfillEnv, actions: np.random.Generator, seed=None) -> dict:
+    """One episode with random actions: what it observed, earned and reported at the end."""
+    obs, _ = env.reset(seed=seed)
+    first, positions, rewards = obs, [], []
+    done = False
+    while not done:
+        positions.append(int(obs["position"][0]))
+        obs, reward, done, truncated, info = env.step(int(actions.integers(V)))
+        assert not truncated
+        rewards.append(reward)
+    return {"first": first, "last": obs, "positions": positions, "rewards": np.array(rewards), "info": info}
+
+
+def test_passes_gymnasium_env_checker(config):
+    # Through gymnasium.make so the env has a spec: the checker then also tests seeded determinism.
+    check_env(gym.make(envs.GYM_ID, config=config).unwrapped)
+
+
+def test_episode_fills_masked_targets_in_order_and_rewards_are_discriminator_log_probs(config):
+    env, d = InfillEnv(config), discriminator(seed=7)
+    env.set_discriminator_weights(d.state_dict(), version=1)
+    actions = np.random.default_rng(1)
+    lengths = set()
+    for _ in range(8):
+        ep = play(env, actions)
+        window, present = ep["info"]["window"], ep["info"]["present"]
+        masked = np.flatnonzero(~present)
+        lengths.add(len(masked))
+        # Only masked targets are steps, left to right; present targets were copied in from the start.
+        assert ep["positions"] == masked.tolist()
+        context = np.where(np.r_[True, present], window, V)
+        np.testing.assert_array_equal(ep["first"]["context"], context)
+        np.testing.assert_array_equal(ep["first"]["filled"], context)
+        filled = ep["last"]["filled"]
+        np.testing.assert_array_equal(filled[1:][present], window[1:][present])
+        assert np.all(filled < V) and filled[0] == window[0]
+        # D is causal, so each step's reward is D's judgement of that token within the final sequence.
+        with torch.no_grad():
+            logits = d(torch.from_numpy(context)[None], torch.from_numpy(filled)[None])[0]
+        np.testing.assert_allclose(ep["rewards"], log_real_prob(logits).numpy()[masked], rtol=1e-5, atol=1e-6)
+        assert ep["info"]["disc_version"] == 1
+    assert len(lengths) > 1  # the stream really varied the mask
+
+
+def test_new_discriminator_weights_change_rewards_and_version(config):
+    env = InfillEnv(config)
+    assert env.discriminator_version == 0
+    env.set_discriminator_weights(discriminator(seed=7).state_dict(), version=1)
+    before = play(env, np.random.default_rng(2), seed=5)
+    env.set_discriminator_weights(discriminator(seed=8).state_dict(), version=2)
+    after = play(env, np.random.default_rng(2), seed=5)
+    assert env.discriminator_version == 2 and after["info"]["disc_version"] == 2
+    np.testing.assert_array_equal(before["last"]["filled"], after["last"]["filled"])  # same episode, same actions
+    assert not np.allclose(before["rewards"], after["rewards"])
+
+
+def test_vector_env_matches_single_envs_with_next_step_autoreset(config):
+    seeds, weights = [10, 11, 12], discriminator(seed=7).state_dict()
+    vec = InfillVectorEnv(config, num_envs=3)
+    singles = [InfillEnv(config) for _ in seeds]
+    for env in [vec, *singles]:
+        env.set_discriminator_weights(weights, version=4)
+    obs, _ = vec.reset(seed=seeds)
+    expected = [env.reset(seed=s)[0] for env, s in zip(singles, seeds)]
+    done = np.zeros(3, dtype=bool)
+    actions, finished = np.random.default_rng(3), 0
+    for _ in range(30):
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], np.stack([e[key] for e in expected]))
+        act = actions.integers(V, size=3)
+        obs, rewards, terminated, truncated, infos = vec.step(act)
+        assert not truncated.any()
+        for i, env in enumerate(singles):
+            if done[i]:  # NEXT_STEP: this step ignored the action and started a new episode
+                expected[i], _ = env.reset()
+                assert rewards[i] == 0.0 and not terminated[i]
+                continue
+            expected[i], reward, term, _, info = env.step(int(act[i]))
+            assert rewards[i] == pytest.approx(reward, rel=1e-5, abs=1e-6) and terminated[i] == term
+            if term:
+                finished += 1
+                assert infos["_window"][i] and infos["disc_version"][i] == 4
+                np.testing.assert_array_equal(infos["window"][i], info["window"])
+                np.testing.assert_array_equal(infos["present"][i], info["present"])
+        assert "_window" not in infos or infos["_window"].tolist() == terminated.tolist()
+        done = terminated
+    assert finished >= 6
+
+
+def test_reseed_replays_the_same_stream(config):
+    def run(env: InfillVectorEnv) -> list:
+        obs, _ = env.reset()
+        trace = [obs]
+        for step in range(12):
+            trace.append(env.step(np.full(3, step % V)))
+        return trace
+
+    vec = InfillVectorEnv(config, num_envs=3)
+    vec.reseed(21)
+    first = run(vec)
+    run(vec)  # move the stream on
+    vec.reseed(21)
+    gym.utils.env_checker.data_equivalence(first, run(vec), exact=True) or pytest.fail("reseed did not replay")
+    # An int seed gives each sub-env its own stream.
+    assert len({tuple(row) for row in first[0]["context"]}) == 3
+
+    single = InfillEnv(config)
+    single.reseed(9)
+    replay = play(single, np.random.default_rng(0))
+    seeded = play(single, np.random.default_rng(0), seed=9)
+    np.testing.assert_array_equal(replay["last"]["filled"], seeded["last"]["filled"])
+    np.testing.assert_array_equal(replay["rewards"], seeded["rewards"])
+
+
+def test_registered_names_build_the_environments(config):
+    vec = gym.make_vec(envs.GYM_ID, num_envs=2, vectorization_mode="vector_entry_point", config=config)
+    assert isinstance(vec, InfillVectorEnv) and vec.num_envs == 2
+    # RLlib calls the Ray creators with an EnvContext; its vector entry point adds "num_envs".
+    context = EnvContext(config, worker_index=1)
+    assert isinstance(_global_registry.get(ENV_CREATOR, envs.RAY_ENV)(context), InfillEnv)
+    ray_vec = _global_registry.get(ENV_CREATOR, envs.RAY_VECTOR_ENV)(context | {"num_envs": 4})
+    assert isinstance(ray_vec, InfillVectorEnv) and ray_vec.num_envs == 4
+
+
+def test_config_problems_are_named(config):
+    with pytest.raises(ConfigError, match="data_path"):
+        InfillEnv({k: v for k, v in config.items() if k != "data_path"})
+    with pytest.raises(ConfigError, match="seq_len"):
+        InfillEnv({**config, "seq_len": T + 1})
+    with pytest.raises(ConfigError, match="mask"):
+        InfillEnv({**config, "mask": {"strategy": "random", "rate": 0.5}})
