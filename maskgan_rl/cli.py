@@ -81,22 +81,35 @@ def _parser() -> argparse.ArgumentParser:
     train = configured("train", _train, "the whole pipeline: prepare, pretrain (or load), adversarial training")
     train.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in run_dir")
 
-    infill = commands.add_parser("infill", help="fill in the blanks (___) of a sentence with a trained generator")
-    infill.add_argument("checkpoint")
-    infill.add_argument("text", nargs="*", help="text with ___ blanks; read from --file or stdin when absent")
+    infill = commands.add_parser(
+        "infill",
+        help="fill in the blanks (___) of a sentence with a trained generator",
+        description="Each ___ is one masked token (___ ___ = two words); a text holds at most data.seq_len "
+        "tokens; words outside the vocabulary are read as <unk> (with a warning).",
+    )
+    infill.add_argument("checkpoint", help="a MaskMLE or MaskGAN checkpoint (.pt)")
+    infill.add_argument("text", nargs="*", help='texts with ___ blanks, each quoted: "the ___ rose"; else --file or stdin')
     infill.add_argument("--file", help="one text per line")
-    infill.add_argument("--temperature", type=float, default=1.0)
-    infill.add_argument("--samples", type=int, default=1)
-    infill.add_argument("--seed", type=int, default=None)
+    infill.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (< 1: safer words)")
+    infill.add_argument("--samples", type=int, default=1, help="filled versions per text")
+    infill.add_argument("--seed", type=int, default=None, help="for reproducible samples")
     infill.set_defaults(run=_infill)
 
     evaluate = commands.add_parser("evaluate", help="metrics, samples and quality-diversity curves for checkpoints")
-    evaluate.add_argument("checkpoints", nargs="+")
-    evaluate.add_argument("--preset", default=None, help="evaluate on another data config (default: the checkpoint's)")
+    evaluate.add_argument(
+        "checkpoints", nargs="+", metavar="CHECKPOINT|key=value",
+        help="checkpoints to compare (e.g. mle.pt maskgan.pt), then optional dotted config overrides",
+    )
+    evaluate.add_argument("--preset", default=None, help="evaluate on another data config (default: the first checkpoint's)")
     evaluate.add_argument("--out", default=None, help="output folder (default: <run_dir>/eval)")
     evaluate.add_argument("--temperatures", default="0.5,0.7,1.0,1.3", help="comma-separated temperatures to sweep")
-    evaluate.add_argument("--samples", type=int, default=1000)
-    evaluate.add_argument("overrides", nargs="*", metavar="key=value")
+    evaluate.add_argument("--samples", type=int, default=1000, help="held-out windows filled (at most half the split)")
+    evaluate.add_argument("--split", choices=("valid", "test"), default="valid")
+    evaluate.add_argument("--bleu-order", type=int, default=4)
+    evaluate.add_argument("--bleu-references", type=int, default=500, help="fixed reference count (BLEU depends on it)")
+    evaluate.add_argument("--reverse-lm-steps", type=int, default=200, help="training steps of each reverse LM; 0 skips it")
+    evaluate.add_argument("--table-rows", type=int, default=20, help="rows of the side-by-side samples table")
+    evaluate.add_argument("--seed", type=int, default=0, help="masks and sampling, shared by every checkpoint")
     evaluate.set_defaults(run=_evaluate)
     return parser
 

@@ -9,8 +9,9 @@ server); `MLFLOW_TRACKING_URI` or `tracking.tracking_uri` points it at a trackin
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from maskgan_rl.config import Config, flatten
 
@@ -32,8 +33,9 @@ class Tracker:
     a database; everything else goes to MLflow.
     """
 
-    def __init__(self, cfg: Config, command: str, tags: Optional[dict[str, str]] = None):
-        self.cfg, self.command = cfg, command
+    def __init__(self, cfg: Config, command: str, tags: Optional[dict[str, str]] = None, resume: bool = True):
+        """`resume=False` always starts a new run (evaluations); training continues the run of its run_dir."""
+        self.cfg, self.command, self.resume = cfg, command, resume
         self.enabled = cfg.tracking.enabled
         self.run_id: Optional[str] = None
         self._tags = {"maskgan.command": command, "maskgan.algo": cfg.gan.algo, "maskgan.dataset": cfg.data.dataset}
@@ -54,7 +56,7 @@ class Tracker:
         mlflow.set_experiment(self.cfg.tracking.experiment)
         run_id_file = Path(self.cfg.run_dir) / f"{RUN_ID_FILE}.{self.command}"
         previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
-        if previous and self._run_exists(previous):
+        if self.resume and previous and self._run_exists(previous):
             run = mlflow.start_run(run_id=previous)
         else:
             run = mlflow.start_run(run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}")
@@ -83,6 +85,32 @@ class Tracker:
             import mlflow
 
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_params({key: ("" if value is None else str(value)) for key, value in params.items()})
+
+    def log_model(self, checkpoint: str | os.PathLike) -> None:
+        """The generator of `checkpoint` as an MLflow pyfunc model at `runs:/<run_id>/model` (tracking.log_model)."""
+        if self.enabled and self.cfg.tracking.log_model:
+            from maskgan_rl.mlflow_model import log_infill_model
+
+            log_infill_model(checkpoint)
+
+    @contextmanager
+    def nested(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[None]:
+        """A child run of this one: what is logged inside the block goes to it (one evaluated checkpoint...)."""
+        if not self.enabled:
+            yield
+            return
+        import mlflow
+
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tags({**self._tags, **tags})
+            self.log_params(params)
+            yield
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.enabled:

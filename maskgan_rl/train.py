@@ -33,7 +33,9 @@ def run_pretraining(cfg: Config) -> PretrainResult:
     data = prepare_data(cfg)
     with Tracker(cfg, "pretrain") as tracker:
         _log_run_files(cfg, tracker, data)
-        return pretrain(cfg, data, tracker)
+        result = pretrain(cfg, data, tracker)
+        tracker.log_model(result.mle_path)
+        return result
 
 
 def run_training(cfg: Config, resume: bool = False) -> Path:
@@ -49,11 +51,15 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
         _log_run_files(cfg, tracker, data)
         pretrained = pretrain(cfg, data, tracker)
         if cfg.gan.iterations == 0:
-            return pretrained.mle_path
-        return _adversarial(cfg, data, pretrained, tracker, previous if resume else None)
+            final = pretrained.mle_path
+        else:
+            final = _adversarial(cfg, data, pretrained, tracker, previous if resume else None)
+        tracker.log_model(final)
+        return final
 
 
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
+    from maskgan_rl.evaluate import evaluate_during_training
     from maskgan_rl.resources import check_cluster_resources
     from maskgan_rl.rl.adversarial import AdversarialTrainer
 
@@ -75,6 +81,9 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
     try:
         for iteration in range(start + 1, cfg.gan.iterations + 1):
             metrics = trainer.train_iteration()
+            if iteration % cfg.gan.eval_every == 0 or iteration == cfg.gan.iterations:
+                generator.load_state_dict(trainer.generator_state_dict())
+                metrics.update({f"eval/{k}": v for k, v in evaluate_during_training(generator, data, cfg).items()})
             _guard_divergence(cfg, metrics, iteration, folder)
             if iteration > already_logged:
                 tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)

@@ -1,0 +1,188 @@
+"""Fill in the blanks of people's text with a trained generator: `maskgan infill` and the Python API.
+
+How a text becomes a model window (the rules users see in `maskgan infill --help`):
+- Words are split as the training corpus was: on whitespace (lower-cased when the model was trained
+  with `data.lowercase`); IMDB models lower-case and split punctuation off, as their reviews were.
+- Each blank `___` (three or more underscores, standing alone) is ONE masked token: `___ ___` asks
+  for two words. The model never chooses how long a blank is.
+- The window starts with the boundary token `<eos>` (every corpus puts it before a sentence), so
+  the text may hold at most `seq_len` tokens; a longer one is a MaskGANError saying so.
+- A shorter text is padded after its end with observed `<eos>` tokens, up to the seq_len + 1 tokens
+  the model was trained on: the model then knows the text ends there. Padding is never returned.
+- Words outside the vocabulary reach the model as `<unk>` (an `UnknownWordWarning` names them); the
+  returned text keeps the words as typed, only the blanks change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from maskgan_rl.config import DataConfig, config_from_dict
+from maskgan_rl.corpora import _IMDB_TOKEN
+from maskgan_rl.errors import MaskGANError
+from maskgan_rl.models.generator import Generator
+from maskgan_rl.pretrain import load_generator
+from maskgan_rl.vocab import EOS, Vocab
+
+BLANK = "___"
+_BLANK_TOKEN = re.compile(r"_{3,}")
+
+
+class UnknownWordWarning(UserWarning):
+    """A word of the user's text is not in the model's vocabulary and was read as `<unk>`."""
+
+
+class Infiller:
+    """A generator with the vocabulary and data settings needed to turn text into windows and back."""
+
+    def __init__(self, generator: Generator, vocab: Vocab, data: DataConfig):
+        self.generator = generator.eval()
+        self.vocab = vocab
+        self.data = data
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Infiller":
+        generator, vocab, checkpoint = load_generator(path, device=device)
+        return cls(generator, vocab, config_from_dict(checkpoint["config"]).data)
+
+    @property
+    def seq_len(self) -> int:
+        return self.data.seq_len
+
+    def tokenize(self, text: str) -> list[str]:
+        """The text's tokens, split as the training corpus was; every blank becomes exactly `___`."""
+        if self.data.dataset == "imdb":
+            tokens = _IMDB_TOKEN.findall(text.lower())  # `___` is one \w+ run, so blanks survive
+        else:
+            tokens = (text.lower() if self.data.lowercase else text).split()
+        return [BLANK if _BLANK_TOKEN.fullmatch(token) else token for token in tokens]
+
+    @torch.no_grad()
+    def fill(
+        self, texts: Sequence[str], temperature: float = 1.0, samples: int = 1, seed: Optional[int] = None
+    ) -> list[list[str]]:
+        """For each text, `samples` filled-in versions (tokens joined by single spaces)."""
+        if temperature <= 0:
+            raise MaskGANError(f"temperature={temperature} must be > 0 (1 samples the model as trained; lower is greedier)")
+        if samples < 1:
+            raise MaskGANError(f"samples={samples} must be >= 1")
+        token_lists = [self._checked_tokens(text) for text in texts]
+        if not token_lists:
+            return []
+        self._warn_unknown(token_lists)
+        windows, present = self._windows(token_lists)
+        device = next(self.generator.parameters()).device
+        rng = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        filled, _ = self.generator.infill(
+            windows.repeat_interleave(samples, 0).to(device),
+            present.repeat_interleave(samples, 0).to(device),
+            temperature=temperature,
+            generator=rng,
+        )
+        filled = filled.cpu()
+        results = []
+        for i, tokens in enumerate(token_lists):
+            rows = filled[i * samples : (i + 1) * samples]
+            # Target t is window position t + 1 (position 0 is the <eos> boundary).
+            results.append([
+                " ".join(self.vocab.decode([row[t + 1]])[0] if token == BLANK else token for t, token in enumerate(tokens))
+                for row in rows
+            ])
+        return results
+
+    def _checked_tokens(self, text: str) -> list[str]:
+        tokens = self.tokenize(text)
+        if BLANK not in tokens:
+            raise MaskGANError(f"no blank in {_preview(text)}: mark each word to fill in with {BLANK} (one {BLANK} per word)")
+        if len(tokens) > self.seq_len:
+            raise MaskGANError(
+                f"{_preview(text)} has {len(tokens)} tokens but this model reads at most seq_len={self.seq_len} "
+                f"(its window is <eos> + {self.seq_len} tokens): shorten the text or split it into pieces of "
+                f"<= {self.seq_len} tokens around each blank"
+            )
+        return tokens
+
+    def _warn_unknown(self, token_lists: list[list[str]]) -> None:
+        unknown = sorted({t for tokens in token_lists for t in tokens if t != BLANK and self._is_unknown(t)})
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
+            warnings.warn(
+                f"{len(unknown)} word(s) not in the model's {len(self.vocab)}-word vocabulary, read as <unk>: {shown}",
+                UnknownWordWarning,
+                stacklevel=3,
+            )
+
+    def _is_unknown(self, token: str) -> bool:
+        return self.vocab.encode([token])[0] == self.vocab.unk_id and token != self.vocab.tokens[self.vocab.unk_id]
+
+    def _windows(self, token_lists: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """windows [N, T+1] (<eos>, the tokens, <eos> padding) and present [N, T] (False at blanks)."""
+        T = self.seq_len
+        windows = torch.full((len(token_lists), T + 1), self.vocab.eos_id, dtype=torch.long)
+        present = torch.ones(len(token_lists), T, dtype=torch.bool)
+        for i, tokens in enumerate(token_lists):
+            # A blank's id is irrelevant (the model never reads a masked target); <eos> keeps it valid.
+            ids = self.vocab.encode([EOS if t == BLANK else t for t in tokens])
+            windows[i, 1 : len(ids) + 1] = torch.tensor(ids)
+            present[i, : len(tokens)] = torch.tensor([t != BLANK for t in tokens])
+        return windows, present
+
+
+def infill(
+    model: Infiller | str | os.PathLike,
+    texts: Sequence[str] | str,
+    temperature: float = 1.0,
+    samples: int = 1,
+    seed: Optional[int] = None,
+) -> list[list[str]]:
+    """Fill the `___` blanks of each text: `samples` versions per text. `model` is an Infiller or a checkpoint path."""
+    if not isinstance(model, Infiller):
+        model = Infiller.from_checkpoint(model)
+    if isinstance(texts, str):  # one text, not a sequence of one-character texts
+        texts = [texts]
+    return model.fill(texts, temperature=temperature, samples=samples, seed=seed)
+
+
+def infill_command(args: argparse.Namespace) -> None:
+    """`maskgan infill CHECKPOINT [TEXT...] [--file F]`; with neither, one text per line of stdin."""
+    texts = _read_texts(args)
+    model = Infiller.from_checkpoint(args.checkpoint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownWordWarning)
+        results = model.fill(texts, temperature=args.temperature, samples=args.samples, seed=args.seed)
+    for warning in caught:
+        print(f"maskgan infill: warning: {warning.message}", file=sys.stderr)
+    for i, filled in enumerate(results):
+        if i and args.samples > 1:
+            print()  # a blank line between the groups of samples of different texts
+        print("\n".join(filled))
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    if args.text:
+        return list(args.text)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise MaskGANError(f"--file {path}: no such file: give a text file with one text per line")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    else:
+        if sys.stdin.isatty():
+            print("maskgan infill: reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
+        lines = sys.stdin.read().splitlines()
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise MaskGANError('no text given: pass "the ___ rose" as an argument, --file FILE, or lines on stdin')
+    return texts

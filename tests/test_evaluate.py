@@ -1,0 +1,169 @@
+"""Evaluation: each metric on hand-computed tiny cases, then the whole `maskgan evaluate` pipeline on
+a tiny synthetic run (two MaskMLE checkpoints, two temperatures)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from maskgan_rl.cli import main
+from maskgan_rl.config import ModelConfig, load_config
+from maskgan_rl.dataset import WindowDataset, prepare_data, write_windows
+from maskgan_rl.evaluate import (
+    _md_cell,
+    evaluate_during_training,
+    lm_perplexity,
+    masked_perplexity,
+    ngram_metrics,
+    oracle_nll,
+    render,
+)
+from maskgan_rl.models import Generator, LanguageModel
+from maskgan_rl.oracle import OracleLM
+from maskgan_rl.train import run_pretraining
+from maskgan_rl.vocab import Vocab
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VOCAB = Vocab(["<eos>", "<unk>", "a", "b"])
+
+
+def context_free(head: torch.nn.Linear, probs: list[float]) -> None:
+    """Make a vocabulary head ignore its input: logits = log(probs) whatever the context."""
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.log(torch.tensor(probs)))
+
+
+# ---------------------------------------------------------------- metrics on models
+
+
+def test_lm_perplexity_of_a_context_free_lm():
+    lm = LanguageModel(3, ModelConfig(embed=4, hidden=4, tie_weights=False))
+    context_free(lm.head, [0.5, 0.25, 0.25])
+    windows = np.array([[0, 1, 2], [0, 0, 0]])
+    # Targets 1, 2, 0, 0: NLL log 4 + log 4 + log 2 + log 2 = 6 log 2 over 4 tokens -> 2 ** 1.5.
+    assert lm_perplexity(lm, windows) == pytest.approx(2**1.5, rel=1e-5)
+
+
+def test_masked_perplexity_counts_every_held_out_window(tmp_path):
+    generator = Generator(4, ModelConfig(embed=4, hidden=4, tie_weights=False))
+    context_free(generator.head, [0.5, 0.2, 0.2, 0.1])
+    path = tmp_path / "valid.parquet"
+    # 5 windows > one batch of 2: all of them are scored. Every target is "a" (p = 0.2), so whichever
+    # targets the masks pick, the perplexity is 1 / 0.2.
+    write_windows(path, np.full((5, 7), 2), VOCAB, {"test": True})
+    cfg = load_config("synthetic", ["data.seq_len=6", "pretrain.batch_size=2", "pretrain.eval_batches=1"])
+    assert masked_perplexity(generator, WindowDataset(path), cfg) == pytest.approx(5.0, rel=1e-5)
+
+
+def test_oracle_nll_weighs_every_masked_token_equally():
+    oracle = OracleLM(vocab_size=4, hidden=2, seed=0)
+    context_free(oracle.output, [0.1, 0.2, 0.3, 0.4])
+    windows = np.array([[0, 2, 3], [0, 3, 3], [0, 1, 1]])
+    present = np.array([[True, False], [False, False], [True, True]])  # row 3 has nothing masked
+    # Masked tokens: 3 (p .4) in row 1, 3 and 3 in row 2 -> -log .4; row 3 adds nothing (and no NaN).
+    assert oracle_nll(oracle, windows, present) == pytest.approx(-math.log(0.4), rel=1e-5)
+    # Row 1 masks token 2 (p .3), row 2 two tokens 3 (p .4): a token-weighted mean, not a mean of row means.
+    present = np.array([[False, True], [False, False], [True, True]])
+    expected = (-math.log(0.3) - 2 * math.log(0.4)) / 3
+    assert oracle_nll(oracle, windows, present) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ngram_metrics_score_the_targets_only():
+    # Targets b a b a (w[0] = <eos> is not generated): bigrams ba ab ba -> 2 of 3 unique;
+    # trigrams bab aba -> all unique; the one quadgram -> unique.
+    metrics = ngram_metrics(np.array([[0, 3, 2, 3, 2]]))
+    assert metrics == pytest.approx({"unique_2grams": 200 / 3, "unique_3grams": 100.0, "unique_4grams": 100.0})
+
+
+def test_render_and_markdown_escaping():
+    window, present = np.array([0, 2, 3, 2]), np.array([True, False, True])
+    assert render(VOCAB, window, present, blank=True) == "<eos> a ___ a"
+    assert render(VOCAB, window, present) == "<eos> a [b] a"
+    assert _md_cell("<eos> ___ |") == r"&lt;eos> \_\_\_ \|"
+    assert _md_cell(1 / 3) == "0.3333"
+
+
+# ---------------------------------------------------------------- pipeline on a tiny synthetic run
+
+TINY = [
+    "data.oracle_vocab=40", "data.synthetic_train=400", "data.synthetic_valid=80", "data.synthetic_test=20",
+    "data.seq_len=8", "model.embed=16", "model.hidden=16", "pretrain.lm_steps=30", "pretrain.batch_size=32",
+    "pretrain.lr=1e-2", "pretrain.eval_every=30", "pretrain.eval_batches=2",
+]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """MaskMLE after 60 steps and after 0 steps (the LM-initialised generator), on the same data."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for name, steps in (("trained", 60), ("untrained", 0)):
+        cfg = load_config("synthetic", TINY + [f"run_dir={root / name}", f"pretrain.mle_steps={steps}", "tracking.enabled=false"])
+        paths.append(run_pretraining(cfg).mle_path)
+    return paths
+
+
+def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
+    from maskgan_rl.pretrain import load_generator
+
+    cfg = load_config("synthetic", TINY + [f"run_dir={two_checkpoints[0].parent.parent}"])
+    generator, _, _ = load_generator(two_checkpoints[0])
+    metrics = evaluate_during_training(generator, prepare_data(cfg), cfg)
+    assert set(metrics) == {"masked_perplexity", "unique_2grams", "unique_3grams", "unique_4grams", "oracle_nll"}
+    assert 1 < metrics["masked_perplexity"] < 40  # better than uniform over the 40 tokens
+    assert 0 < metrics["oracle_nll"] < 20 and 0 < metrics["unique_2grams"] <= 100
+    assert evaluate_during_training(generator, prepare_data(cfg), cfg) == metrics  # seeded: same weights, same numbers
+
+
+def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trained, untrained = two_checkpoints
+    out = tmp_path / "eval"
+    db = tmp_path / "mlflow.db"
+    code = main([
+        "evaluate", str(trained), str(untrained), "tracking.enabled=true", f"tracking.tracking_uri=sqlite:///{db}",
+        "--out", str(out), "--samples", "30", "--temperatures", "0.7,1.0",
+        "--bleu-references", "20", "--reverse-lm-steps", "5", "--table-rows", "3",
+    ])
+    assert code == 0
+    for name in ("results.json", "metrics.csv", "metrics.md", "samples.csv", "samples.md", "eval_lm.pt"):
+        assert (out / name).is_file(), name
+    for name in ("quality_diversity_lm.png", "quality_diversity_bleu.png"):
+        assert (out / name).read_bytes().startswith(PNG_MAGIC)
+
+    results = json.loads((out / "results.json").read_text())
+    assert (results["prompts"], results["references"], results["bleu_references"]) == (30, 50, 20)
+    trained_entry, untrained_entry = results["checkpoints"]
+    assert trained_entry["label"] != untrained_entry["label"] and trained_entry["kind"] == "mle"
+    # MLE training lowers the masked perplexity it minimises.
+    assert trained_entry["masked_perplexity"] < untrained_entry["masked_perplexity"] < 40
+    for point in trained_entry["points"] + [results["real"]]:
+        assert 0 <= point["bleu4"] <= 1 and 0 <= point["self_bleu4"] <= 1
+        assert 0 < point["unique_2grams"] <= point["unique_4grams"] <= 100
+        assert 1 < point["eval_lm_perplexity"] < 100 and 1 < point["reverse_lm_perplexity"] < 100
+        assert 0 < point["oracle_nll"] < 20
+    # Real data is, by definition, what the oracle generates best.
+    assert results["real"]["oracle_nll"] < min(p["oracle_nll"] for p in untrained_entry["points"])
+    assert [p["temperature"] for p in trained_entry["points"]] == [0.7, 1.0]
+
+    samples = (out / "samples.csv").read_text().splitlines()
+    assert len(samples) == 1 + 3 and samples[0].count(",") == 3  # masked input, real text, two checkpoints
+    assert "___" in samples[1] and "[" in samples[1]
+    assert "real data" in capsys.readouterr().out  # the metrics table is printed
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("maskgan").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["maskgan.command"] == "evaluate"
+    assert len(children) == 4  # two checkpoints x two temperatures
+    assert {r.data.params["temperature"] for r in children} == {"0.7", "1.0"}
+    assert all("bleu4" in r.data.metrics and "masked_perplexity" in r.data.metrics for r in children)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "evaluation")}
+    assert "evaluation/results.json" in artifacts and "evaluation/quality_diversity_bleu.png" in artifacts

@@ -1,0 +1,142 @@
+"""In-filling for people: text -> window rules, the Python API and `maskgan infill`."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from maskgan_rl.checkpoint import save_checkpoint
+from maskgan_rl.cli import main
+from maskgan_rl.config import DataConfig, ModelConfig, load_config, to_dict
+from maskgan_rl.errors import MaskGANError
+from maskgan_rl.infill import Infiller, UnknownWordWarning, infill
+from maskgan_rl.models import Generator
+from maskgan_rl.vocab import Vocab
+
+VOCAB = Vocab(["<eos>", "<unk>", "the", "stock", "rose", "sharply", "in", "early", "trading", "."])
+T = 6
+
+
+class RecordingGenerator(nn.Module):
+    """Stands in for Generator: remembers what it was given and fills every blank with token `fill_id`."""
+
+    def __init__(self, fill_id: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))  # Infiller reads the device from the parameters
+        self.fill_id = fill_id
+
+    def infill(self, windows, present, temperature=1.0, generator=None):
+        self.windows, self.present, self.temperature = windows, present, temperature
+        filled = windows.clone()
+        filled[:, 1:][~present] = self.fill_id
+        return filled, torch.zeros(present.shape)
+
+
+def recording(fill_id: int = 3, **data) -> Infiller:
+    return Infiller(RecordingGenerator(fill_id), VOCAB, DataConfig(seq_len=T, **data))
+
+
+def test_window_starts_with_eos_and_pads_short_text_with_observed_eos():
+    model = recording()
+    assert model.fill(["the ___ rose"], temperature=0.5) == [["the stock rose"]]
+    g = model.generator
+    # <eos>, the, (blank: any id, <eos>), rose, then <eos> padding up to T + 1 = 7 tokens.
+    assert g.windows.tolist() == [[0, 2, 0, 4, 0, 0, 0]]
+    # Targets are w[1:]: only target 1 ("___") is masked; the padding is observed.
+    assert g.present.tolist() == [[True, False, True, True, True, True]]
+    assert g.temperature == 0.5
+
+
+def test_each_blank_is_one_token_and_any_run_of_underscores_is_a_blank():
+    model = recording(fill_id=8)
+    assert model.tokenize("the ___ _____ rose") == ["the", "___", "___", "rose"]
+    assert model.fill(["___ ___ rose"]) == [["trading trading rose"]]
+    assert model.generator.present.tolist() == [[False, False, True, True, True, True]]
+
+
+def test_samples_are_grouped_per_text():
+    model = recording()
+    result = model.fill(["the ___", "___ rose ."], samples=3)
+    assert result == [["the stock"] * 3, ["stock rose ."] * 3]
+    assert model.generator.windows.shape == (6, T + 1)
+
+
+def test_text_of_exactly_seq_len_tokens_fits_and_one_more_is_a_clear_error():
+    model = recording()
+    assert model.fill(["the stock rose ___ in trading"]) == [["the stock rose stock in trading"]]
+    with pytest.raises(MaskGANError, match=r"7 tokens .* at most seq_len=6"):
+        model.fill(["the stock rose ___ in early trading"])
+
+
+def test_text_without_blank_and_bad_settings_are_errors():
+    model = recording()
+    with pytest.raises(MaskGANError, match="no blank"):
+        model.fill(["the stock rose"])
+    with pytest.raises(MaskGANError, match="temperature"):
+        model.fill(["the ___"], temperature=0.0)
+    with pytest.raises(MaskGANError, match="samples"):
+        model.fill(["the ___"], samples=0)
+
+
+def test_unknown_words_become_unk_with_a_warning_and_are_kept_in_the_output():
+    model = recording()
+    with pytest.warns(UnknownWordWarning, match="Shares"):
+        result = model.fill(["Shares ___ sharply"])
+    assert model.generator.windows[0, 1].item() == VOCAB.unk_id
+    assert result == [["Shares stock sharply"]]
+
+
+def test_tokenization_follows_the_training_corpus():
+    assert recording(lowercase=True).tokenize("The ___ Rose") == ["the", "___", "rose"]
+    assert recording().tokenize("The ___ Rose") == ["The", "___", "Rose"]
+    # IMDB reviews were lower-cased with punctuation split off.
+    assert recording(dataset="imdb", train_path="x").tokenize("Great ___, really.") == ["great", "___", ",", "really", "."]
+
+
+# ---------------------------------------------------------------- with a real (untrained) generator
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8"])
+    torch.manual_seed(0)
+    generator = Generator(len(VOCAB), ModelConfig(embed=8, hidden=8))
+    path = tmp_path / "mle.pt"
+    save_checkpoint(path, {"kind": "mle", "config": to_dict(cfg), "vocab": VOCAB.tokens, "models": {"generator": generator.state_dict()}})
+    return path
+
+
+def test_api_on_a_checkpoint_is_reproducible_with_a_seed(checkpoint):
+    first = infill(checkpoint, ["the ___ ___ sharply", "___ trading"], samples=4, seed=7)
+    again = infill(Infiller.from_checkpoint(checkpoint), ["the ___ ___ sharply", "___ trading"], samples=4, seed=7)
+    assert first == again
+    for text in first[0]:
+        words = text.split()
+        assert len(words) == 4 and words[0] == "the" and words[3] == "sharply"
+        assert all(w in VOCAB.tokens for w in words[1:3])
+    assert infill(checkpoint, "the ___", seed=1)[0][0].startswith("the ")  # one string is one text
+
+
+def test_cli_reads_arguments_file_and_stdin(checkpoint, tmp_path, capsys, monkeypatch):
+    assert main(["infill", str(checkpoint), "the ___ rose", "--seed", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("the ") and line.endswith(" rose") and len(line.split()) == 3
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the ___\n\n___ rose\n")
+    assert main(["infill", str(checkpoint), "--file", str(texts), "--samples", "2", "--seed", "3"]) == 0
+    groups = capsys.readouterr().out.strip().split("\n\n")
+    assert [len(g.splitlines()) for g in groups] == [2, 2]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("stock ___ Nasdaq\n"))
+    assert main(["infill", str(checkpoint), "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("stock ") and captured.out.strip().endswith("Nasdaq")
+    assert "warning" in captured.err and "Nasdaq" in captured.err
+
+
+def test_cli_reports_too_long_text_in_one_line(checkpoint, capsys):
+    assert main(["infill", str(checkpoint), "a b c d e f ___"]) == 2
+    err = capsys.readouterr().err
+    assert "at most seq_len=6" in err and len(err.strip().splitlines()) == 1
