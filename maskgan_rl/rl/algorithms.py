@@ -1,6 +1,136 @@
 """The algorithm registry: `gan.algo` picks one entry. Adding an RLlib algorithm is one entry here.
 
-(Placeholder names only: the builders are filled in with the adversarial stage.)
+An entry is a function `cfg -> AlgorithmConfig` holding only what is particular to that algorithm
+(its config class, learner class, and the defaults this project overrides). `algorithm_config`
+adds everything they share: environment, module, resources, learning rates, callbacks.
+Ray is imported inside the functions: config validation imports this module for the names alone.
+
+Shared choices:
+- one iteration = about gan.episodes_per_iteration masked windows (the same number of generated
+  tokens for every algorithm); no entropy bonus (the paper has none); value loss weight 1 (the critic
+  has its own optimiser and learning rate, gan.critic_lr).
+- PPO/APPO/IMPALA use RLlib's own advantages: GAE with lambda=1 (Monte-Carlo returns, like the
+  paper) but discounted per env step, i.e. per masked target rather than per position (the same
+  for one contiguous blank), and PPO standardises them. Only `reinforce` is the paper's update.
 """
 
-ALGORITHMS: dict = {"reinforce": None, "ppo": None, "appo": None, "impala": None}
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable
+
+from maskgan_rl.config import Config
+from maskgan_rl.masking import num_masked
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+
+def steps_per_iteration(cfg: Config) -> int:
+    """Env steps (= generated tokens) in gan.episodes_per_iteration episodes of the configured mask."""
+    return cfg.gan.episodes_per_iteration * max(num_masked(cfg.mask, cfg.data.seq_len), 1)
+
+
+def _reinforce(cfg: Config) -> "AlgorithmConfig":
+    from maskgan_rl.rl.reinforce import ReinforceConfig
+
+    return ReinforceConfig().training(
+        episodes_per_iteration=cfg.gan.episodes_per_iteration, advantage_clip=cfg.gan.advantage_clip
+    )
+
+
+def _ppo(cfg: Config) -> "AlgorithmConfig":
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from maskgan_rl.rl.learners import PPOLearner
+
+    batch = steps_per_iteration(cfg)
+    return PPOConfig().training(
+        learner_class=PPOLearner,
+        train_batch_size_per_learner=batch,
+        num_epochs=2,  # RLlib's 30 epochs over one batch of text over-fit it (and take 15x longer)
+        minibatch_size=max(batch // 2, 1),
+        use_kl_loss=False,
+        lambda_=1.0,
+        vf_loss_coeff=1.0,
+        entropy_coeff=0.0,
+    )
+
+
+def _async_common(config: "AlgorithmConfig", cfg: Config, learner_class: type) -> "AlgorithmConfig":
+    """IMPALA and APPO: learn in-process unless asked, iterate without a 10 s floor, bound D lag."""
+    batch = steps_per_iteration(cfg)
+    return (
+        config.training(
+            learner_class=learner_class,
+            train_batch_size_per_learner=batch,
+            broadcast_interval=1,
+            vf_loss_coeff=1.0,
+            entropy_coeff=0.0,
+        )
+        # One outstanding sample request per runner: with D pushed after every iteration, a rollout
+        # is scored by a D at most one push old (see maskgan_rl/rl/adversarial.py).
+        .env_runners(max_requests_in_flight_per_env_runner=1, use_env_runner_state_server=False)
+        .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=batch)
+    )
+
+
+def _appo(cfg: Config) -> "AlgorithmConfig":
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    from maskgan_rl.rl.learners import APPOLearner
+
+    return _async_common(APPOConfig(), cfg, APPOLearner)
+
+
+def _impala(cfg: Config) -> "AlgorithmConfig":
+    from ray.rllib.algorithms.impala import IMPALAConfig
+
+    from maskgan_rl.rl.learners import IMPALALearner
+
+    return _async_common(IMPALAConfig(), cfg, IMPALALearner)
+
+
+ALGORITHMS: dict[str, Callable[[Config], "AlgorithmConfig"]] = {
+    "reinforce": _reinforce,
+    "ppo": _ppo,
+    "appo": _appo,
+    "impala": _impala,
+}
+
+
+def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> "AlgorithmConfig":
+    """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
+    import envs  # noqa: F401  (registers "maskgan-infill-vector" with Ray)
+    from maskgan_rl.rl.callbacks import MaskGANCallbacks
+    from maskgan_rl.rl.module import module_spec
+
+    r, g = cfg.resources, cfg.gan
+    return (
+        ALGORITHMS[g.algo](cfg)
+        .environment(envs.RAY_VECTOR_ENV, env_config=env_config)
+        .env_runners(
+            num_env_runners=r.num_env_runners,
+            num_envs_per_env_runner=r.num_envs_per_env_runner,
+            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
+            custom_resources_per_env_runner=dict(r.env_runner_resources),
+            gym_env_vectorize_mode="vector_entry_point",
+            # A sample call returns about one episode per sub-env, so D hears of rollouts early.
+            rollout_fragment_length=max(num_masked(cfg.mask, cfg.data.seq_len), 1),
+        )
+        .learners(
+            num_learners=r.num_learners,
+            num_gpus_per_learner=r.num_gpus_per_learner,
+            custom_resources_per_learner=dict(r.learner_resources),
+            learner_config_dict={"critic_lr": g.critic_lr, "torch_threads": r.torch_threads},
+        )
+        .rl_module(rl_module_spec=module_spec(cfg, vocab_size))
+        .training(
+            lr=g.gen_lr,
+            gamma=g.gamma,
+            grad_clip=g.grad_clip,
+            grad_clip_by="global_norm",
+        )
+        .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration)
+        .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator))
+    )

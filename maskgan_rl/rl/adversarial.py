@@ -1,0 +1,206 @@
+"""MaskGAN's adversarial stage on Ray: an RLlib algorithm trains the generator, an actor trains D.
+
+One `train_iteration`:
+1. reseed every env runner's data/mask stream and torch RNG, and the learner's, from (seed, iteration);
+2. `algo.train()`: env runners fill masked windows with the generator policy, their environments
+   reward each token with log D; the learner updates generator and critic (gan.algo picks how);
+   every finished episode is also sent to the discriminator actor (`MaskGANCallbacks.on_sample_end`);
+3. the discriminator actor takes gan.disc_steps steps on those episodes and bumps its version;
+4. its weights are pushed to every env runner, which score the next rollouts with them.
+
+Discriminator lag (async algorithms). With `reinforce` and `ppo` every rollout of an iteration is
+sampled after the previous push, so it is scored by the current D (lag 0). APPO and IMPALA keep
+sample requests in flight while the driver trains D, so a rollout may have been scored by an older
+D than the one that will learn from it, and the generator may be rewarded by an out-of-date D.
+Each episode carries the version of D that scored it (`disc_version` in its final info); every
+iteration reports the lag (D's version minus the episode's version) as `disc_lag_mean`/`disc_lag_max`.
+The lag is bounded in three ways: at most one sample request per env runner is in flight
+(`max_requests_in_flight_per_env_runner=1`); D's weights are pushed to every runner after every
+D update, and the push waits for each runner, i.e. for its in-flight request to finish, so no request
+started before a push is still running after it; and D trains only on episodes at most
+`gan.max_disc_lag` versions old (`disc_episodes_too_old` counts the others). Together this keeps the
+lag at 0 or 1 in practice. V-trace corrects the policy lag of those episodes, not this reward drift;
+relabelling rewards with the current D on the learner would remove it at the cost of a D copy there.
+
+Checkpoints: `get_state` holds tensors and plain Python only (module weights, learner optimisers,
+D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_only=True).
+With num_env_runners=0 and `reinforce` a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+import numpy as np
+import ray
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from maskgan_rl.config import Config, to_dict
+from maskgan_rl.dataset import PreparedData, WindowDataset
+from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.models.generator import Generator
+from maskgan_rl.pretrain import masked_cross_entropy
+from maskgan_rl.rl.algorithms import algorithm_config
+from maskgan_rl.rl.callbacks import push_discriminator_weights
+from maskgan_rl.rl.discriminator_actor import create_discriminator_actor, iteration_seed
+
+LEARNER_COMPONENTS = ("rl_module", "optimizer")  # of RLlib's learner state: all a resume needs
+
+
+class AdversarialTrainer:
+    """Build with the MaskMLE generator's state_dict; call `train_iteration()` per generator update.
+
+    Ray must already be initialised (the command line does it; tests use a local Ray).
+    `discriminator_state`: optional Discriminator state_dict to start D from (else the generator's).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: PreparedData,
+        generator_state: dict[str, torch.Tensor],
+        discriminator_state: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.iteration = 0
+        self.vocab_size = len(data.vocab)
+        self.discriminator = create_discriminator_actor(cfg, self.vocab_size, generator_state, discriminator_state)
+        env_config = {
+            "data_path": str(data.train_path),
+            "vocab_size": self.vocab_size,
+            "seq_len": cfg.data.seq_len,
+            "mask": to_dict(cfg)["mask"],
+            "model": to_dict(cfg)["model"],
+            "seed": cfg.seed,
+            "torch_threads": cfg.resources.torch_threads,
+        }
+        self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.discriminator).build_algo()
+        self.algo.learner_group.foreach_learner(
+            lambda learner: learner.module[DEFAULT_MODULE_ID].unwrapped().load_generator_state(generator_state)
+        )
+        self._push_all_weights()
+        self._steps_sampled = 0
+        self._generator = Generator(self.vocab_size, cfg.model)  # driver copy, for the perplexity check
+        self._eval_batch = self._fixed_validation_batch(data)
+
+    # -- training -------------------------------------------------------------------------------
+    def train_iteration(self) -> dict[str, float]:
+        start = time.perf_counter()
+        self.iteration += 1
+        self._reseed()
+        result = self.algo.train()
+        rl_s = time.perf_counter() - start
+        disc = ray.get(self.discriminator.train.remote(self.iteration))
+        disc_s = time.perf_counter() - start - rl_s
+        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        push_s = time.perf_counter() - start - rl_s - disc_s
+
+        runners = result.get(ENV_RUNNER_RESULTS, {})
+        lifetime = runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, self._steps_sampled)
+        tokens, self._steps_sampled = lifetime - self._steps_sampled, lifetime
+        learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+        total_s = time.perf_counter() - start
+        return {
+            "iteration": self.iteration,
+            "episode_reward_mean": float(runners.get("episode_return_mean", math.nan)),
+            "reward_per_token_mean": float(runners.get("episode_return_mean", math.nan))
+            / float(runners.get("episode_len_mean", math.nan)),
+            "masked_tokens": int(tokens),
+            "masked_tokens_per_s": tokens / total_s,
+            # IMPALA logs summed losses under the plain names and means under "mean_*".
+            "policy_loss": float(learner.get("mean_pi_loss", learner.get("policy_loss", math.nan))),
+            "vf_loss": float(learner.get("mean_vf_loss", learner.get("vf_loss", math.nan))),
+            "masked_perplexity": self._masked_perplexity(),
+            **disc,
+            "time_rl_s": rl_s,
+            "time_disc_s": disc_s,
+            "time_push_s": push_s,
+            "time_iteration_s": total_s,
+        }
+
+    def _reseed(self) -> None:
+        """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""
+        seed, iteration = self.cfg.seed, self.iteration
+
+        def reseed_runner(runner) -> None:
+            torch.manual_seed(iteration_seed(seed, iteration, 2, runner.worker_index))
+            if runner.env is not None:
+                runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
+
+        self.algo.env_runner_group.foreach_env_runner(reseed_runner, local_env_runner=True)
+        self.algo.learner_group.foreach_learner(lambda learner: torch.manual_seed(iteration_seed(seed, iteration, 4)))
+
+    # -- evaluation on the driver ---------------------------------------------------------------
+    def _fixed_validation_batch(self, data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = WindowDataset(data.valid_path).windows[: self.cfg.gan.disc_batch_size]
+        present = make_present(len(windows), self.cfg.data.seq_len, self.cfg.mask, np.random.default_rng(self.cfg.seed + 1))
+        return torch.as_tensor(windows), torch.as_tensor(present)
+
+    @torch.no_grad()
+    def _masked_perplexity(self) -> float:
+        """The generator's teacher-forced perplexity on masked validation targets (divergence guard)."""
+        self._generator.load_state_dict(self.generator_state_dict())
+        self._generator.eval()
+        windows, present = self._eval_batch
+        logits = self._generator.logits(mask_context(windows, present, self.vocab_size), windows)
+        nll, _ = masked_cross_entropy(logits, windows[:, 1:], ~present)
+        return math.exp(float(nll))
+
+    # -- weights and state ----------------------------------------------------------------------
+    def _module_weights(self) -> dict[str, torch.Tensor]:
+        weights = self.algo.learner_group.get_weights(module_ids=[DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        return {name: torch.as_tensor(value) for name, value in weights.items()}
+
+    def generator_state_dict(self) -> dict[str, torch.Tensor]:
+        return _sub_state(self._module_weights(), "generator.")
+
+    def critic_state_dict(self) -> dict[str, torch.Tensor]:
+        return _sub_state(self._module_weights(), "critic.")
+
+    def get_state(self) -> dict[str, Any]:
+        learner = self.algo.learner_group.get_state(components=[f"learner/{c}" for c in LEARNER_COMPONENTS])["learner"]
+        return {
+            "iteration": self.iteration,
+            "seed": self.cfg.seed,
+            "algo": self.cfg.gan.algo,
+            "learner": _to_torch({c: learner[c] for c in LEARNER_COMPONENTS}),
+            "discriminator": ray.get(self.discriminator.get_state.remote()),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.algo.learner_group.set_state({"learner": state["learner"]})
+        ray.get(self.discriminator.set_state.remote(state["discriminator"]))
+        self.iteration = int(state["iteration"])
+        self._push_all_weights()
+
+    def _push_all_weights(self) -> None:
+        """Learner's generator and the actor's D to every env runner, waiting until they hold them."""
+        self.algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.algo.learner_group, inference_only=True, timeout_seconds=None
+        )
+        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+
+    def stop(self) -> None:
+        self.algo.stop()
+        ray.kill(self.discriminator)
+
+
+def _sub_state(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)}
+
+
+def _to_torch(tree: Any) -> Any:
+    """numpy arrays (RLlib's state format) -> tensors, so that torch.load(weights_only=True) accepts them."""
+    if isinstance(tree, dict):
+        return {key: _to_torch(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_torch(value) for value in tree)
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(tree.copy())
+    if isinstance(tree, np.generic):
+        return tree.item()
+    return tree

@@ -1,0 +1,58 @@
+"""RLlib callbacks and helpers that connect the discriminator actor to the env runners.
+
+- `on_sample_end` (on each env runner): every finished episode goes to the discriminator actor:
+  final `filled` observation plus the final info's real `window`, `present` mask and `disc_version`.
+  The call waits for the actor to store them (a few KB), so by the time `sample()` returns, and with
+  it a synchronous training step, D has every episode of that step.
+- `on_env_runners_recreated` (on the driver): a restarted runner's environments start from a
+  seed-initialised D; the current weights are pushed to it straight away.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import ray
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+
+class MaskGANCallbacks(RLlibCallback):
+    """Pass as `callbacks_class=functools.partial(MaskGANCallbacks, discriminator=<actor handle>)`."""
+
+    def __init__(self, discriminator: Any = None) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=(), **kwargs) -> None:
+        finished = [episode for episode in samples if episode.is_terminated]
+        if not finished:
+            return
+        infos = [episode.get_infos(-1) for episode in finished]
+        ray.get(
+            self.discriminator.add_rollouts.remote(
+                filled=np.stack([episode.get_observations(-1)["filled"] for episode in finished]),
+                window=np.stack([info["window"] for info in infos]),
+                present=np.stack([info["present"] for info in infos]),
+                disc_version=np.array([info["disc_version"] for info in infos]),
+            )
+        )
+
+    def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices, is_evaluation, **kwargs) -> None:
+        push_discriminator_weights(env_runner_group, self.discriminator, env_runner_indices)
+
+
+def push_discriminator_weights(env_runner_group, discriminator, remote_worker_ids: Optional[list[int]] = None) -> None:
+    """Load the actor's current D into the environments of every runner (or of `remote_worker_ids`).
+
+    The weights travel as one ObjectRef: the state dict is put in the object store once and each
+    runner fetches it, instead of the driver pickling one copy per runner.
+    """
+    weights = discriminator.weights.remote()
+
+    def load(runner) -> None:
+        if runner.env is not None:  # with remote runners, the driver's local runner has no env
+            state, version = ray.get(weights)
+            runner.env.unwrapped.set_discriminator_weights(state, version)
+
+    env_runner_group.foreach_env_runner(load, local_env_runner=remote_worker_ids is None, remote_worker_ids=remote_worker_ids)

@@ -1,0 +1,146 @@
+"""The discriminator's trainer, a Ray actor of its own beside RLlib's env runners and learner.
+
+Env runners send it every finished episode (`add_rollouts`, from the `on_sample_end` callback):
+the real window, its mask, the generator's filled-in window and the version of D that scored it.
+Once per generator update the driver calls `train`: k = gan.disc_steps Adam steps, each on a
+minibatch of those pairs (real and fake share window and mask, as in the paper), loss =
+`discriminator_loss` on the masked targets only. Each `train` that stepped bumps the version; the
+driver then ships `weights()` to every env runner, whose environments compute the rewards with it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from maskgan_rl.config import Config
+from maskgan_rl.masking import mask_context
+from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
+from maskgan_rl.models.generator import Generator
+
+
+def iteration_seed(seed: int, iteration: int, *streams: int) -> int:
+    """An independent 32-bit seed for (run seed, iteration, stream...): resumed runs redraw the same numbers."""
+    return int(np.random.SeedSequence([seed, iteration, *streams]).generate_state(1)[0])
+
+
+class DiscriminatorTrainer:
+    """Plain class; `create_discriminator_actor` runs it as a Ray actor (tests may use it directly)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        vocab_size: int,
+        generator_state: dict[str, torch.Tensor],
+        discriminator_weights: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
+        """Starts from `discriminator_weights` (a Discriminator state_dict, e.g. a pretrained D) if
+        given, else from the MaskMLE generator as in the paper."""
+        torch.set_num_threads(cfg.resources.torch_threads)
+        self.gan = cfg.gan
+        self.seed = cfg.seed
+        self.missing_id = vocab_size
+        self.device = torch.device("cuda" if cfg.resources.disc_num_gpus > 0 else "cpu")
+        self.model = Discriminator(vocab_size, cfg.model).to(self.device)
+        if discriminator_weights is not None:
+            self.model.load_state_dict(discriminator_weights)
+        else:
+            generator = Generator(vocab_size, cfg.model)
+            generator.load_state_dict(generator_state)
+            self.model.init_from_generator(generator)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.gan.disc_lr)
+        self.version = 0
+        self._rollouts: list[dict[str, np.ndarray]] = []
+
+    def add_rollouts(self, filled: np.ndarray, window: np.ndarray, present: np.ndarray, disc_version: np.ndarray) -> None:
+        """Finished episodes [N, ...]: kept until the next `train`."""
+        self._rollouts.append({"filled": filled, "window": window, "present": present, "disc_version": disc_version})
+
+    def train(self, iteration: int) -> dict[str, float]:
+        """k steps on the rollouts received since the last call; episodes whose rewards came from a D
+        more than gan.max_disc_lag versions old are left out (they describe a generator D no longer sees)."""
+        start = time.perf_counter()
+        if not self._rollouts:
+            return {"disc_version": self.version, "disc_episodes": 0}
+        data = {key: np.concatenate([r[key] for r in self._rollouts]) for key in self._rollouts[0]}
+        self._rollouts = []
+        lag = self.version - data["disc_version"]
+        fresh = lag <= self.gan.max_disc_lag
+        stats = {
+            "disc_lag_mean": float(lag.mean()),
+            "disc_lag_max": int(lag.max()),
+            "disc_episodes": int(fresh.sum()),
+            "disc_episodes_too_old": int((~fresh).sum()),
+        }
+        if fresh.any() and self.gan.disc_steps > 0:
+            stats.update(self._steps({key: value[fresh] for key, value in data.items()}, iteration))
+            self.version += 1
+        stats["disc_version"] = self.version
+        stats["disc_train_s"] = time.perf_counter() - start
+        return stats
+
+    def _steps(self, data: dict[str, np.ndarray], iteration: int) -> dict[str, float]:
+        rng = np.random.default_rng(iteration_seed(self.seed, iteration, 1))
+        count = len(data["window"])
+        losses, real_right, fake_right, masked_total = [], 0.0, 0.0, 0.0
+        self.model.train()
+        for _ in range(self.gan.disc_steps):
+            rows = rng.permutation(count)[: self.gan.disc_batch_size]
+            window, filled, present = (
+                torch.as_tensor(data[key][rows], device=self.device) for key in ("window", "filled", "present")
+            )
+            context = mask_context(window, present, self.missing_id)
+            real_logits, fake_logits = self.model(context, window), self.model(context, filled)
+            loss = discriminator_loss(real_logits, fake_logits, present)
+            self.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gan.grad_clip)
+            self.optimizer.step()
+            # Accuracy of the D that took this step, on its own batch, masked targets only.
+            masked = ~present
+            real_right += float((real_logits[masked] > 0).sum())
+            fake_right += float((fake_logits[masked] <= 0).sum())
+            masked_total += float(masked.sum())
+            losses.append(loss.item())
+        masked_total = max(masked_total, 1.0)
+        return {
+            "disc_loss": float(np.mean(losses)),
+            "disc_accuracy_real": real_right / masked_total,
+            "disc_accuracy_fake": fake_right / masked_total,
+            "disc_accuracy": (real_right + fake_right) / (2 * masked_total),
+        }
+
+    def weights(self) -> tuple[dict[str, torch.Tensor], int]:
+        """(CPU state_dict, version): what env runners load. Called with .remote(), the result stays in
+        Ray's object store and each runner fetches it from there."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, self.version
+
+    def get_state(self) -> dict[str, Any]:
+        """Tensors and plain Python only (loadable with torch.load(weights_only=True))."""
+        weights, version = self.weights()
+        return {"model": weights, "optimizer": self.optimizer.state_dict(), "version": version}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+        self._rollouts = []
+
+
+def create_discriminator_actor(
+    cfg: Config,
+    vocab_size: int,
+    generator_state: dict[str, torch.Tensor],
+    discriminator_weights: Optional[dict[str, torch.Tensor]] = None,
+):
+    """The trainer as a Ray actor with the resources of cfg.resources.disc_* (returns its handle)."""
+    import ray
+
+    r = cfg.resources
+    actor = ray.remote(DiscriminatorTrainer).options(
+        num_cpus=r.disc_num_cpus, num_gpus=r.disc_num_gpus, resources=dict(r.disc_resources) or None
+    )
+    return actor.remote(cfg, vocab_size, generator_state, discriminator_weights)
