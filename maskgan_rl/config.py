@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -145,14 +146,16 @@ def load_config(preset: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. gan.algo=ppo)")
-        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        try:  # the value is parsed as YAML: `x=[` or `x=*a` fail there
+            layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_one_line(err)}): quote it") from None
     for where, layer in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{where}: {_describe(err)}") from None
-    validate(cfg)
-    return OmegaConf.to_object(cfg)
+    return _resolved_and_validated(cfg, "")
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -161,6 +164,16 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
     except OmegaConfBaseException as err:
         raise ConfigError(f"stored config: {_describe(err)}") from None
+    return _resolved_and_validated(cfg, "stored config: ")
+
+
+def _resolved_and_validated(cfg: DictConfig, where: str) -> Config:
+    # `${...}` interpolations resolve lazily, i.e. inside `validate`; resolving them first turns an
+    # unknown reference or a resolved value of the wrong type into the same error as any bad value.
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{where}{_describe(err)}") from None
     validate(cfg)
     return OmegaConf.to_object(cfg)
 
@@ -199,14 +212,22 @@ def _read_preset(preset: str) -> DictConfig:
             f"unknown preset {preset!r}: use one of {', '.join(available_presets())} or a path to a YAML file"
         )
     try:
-        return OmegaConf.load(path)
+        loaded = OmegaConf.load(path)
     except Exception as err:  # a YAML syntax error, reported with the file it came from
-        raise ConfigError(f"preset {path}: not valid YAML ({err})") from None
+        raise ConfigError(f"preset {path}: not valid YAML ({_one_line(err)})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"preset {path}: expected a mapping of sections (data:, model:, gan: ...), got a {type(loaded).__name__}")
+    return loaded
+
+
+def _one_line(err: Exception) -> str:
+    """YAML errors span lines (problem, then where); the command line prints one."""
+    return " ".join(str(err).split())
 
 
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None)
-    msg = str(err).splitlines()[0]
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     if type(err).__name__ in ("ConfigAttributeError", "ConfigKeyError") and key:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.structured(Config)
@@ -229,6 +250,8 @@ def validate(cfg: Config | DictConfig) -> None:
     from maskgan_rl.rl.algorithms import ALGORITHMS  # the registry is the one list of algorithms
 
     d, m, mo, p, g, r = cfg.data, cfg.mask, cfg.model, cfg.pretrain, cfg.gan, cfg.resources
+    # numpy refuses negative seeds and torch ones past 64 bits; both take [0, 2**32).
+    need(0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)")
     need(d.dataset in DATASETS, "data.dataset", " | ".join(DATASETS))
     need(d.dataset == "synthetic" or bool(d.train_path), "data.train_path", "a corpus file when data.dataset is text or imdb")
     need(d.seq_len >= 2, "data.seq_len", "an integer >= 2 (T)")
@@ -236,6 +259,8 @@ def validate(cfg: Config | DictConfig) -> None:
     need(d.min_freq >= 1, "data.min_freq", "an integer >= 1")
     need(d.oracle_vocab >= 3, "data.oracle_vocab", "an integer >= 3")
     need(d.oracle_hidden >= 1, "data.oracle_hidden", "an integer >= 1")
+    need(0 <= d.oracle_seed < 2**32, "data.oracle_seed", "an integer in [0, 2**32)")
+    need(d.imdb_max_reviews >= 0, "data.imdb_max_reviews", "an integer >= 0 (0 = all reviews)")
     for split in ("synthetic_train", "synthetic_valid", "synthetic_test"):
         need(getattr(d, split) >= 1, f"data.{split}", "an integer >= 1")
     need(m.strategy in MASK_STRATEGIES, "mask.strategy", " | ".join(MASK_STRATEGIES))
@@ -251,6 +276,8 @@ def validate(cfg: Config | DictConfig) -> None:
     need(p.batch_size >= 1, "pretrain.batch_size", "an integer >= 1")
     need(p.lr > 0, "pretrain.lr", "> 0")
     need(p.eval_every >= 1, "pretrain.eval_every", "an integer >= 1")
+    need(p.eval_batches >= 1, "pretrain.eval_batches", "an integer >= 1")
+    need(p.grad_clip > 0, "pretrain.grad_clip", "> 0")
     need(g.algo in ALGORITHMS, "gan.algo", " | ".join(ALGORITHMS))
     need(g.iterations >= 0, "gan.iterations", "an integer >= 0")
     need(g.episodes_per_iteration >= 1, "gan.episodes_per_iteration", "an integer >= 1")
@@ -259,10 +286,15 @@ def validate(cfg: Config | DictConfig) -> None:
     for key in ("gen_lr", "critic_lr", "disc_lr"):
         need(getattr(g, key) > 0, f"gan.{key}", "> 0")
     need(g.disc_steps >= 0, "gan.disc_steps", "an integer >= 0")
+    need(g.disc_batch_size >= 1, "gan.disc_batch_size", "an integer >= 1")
+    need(g.grad_clip > 0, "gan.grad_clip", "> 0")
+    need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
     need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")
     need(g.eval_every >= 1 and g.checkpoint_every >= 1, "gan.checkpoint_every", "an integer >= 1 (gan.eval_every too)")
+    need(r.num_cpus is None or r.num_cpus >= 1, "resources.num_cpus", "null (all of this machine's) or an integer >= 1")
     need(r.num_env_runners >= 0, "resources.num_env_runners", "an integer >= 0")
+    need(r.num_cpus_per_env_runner >= 0 and r.disc_num_cpus >= 0, "resources.num_cpus_per_env_runner", ">= 0 (resources.disc_num_cpus too)")
     need(r.num_envs_per_env_runner >= 1, "resources.num_envs_per_env_runner", "an integer >= 1")
     need(r.num_learners >= 0, "resources.num_learners", "an integer >= 0")
     need(r.num_gpus_per_learner >= 0 and r.disc_num_gpus >= 0, "resources.num_gpus_per_learner", ">= 0")

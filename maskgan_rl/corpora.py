@@ -42,8 +42,9 @@ def read_imdb(path: str | Path, max_words: int = 0, max_reviews: int = 0) -> lis
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number} is not valid JSON ({err.msg}): fix or remove that line") from None
+        except (ValueError, RecursionError) as err:  # also: integers too long to convert, nesting too deep
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err).splitlines()[0]
+            raise DataError(f"{path}: line {number} is not valid JSON ({reason}): fix or remove that line") from None
         if not (isinstance(record, dict) and isinstance(record.get("text"), str)):
             raise DataError(f'{path}: line {number} has no "text" string field: each line must be {{"text": "..."}}')
         tokens = _IMDB_TOKEN.findall(_HTML_BREAK.sub(" ", record["text"]).lower())
