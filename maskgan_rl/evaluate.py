@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -198,6 +199,8 @@ class _Scorer:
         self.held_out = held
         self.oracle = _oracle_for(cfg.data)
         self._tmp = tmp  # reverse LMs and their training samples: thrown away after the evaluation
+        # Reverse LMs would all log the same metric names at the same steps: their curves are not tracked.
+        self._untracked = Tracker(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False)), "evaluate")
         # Scored by every reverse LM: real held-out windows the prompts do not include.
         self._reference_set = self._window_file("references", self.references)
         self.eval_lm, self.eval_lm_perplexity = self._train_lm(
@@ -222,10 +225,11 @@ class _Scorer:
     def reverse_lm_perplexity(self, windows: np.ndarray, name: str) -> float:
         """Perplexity on the reference windows of an LM trained only on `windows` (a fresh model every time)."""
         samples = self._window_file(name, windows)
-        path = self._tmp / f"{name}.pt"
+        path = samples.path.with_suffix(".pt")
         path.unlink(missing_ok=True)  # the cache is keyed by config, not by the samples: never reuse
-        silent = Tracker(dataclasses.replace(self.cfg, tracking=dataclasses.replace(self.cfg.tracking, enabled=False)), "evaluate")
-        _, perplexity = self._train_lm(f"reverse_lm {name}", path, samples, self._reference_set, self.settings.reverse_lm_steps, self.cfg, silent)
+        _, perplexity = self._train_lm(
+            f"reverse_lm {name}", path, samples, self._reference_set, self.settings.reverse_lm_steps, self.cfg, self._untracked,
+        )
         return perplexity
 
     def _train_lm(
@@ -244,7 +248,7 @@ class _Scorer:
         return lm.eval(), perplexity
 
     def _window_file(self, name: str, windows: np.ndarray) -> WindowDataset:
-        path = self._tmp / f"{name.replace(' ', '_').replace('/', '_')}.parquet"
+        path = self._tmp / f"{re.sub(r'[^A-Za-z0-9.=-]+', '_', name)}.parquet"
         write_windows(path, windows, self.vocab, {"dataset": "evaluation samples", "name": name})
         return WindowDataset(path)
 

@@ -1,0 +1,95 @@
+"""Tracking against a REAL MLflow tracking server: a tiny training logs params, metric history,
+artifacts and the generator as a pyfunc model, which loads back through `runs:/` and fills in text."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from maskgan_rl.config import load_config
+from maskgan_rl.tracking import RUN_ID_FILE
+from maskgan_rl.train import run_pretraining
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.oracle_vocab=30", "data.oracle_hidden=8", "data.synthetic_train=200", "data.synthetic_valid=40",
+    "data.synthetic_test=40", "data.seq_len=8", "model.embed=8", "model.hidden=8", "pretrain.lm_steps=10",
+    "pretrain.mle_steps=10", "pretrain.batch_size=16", "pretrain.eval_every=5", "pretrain.eval_batches=1",
+]
+STARTUP_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mlflow server` on a free port with a sqlite store; yields its URI, then stops it."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    # No server-side jobs are needed; without their runner processes the server starts faster.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'db'}",
+         "--default-artifact-root", str(root / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: the workers stop with it
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _healthy(uri):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, tmp_path):
+    cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={server}"])
+    run_pretraining(cfg)
+    run_id = (tmp_path / "run" / f"{RUN_ID_FILE}.pretrain").read_text().strip()
+
+    client = MlflowClient(server)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.hidden"] == "8" and run.data.params["data.dataset"] == "synthetic"
+    assert run.data.tags["maskgan.command"] == "pretrain"
+    history = client.get_metric_history(run_id, "mle/valid_perplexity")
+    assert [m.step for m in history] == [5, 10] and all(1 < m.value < 30 for m in history)
+    assert {"config.yaml", "vocab.json"} <= {a.path for a in client.list_artifacts(run_id)}
+
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    filled = model.predict(["w5 ___ ___ w9"], params={"seed": 0})
+    assert len(filled) == 1 and filled[0].startswith("w5 ") and filled[0].endswith(" w9")
+    assert len(filled[0].split()) == 4 and "___" not in filled[0]
+
+    # Running again in the same run_dir continues the same MLflow run (checkpoints are reused).
+    run_pretraining(cfg)
+    assert (tmp_path / "run" / f"{RUN_ID_FILE}.pretrain").read_text().strip() == run_id
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]
