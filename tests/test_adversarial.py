@@ -18,6 +18,7 @@ from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS
+from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         assert len(losses) >= 2 and len(set(losses)) > 1
         assert all(np.isfinite(m["episode_reward_mean"]) and m["masked_tokens"] > 0 for m in metrics)
         # Synchronous algorithms score every rollout with the current D; async ones at most one push behind.
-        assert all(m["disc_lag_max"] <= (1 if algo in ("appo", "impala") else 0) for m in metrics)
+        assert all(m.get("disc_lag_max", 0) <= (1 if algo in ("appo", "impala") else 0) for m in metrics)
 
         # The runner's environment rewards the tokens exactly as the actor's current D would.
         rewards, first_position, context, filled, info = sample_on_runner(trainer)
@@ -125,3 +126,25 @@ def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_d
         assert again[key] == expected[key], key
     assert not changed(expected_generator, generator) and not changed(expected_critic, critic)
     assert changed(generator_state, generator)  # (and training did move it)
+
+
+def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.gan.max_disc_lag = 1
+    data, generator_state = start(cfg)
+    trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, len(data.vocab), (6, cfg.data.seq_len + 1))
+    present = np.ones((6, cfg.data.seq_len), dtype=bool)
+    present[:, 2:5] = False
+    trainer.version = 3
+    trainer.add_rollouts(filled=windows[::-1].copy(), window=windows, present=present, disc_version=np.array([3, 3, 2, 2, 1, 0]))
+    stats = trainer.train(iteration=1)
+    assert (stats["disc_episodes"], stats["disc_episodes_too_old"]) == (4, 2)
+    assert stats["disc_lag_max"] == 3 and stats["disc_lag_mean"] == pytest.approx((0 + 0 + 1 + 1 + 2 + 3) / 6)
+    assert stats["disc_version"] == 4 and 0.0 <= stats["disc_accuracy"] <= 1.0 and stats["disc_loss"] > 0
+    assert trainer.train(iteration=2) == {"disc_version": 4, "disc_episodes": 0}  # nothing new: no step
+
+    copy = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+    copy.set_state(trainer.get_state())
+    assert copy.version == 4 and not changed(trainer.weights()[0], copy.weights()[0])

@@ -102,18 +102,11 @@ class AdversarialTrainer:
         runners = result.get(ENV_RUNNER_RESULTS, {})
         lifetime = runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, self._steps_sampled)
         tokens, self._steps_sampled = lifetime - self._steps_sampled, lifetime
-        learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
         total_s = time.perf_counter() - start
-        return {
+        metrics = {
             "iteration": self.iteration,
-            "episode_reward_mean": float(runners.get("episode_return_mean", math.nan)),
-            "reward_per_token_mean": float(runners.get("episode_return_mean", math.nan))
-            / float(runners.get("episode_len_mean", math.nan)),
             "masked_tokens": int(tokens),
             "masked_tokens_per_s": tokens / total_s,
-            # IMPALA logs summed losses under the plain names and means under "mean_*".
-            "policy_loss": float(learner.get("mean_pi_loss", learner.get("policy_loss", math.nan))),
-            "vf_loss": float(learner.get("mean_vf_loss", learner.get("vf_loss", math.nan))),
             "masked_perplexity": self._masked_perplexity(),
             **disc,
             "time_rl_s": rl_s,
@@ -121,6 +114,18 @@ class AdversarialTrainer:
             "time_push_s": push_s,
             "time_iteration_s": total_s,
         }
+        # Left out, not NaN, when an (async) iteration finished no episode or made no update: the
+        # divergence guard treats NaN as divergence.
+        if "episode_return_mean" in runners:
+            metrics["episode_reward_mean"] = float(runners["episode_return_mean"])
+            metrics["reward_per_token_mean"] = float(runners["episode_return_mean"]) / float(runners["episode_len_mean"])
+        learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+        # IMPALA logs summed losses under the plain names and means under "mean_*".
+        for name, keys in (("policy_loss", ("mean_pi_loss", "policy_loss")), ("vf_loss", ("mean_vf_loss", "vf_loss"))):
+            found = [learner[key] for key in keys if key in learner]
+            if found:
+                metrics[name] = float(found[0])
+        return metrics
 
     def _reseed(self) -> None:
         """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""

@@ -3,7 +3,7 @@
 An entry is a function `cfg -> AlgorithmConfig` holding only what is particular to that algorithm
 (its config class, learner class, and the defaults this project overrides). `algorithm_config`
 adds everything they share: environment, module, resources, learning rates, callbacks.
-Ray is imported inside the functions: config validation imports this module for the names alone.
+Ray and torch are imported inside the functions: config validation imports this module for the names alone.
 
 Shared choices:
 - one iteration = about gan.episodes_per_iteration masked windows (the same number of generated
@@ -20,15 +20,20 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from maskgan_rl.config import Config
-from maskgan_rl.masking import num_masked
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 
+def masked_per_episode(cfg: Config) -> int:
+    from maskgan_rl.masking import num_masked  # (imports torch: not at the top, see above)
+
+    return max(num_masked(cfg.mask, cfg.data.seq_len), 1)
+
+
 def steps_per_iteration(cfg: Config) -> int:
     """Env steps (= generated tokens) in gan.episodes_per_iteration episodes of the configured mask."""
-    return cfg.gan.episodes_per_iteration * max(num_masked(cfg.mask, cfg.data.seq_len), 1)
+    return cfg.gan.episodes_per_iteration * masked_per_episode(cfg)
 
 
 def _reinforce(cfg: Config) -> "AlgorithmConfig":
@@ -116,7 +121,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             custom_resources_per_env_runner=dict(r.env_runner_resources),
             gym_env_vectorize_mode="vector_entry_point",
             # A sample call returns about one episode per sub-env, so D hears of rollouts early.
-            rollout_fragment_length=max(num_masked(cfg.mask, cfg.data.seq_len), 1),
+            rollout_fragment_length=masked_per_episode(cfg),
         )
         .learners(
             num_learners=r.num_learners,
