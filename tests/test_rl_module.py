@@ -9,7 +9,7 @@ from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 from maskgan_rl.config import Config
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models import Generator
-from maskgan_rl.rl.module import module_spec
+from maskgan_rl.rl.module import FINAL_FILLED, module_spec
 
 V, T, B = 13, 8, 6
 torch.set_num_threads(1)
@@ -114,3 +114,32 @@ def test_env_runner_copy_has_no_critic_and_takes_the_learner_weights():
         runner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
         learner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
     )
+
+
+def test_learner_batches_share_one_pass_per_episode_with_the_same_results():
+    """Rows = every step of two episodes; with each episode's final `filled` the module runs 2
+    sequences instead of 8 and must give what the per-step observations give."""
+    g = torch.Generator().manual_seed(3)
+    windows = torch.randint(0, V, (2, T + 1), generator=g)
+    present = torch.ones(2, T, dtype=torch.bool)
+    present[:, 2:6] = False
+    rows = {"context": [], "filled": [], "position": []}
+    finals = []
+    for e in range(2):
+        final = windows[e].clone()
+        final[3:7] = torch.randint(0, V, (4,), generator=g)  # the generator's tokens for targets 2..5
+        for p in range(2, 6):
+            step = final.clone()
+            step[p + 1 : 7] = V
+            rows["context"].append(mask_context(windows[e : e + 1], present[e : e + 1], V)[0])
+            rows["filled"].append(step)
+            rows["position"].append(torch.tensor([p]))
+            finals.append(final)
+    obs = {k: torch.stack(v) for k, v in rows.items()}
+    module = build()
+    per_step = {Columns.OBS: obs}
+    per_episode = {Columns.OBS: obs, FINAL_FILLED: torch.stack(finals)}
+    assert module._sequences(per_episode)[0].shape[0] == 2
+    with torch.no_grad():
+        for fn in (lambda b: module.forward_train(b)[Columns.ACTION_DIST_INPUTS], module.compute_values):
+            assert torch.allclose(fn(per_step), fn(per_episode), atol=1e-5)

@@ -5,15 +5,44 @@
   (policy + value) sends each optimiser exactly its own network's gradient.
 - Torch threads pinned to the learner's CPU share (`learner_config_dict["torch_threads"]`): two
   processes each spinning on all cores slow each other down several times.
+- The `AddFinalFilled` learner connector, which lets the module run one pass per episode instead
+  of one per step (see maskgan_rl/rl/module.py).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.common import AddObservationsFromEpisodesToBatch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.typing import ModuleID
+
+from maskgan_rl.rl.module import FINAL_FILLED
+
+
+class AddFinalFilled(ConnectorV2):
+    """Learner connector: for every step, the `filled` of the last observation of its episode (chunk).
+
+    Runs after RLlib has added the observations, so the row count matches even where an algorithm
+    (PPO) appended an extra bootstrap step to each episode first.
+    """
+
+    def __call__(self, *, rl_module, episodes, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
+            final = episode.get_observations(-1)["filled"]
+            self.add_n_batch_items(
+                batch=batch,
+                column=FINAL_FILLED,
+                items_to_add=np.repeat(final[None], len(episode), axis=0),
+                num_items=len(episode),
+                single_agent_episode=episode,
+            )
+        return batch
 
 
 class MaskGANLearnerMixin:
@@ -22,6 +51,8 @@ class MaskGANLearnerMixin:
     def build(self) -> None:
         torch.set_num_threads(self.config.learner_config_dict["torch_threads"])
         super().build()
+        if self.config.add_default_connectors_to_learner_pipeline:
+            self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch, AddFinalFilled())
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self.module[module_id].unwrapped()

@@ -2,9 +2,11 @@
 
 One env step fills one masked target. The module is stateless: every step it re-reads the whole
 observation (`context`, `filled`, `position`), runs the generator teacher-forced over `filled` and
-keeps only the logits at `position`. That costs O(T^2) per episode instead of O(T) for a stateful
-decoder, but T is small (20-40), it needs no recurrent-state plumbing through RLlib's connectors,
-and the learner recomputes the same logits in one batched pass per step (no time dimension).
+keeps only the logits at `position`. Sampling thus costs O(T^2) per episode instead of O(T) for a
+stateful decoder, but T is small (20-40) and no recurrent state has to travel through RLlib's
+connectors. The learner does not pay it: its batches carry each episode's latest `filled`
+(FINAL_FILLED, added by `maskgan_rl.rl.learners.AddFinalFilled`), and since the generator and the
+critic are causal, one teacher-forced pass per episode gives the outputs of all its steps.
 
 The same class serves every algorithm of `maskgan_rl.rl.algorithms`: ValueFunctionAPI gives PPO,
 APPO, IMPALA and REINFORCE their baseline; TargetNetworkAPI gives APPO its "old policy" copy;
@@ -33,6 +35,9 @@ from maskgan_rl.models.critic import Critic
 from maskgan_rl.models.generator import Generator
 
 
+FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
+
+
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
     """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float}."""
 
@@ -46,32 +51,45 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
 
     # -- policy ---------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch[Columns.OBS])}
+        return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch)}
 
-    def policy_logits(self, generator: Generator, obs: dict[str, Tensor]) -> Tensor:
+    def policy_logits(self, generator: Generator, batch: dict[str, Any]) -> Tensor:
         """Logits [B, V] of the token for target `position`, under softmax(logits / temperature).
 
         Same numbers as `generator.logits(context, filled)[b, position[b]]`, but the decoder stops
         after the furthest position in the batch (it is causal, later inputs cannot matter) and the
         vocabulary projection, the most expensive layer at large vocabularies, runs on one row per
-        sequence instead of T.
+        step instead of T.
         """
-        position = obs["position"].reshape(-1).long()
-        enc = generator.seq2seq.encode(obs["context"])
-        features, _ = generator.seq2seq.decode(enc, obs["filled"][:, : int(position.max()) + 1], enc.state)
-        rows = torch.arange(len(position), device=position.device)
-        return generator.head(features[rows, position]) / self.temperature
+        context, filled, sequence, position = self._sequences(batch)
+        enc = generator.seq2seq.encode(context)
+        features, _ = generator.seq2seq.decode(enc, filled[:, : int(position.max()) + 1], enc.state)
+        return generator.head(features[sequence, position]) / self.temperature
 
     # -- value function -------------------------------------------------------------------------
     def compute_values(self, batch: dict[str, Any], embeddings: Optional[Any] = None) -> Tensor:
         """Critic value [B] of target `position`: expected discounted return from there on."""
-        obs = batch[Columns.OBS]
-        filled = obs["filled"]
+        _, filled, sequence, position = self._sequences(batch)
         # Not-yet-filled targets hold missing_id, which the critic's embedding has no row for. They
         # all lie after `position` and the critic is causal, so any real id there changes nothing.
         filled = filled.masked_fill(filled == self.vocab_size, 0)
-        position = obs["position"].reshape(-1, 1).long()
-        return self.critic(filled).gather(1, position).squeeze(1)
+        return self.critic(filled)[sequence, position]
+
+    def _sequences(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The sequences to run: (context [S, T+1], filled [S, T+1], sequence of each row [B], position [B]).
+
+        Env runners: one sequence per row (its observation). Learner: one per distinct (context,
+        FINAL_FILLED), i.e. per episode; the episode's latest `filled` agrees with each of its steps'
+        own `filled` on every token that step's outputs can depend on (tokens are only ever added).
+        """
+        obs = batch[Columns.OBS]
+        position = obs["position"].reshape(-1).long()
+        if FINAL_FILLED not in batch:
+            return obs["context"], obs["filled"], torch.arange(len(position), device=position.device), position
+        width = obs["context"].shape[1]
+        pairs = torch.cat([obs["context"], batch[FINAL_FILLED]], dim=1)
+        unique, sequence = torch.unique(pairs, dim=0, return_inverse=True)
+        return unique[:, :width], unique[:, width:], sequence, position
 
     # -- APPO's target ("old") policy -----------------------------------------------------------
     def make_target_networks(self) -> None:
@@ -81,7 +99,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         return [(self.generator, self._target_generator)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.policy_logits(self._target_generator, batch[Columns.OBS])}
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.policy_logits(self._target_generator, batch)}
 
     def get_non_inference_attributes(self) -> list[str]:
         return ["critic", "_target_generator"]
