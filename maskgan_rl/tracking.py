@@ -38,6 +38,8 @@ class Tracker:
         self.cfg, self.command, self.resume = cfg, command, resume
         self.enabled = cfg.tracking.enabled
         self.run_id: Optional[str] = None
+        self._resumed = False
+        self._steps: dict[str, set[int]] = {}  # metric -> steps this run holds (see log_metrics)
         self._tags = {"maskgan.command": command, "maskgan.algo": cfg.gan.algo, "maskgan.dataset": cfg.data.dataset}
         self._tags.update(tags or {})
 
@@ -58,6 +60,7 @@ class Tracker:
         previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
         if self.resume and previous and self._run_exists(previous):
             run = mlflow.start_run(run_id=previous)
+            self._resumed = True
         else:
             run = mlflow.start_run(run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}")
             mlflow.log_params(_params(self.cfg))
@@ -74,11 +77,19 @@ class Tracker:
             mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        """Log numbers at `step`, except those the run already holds at that step: a resumed run that
+        repeats work done before its driver died (an iteration past its last checkpoint, a stage of
+        pretraining) never writes a metric twice."""
         if self.enabled:
             import mlflow
 
             numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            mlflow.log_metrics(numeric, step=step)
+            if mlflow.active_run().info.run_id == self.run_id:  # (runs opened by `nested` are new)
+                numeric = {k: v for k, v in numeric.items() if step not in self._logged_steps(k)}
+                for key in numeric:
+                    self._steps[key].add(step)
+            if numeric:
+                mlflow.log_metrics(numeric, step=step)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
         if self.enabled:
@@ -118,14 +129,14 @@ class Tracker:
 
             mlflow.set_tags(tags)
 
-    def last_logged_step(self, key: str) -> int:
-        """Highest step already logged for `key` (-1 if none): a resumed run never logs a step twice."""
-        if not (self.enabled and self.run_id):
-            return -1
-        from mlflow.tracking import MlflowClient
+    def _logged_steps(self, key: str) -> set[int]:
+        """The steps of `key` in this run, read once per key, and only for a resumed run."""
+        if key not in self._steps:
+            from mlflow.tracking import MlflowClient
 
-        history = MlflowClient().get_metric_history(self.run_id, key)
-        return max((m.step for m in history), default=-1)
+            history = MlflowClient().get_metric_history(self.run_id, key) if self._resumed else []
+            self._steps[key] = {m.step for m in history}
+        return self._steps[key]
 
     @staticmethod
     def _run_exists(run_id: str) -> bool:

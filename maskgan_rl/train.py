@@ -75,7 +75,6 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
         print(f"[gan] resumed from {path} at iteration {start}")
-    already_logged = tracker.last_logged_step("gan/episode_reward_mean")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
     try:
@@ -85,8 +84,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
                 generator.load_state_dict(trainer.generator_state_dict())
                 metrics.update({f"eval/{k}": v for k, v in evaluate_during_training(generator, data, cfg).items()})
             _guard_divergence(cfg, metrics, iteration, folder)
-            if iteration > already_logged:
-                tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
+            tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
             progress.update(iteration, **_headline(metrics))
             if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
                 _save_gan_checkpoint(cfg, data, trainer, iteration, folder)
@@ -112,7 +110,10 @@ def init_ray(cfg: Config) -> None:
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity", "masked_tokens_per_s")
-    return {k: metrics[k] for k in keys if k in metrics}
+    shown = {k: metrics[k] for k in keys if k in metrics}
+    # Processes restarted during the iteration: shown when it happens (MLflow has every iteration's count).
+    shown.update({k: metrics[k] for k in ("env_runner_restarts", "disc_actor_restarts") if metrics.get(k)})
+    return shown
 
 
 def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, folder: Path) -> None:

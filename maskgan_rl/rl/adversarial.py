@@ -25,6 +25,10 @@ relabelling rewards with the current D on the learner would remove it at the cos
 Checkpoints: `get_state` holds tensors and plain Python only (module weights, learner optimisers,
 D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_only=True).
 With num_env_runners=0 and `reinforce` a resumed run repeats the uninterrupted one exactly.
+
+Failures: a dead env runner is restarted by RLlib and handed the current generator and D before it
+samples again; the discriminator actor restarts from its own saved state (see discriminator_actor).
+Every iteration reports both as `env_runner_restarts` and `disc_actor_restarts`.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class AdversarialTrainer:
         )
         self._push_all_weights()
         self._steps_sampled = 0
+        self._runner_restarts = 0  # lifetime count at the end of the previous iteration
         self._generator = Generator(self.vocab_size, cfg.model)  # driver copy, for the perplexity check
         self._eval_batch = self._fixed_validation_batch(data)
 
@@ -102,12 +107,15 @@ class AdversarialTrainer:
         runners = result.get(ENV_RUNNER_RESULTS, {})
         lifetime = runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, self._steps_sampled)
         tokens, self._steps_sampled = lifetime - self._steps_sampled, lifetime
+        restarts = self.algo.env_runner_group.num_remote_worker_restarts()
+        runner_restarts, self._runner_restarts = restarts - self._runner_restarts, restarts
         total_s = time.perf_counter() - start
         metrics = {
             "iteration": self.iteration,
             "masked_tokens": int(tokens),
             "masked_tokens_per_s": tokens / total_s,
             "masked_perplexity": self._masked_perplexity(),
+            "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
             "time_disc_s": disc_s,

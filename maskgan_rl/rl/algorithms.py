@@ -136,6 +136,12 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             grad_clip=g.grad_clip,
             grad_clip_by="global_norm",
         )
-        .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration)
+        # An env runner that dies is restarted by Ray; RLlib then copies the driver runner's state
+        # (generator weights) into it and `MaskGANCallbacks.on_env_runners_recreated` pushes D.
+        # The 60 s default pause before a runner whose code raised exits would stall training.
+        .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0)
+        # An iteration ends only after a generator update: when a dying runner left a training step
+        # without episodes, RLlib restores the runners and runs the step again.
+        .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration, min_train_timesteps_per_iteration=1)
         .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator))
     )

@@ -6,20 +6,32 @@ Once per generator update the driver calls `train`: k = gan.disc_steps Adam step
 minibatch of those pairs (real and fake share window and mask, as in the paper), loss =
 `discriminator_loss` on the masked targets only. Each `train` that stepped bumps the version; the
 driver then ships `weights()` to every env runner, whose environments compute the rewards with it.
+
+Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
+meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
+`<run_dir>/discriminator_actor.pt` when created and after every update, and a restarted process
+starts from that file: the restart loses only the episodes received since the last `train`.
+`train` reports the restarts as `disc_actor_restarts`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
 from maskgan_rl.models.generator import Generator
+
+DISC_MAX_RESTARTS = 5  # a D that keeps dying (out of memory...) should stop the run, not loop
+STATE_FILE = "discriminator_actor.pt"
 
 
 def iteration_seed(seed: int, iteration: int, *streams: int) -> int:
@@ -36,9 +48,11 @@ class DiscriminatorTrainer:
         vocab_size: int,
         generator_state: dict[str, torch.Tensor],
         discriminator_weights: Optional[dict[str, torch.Tensor]] = None,
+        state_path: Optional[str] = None,
     ) -> None:
         """Starts from `discriminator_weights` (a Discriminator state_dict, e.g. a pretrained D) if
-        given, else from the MaskMLE generator as in the paper."""
+        given, else from the MaskMLE generator as in the paper. With `state_path` the state is saved
+        there after every update, and a restarted actor resumes from it."""
         torch.set_num_threads(cfg.resources.torch_threads)
         self.gan = cfg.gan
         self.seed = cfg.seed
@@ -54,6 +68,15 @@ class DiscriminatorTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.gan.disc_lr)
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
+        self.state_path = Path(state_path) if state_path else None
+        self._restarts = 0  # since the last `train`
+        if self.state_path is not None:
+            import ray
+
+            if ray.get_runtime_context().was_current_actor_reconstructed:
+                self._resume_after_restart()
+            else:  # a restart before the first update must not find a file of an earlier run
+                self._save_state()
 
     def add_rollouts(self, filled: np.ndarray, window: np.ndarray, present: np.ndarray, disc_version: np.ndarray) -> None:
         """Finished episodes [N, ...]: kept until the next `train`."""
@@ -63,8 +86,9 @@ class DiscriminatorTrainer:
         """k steps on the rollouts received since the last call; episodes whose rewards came from a D
         more than gan.max_disc_lag versions old are left out (they describe a generator D no longer sees)."""
         start = time.perf_counter()
+        restarts, self._restarts = self._restarts, 0
         if not self._rollouts:
-            return {"disc_version": self.version, "disc_episodes": 0}
+            return {"disc_version": self.version, "disc_episodes": 0, "disc_actor_restarts": restarts}
         data = {key: np.concatenate([r[key] for r in self._rollouts]) for key in self._rollouts[0]}
         self._rollouts = []
         lag = self.version - data["disc_version"]
@@ -78,7 +102,9 @@ class DiscriminatorTrainer:
         if fresh.any() and self.gan.disc_steps > 0:
             stats.update(self._steps({key: value[fresh] for key, value in data.items()}, iteration))
             self.version += 1
+            self._save_state()
         stats["disc_version"] = self.version
+        stats["disc_actor_restarts"] = restarts
         stats["disc_train_s"] = time.perf_counter() - start
         return stats
 
@@ -128,6 +154,19 @@ class DiscriminatorTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
         self._rollouts = []
+        self._save_state()
+
+    def _save_state(self) -> None:
+        if self.state_path is not None:
+            save_checkpoint(self.state_path, {"discriminator_actor": self.get_state()})
+
+    def _resume_after_restart(self) -> None:
+        self._restarts = 1
+        if self.state_path.is_file():
+            self.set_state(load_checkpoint(self.state_path)["discriminator_actor"])
+            print(f"[disc] actor restarted: resumed version {self.version} from {self.state_path}", file=sys.stderr)
+        else:  # restarted on a machine that cannot see run_dir
+            print(f"[disc] actor restarted without {self.state_path}: D starts again from its initial weights", file=sys.stderr)
 
 
 def create_discriminator_actor(
@@ -141,6 +180,12 @@ def create_discriminator_actor(
 
     r = cfg.resources
     actor = ray.remote(DiscriminatorTrainer).options(
-        num_cpus=r.disc_num_cpus, num_gpus=r.disc_num_gpus, resources=dict(r.disc_resources) or None
+        num_cpus=r.disc_num_cpus,
+        num_gpus=r.disc_num_gpus,
+        resources=dict(r.disc_resources) or None,
+        max_restarts=DISC_MAX_RESTARTS,
+        max_task_retries=-1,  # calls in flight when it dies run again on the restarted actor
     )
-    return actor.remote(cfg, vocab_size, generator_state, discriminator_weights)
+    # Resolved here: the actor's working directory need not be the driver's.
+    state_path = str(Path(cfg.run_dir).resolve() / STATE_FILE)
+    return actor.remote(cfg, vocab_size, generator_state, discriminator_weights, state_path)

@@ -73,6 +73,8 @@ class Reinforce(Algorithm):
     def training_step(self) -> None:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, runner_metrics = self._sample_episodes()
+        if not episodes:  # every runner died mid-sample: RLlib restores them and calls this step again
+            return
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):

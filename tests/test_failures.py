@@ -1,0 +1,289 @@
+"""Training survives the death of its processes: env runners, the discriminator actor, the driver.
+
+Every kill is a real SIGKILL of a real process during a real (tiny) training run:
+- env runner: killed from here between iterations (pid found through RLlib), and by its own
+  environment in the middle of sampling; RLlib restarts it with the current weights;
+- discriminator actor: killed from here between iterations, and inside a call from an env runner
+  in the middle of an iteration; Ray restarts it and it resumes from its saved state;
+- driver: `maskgan train` in a subprocess, killed after a few checkpoints; `--resume` continues
+  the same MLflow run from the newest readable checkpoint without logging any step twice.
+Then the divergence guard: NaN metrics or a masked perplexity past gan.max_masked_perplexity stop
+the run with one line naming the last good checkpoint, which is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+
+from maskgan_rl.checkpoint import load_checkpoint
+from maskgan_rl.cli import main
+from maskgan_rl.config import load_config
+from maskgan_rl.pretrain import load_generator
+from maskgan_rl.rl.adversarial import AdversarialTrainer
+from maskgan_rl.tracking import RUN_ID_FILE, Tracker
+from maskgan_rl.train import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_overrides(run_dir: Path, iterations: int) -> list[str]:
+    """A whole pipeline in seconds: 30-word oracle, T=8, 8-unit LSTMs, 5 pretraining steps."""
+    return [
+        f"run_dir={run_dir}",
+        "data.seq_len=8", "data.oracle_vocab=30", "data.oracle_hidden=8",
+        "data.synthetic_train=200", "data.synthetic_valid=40", "data.synthetic_test=40",
+        "model.embed=8", "model.hidden=8",
+        "pretrain.lm_steps=5", "pretrain.mle_steps=5", "pretrain.batch_size=16", "pretrain.eval_every=5",
+        "pretrain.eval_batches=1",
+        f"gan.iterations={iterations}", "gan.episodes_per_iteration=16", "gan.disc_batch_size=16",
+        "gan.checkpoint_every=1", "gan.eval_every=1000",
+        "resources.num_env_runners=1", "resources.num_envs_per_env_runner=4",
+        # One runner CPU + half a CPU for D fit the 2-CPU test Ray; the learner is the driver.
+        "resources.num_cpus=2", "resources.disc_num_cpus=0.5",
+        f"tracking.tracking_uri=sqlite:///{run_dir.parent / 'mlflow.db'}", "tracking.log_model=false",
+    ]
+
+
+def metric_steps(run_dir: Path) -> dict[str, list[int]]:
+    """Every `gan/*` metric of the run's MLflow history -> the steps logged, in logging order."""
+    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
+    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+    keys = [key for key in client.get_run(run_id).data.metrics if key.startswith("gan/")]
+    return {key: [m.step for m in client.get_metric_history(run_id, key)] for key in keys}
+
+
+def metric_values(run_dir: Path, key: str) -> dict[int, float]:
+    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
+    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def assert_one_value_per_iteration(run_dir: Path, iterations: int) -> None:
+    steps = metric_steps(run_dir)
+    for key in ("gan/episode_reward_mean", "gan/masked_perplexity", "gan/disc_loss", "gan/env_runner_restarts"):
+        assert sorted(steps[key]) == list(range(1, iterations + 1)), (key, steps[key])
+    for key, logged in steps.items():
+        assert len(logged) == len(set(logged)), f"{key} logged twice at some step: {logged}"
+
+
+def runner_pids(trainer: AdversarialTrainer) -> list[int]:
+    return trainer.algo.env_runner_group.foreach_env_runner(lambda runner: os.getpid(), local_env_runner=False)
+
+
+def kill_during_next_sample(trainer: AdversarialTrainer, pid: int | None = None, at_step: int = 3) -> None:
+    """The runner's environment SIGKILLs process `pid` (default: the runner's own) at its
+    `at_step`-th step of the next sample: a death in the middle of an iteration."""
+
+    def arm(runner) -> None:
+        env = runner.env.unwrapped
+        step, count = env.step, [0]
+
+        def step_and_kill(actions):
+            count[0] += 1
+            if count[0] == at_step:
+                os.kill(pid or os.getpid(), signal.SIGKILL)
+            return step(actions)
+
+        env.step = step_and_kill  # an instance attribute: the wrappers around the env call this one
+
+    trainer.algo.env_runner_group.foreach_env_runner(arm, local_env_runner=False)
+
+
+def discriminator_pid(trainer: AdversarialTrainer) -> int:
+    return ray.get(trainer.discriminator.__ray_call__.remote(lambda actor: os.getpid()))
+
+
+def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    cfg = load_config("synthetic", tiny_overrides(run_dir, iterations=6))
+    seen: dict[str, object] = {}
+    faults: dict[int, Callable[[AdversarialTrainer], None]] = {}
+
+    def kill_runner_from_outside(trainer: AdversarialTrainer) -> None:
+        seen["runner_pid"] = runner_pids(trainer)[0]
+        os.kill(seen["runner_pid"], signal.SIGKILL)
+
+    def kill_discriminator_from_outside(trainer: AdversarialTrainer) -> None:
+        before = ray.get(trainer.discriminator.get_state.remote())
+        seen["disc_pid"] = discriminator_pid(trainer)
+        os.kill(seen["disc_pid"], signal.SIGKILL)
+        # The next call waits for the restarted actor, which must hold exactly the state it had.
+        after = ray.get(trainer.discriminator.get_state.remote())
+        assert discriminator_pid(trainer) != seen["disc_pid"]
+        assert after["version"] == before["version"] >= 1
+        assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+        seen["restored_version"] = after["version"]
+
+    faults.update({
+        2: kill_runner_from_outside,  # idle: the next call to it fails
+        3: kill_during_next_sample,  # busy: dies half-way through the iteration's sample
+        4: kill_discriminator_from_outside,
+        # While the runner samples: its episodes reach D only once D is back.
+        5: lambda trainer: kill_during_next_sample(trainer, pid=discriminator_pid(trainer)),
+    })
+    real_train_iteration = AdversarialTrainer.train_iteration
+
+    def train_iteration_with_faults(trainer: AdversarialTrainer) -> dict:
+        fault = faults.get(trainer.iteration + 1)
+        if fault is not None:
+            fault(trainer)
+        metrics = real_train_iteration(trainer)
+        # The (restarted) runner samples with the learner's generator and the actor's current D.
+        learner = trainer.generator_state_dict()
+        on_runner = trainer.algo.env_runner_group.foreach_env_runner(
+            lambda runner: ({k: v.clone() for k, v in runner.module.generator.state_dict().items()},
+                            runner.env.unwrapped.discriminator_version),
+            local_env_runner=False,
+        )[0]
+        assert all(torch.equal(on_runner[0][k], learner[k]) for k in learner)
+        assert on_runner[1] == metrics["disc_version"]
+        seen.setdefault("metrics", []).append(metrics)
+        return metrics
+
+    monkeypatch.setattr(AdversarialTrainer, "train_iteration", train_iteration_with_faults)
+    final = run_training(cfg)
+
+    metrics = seen["metrics"]
+    assert [m["iteration"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert [m["env_runner_restarts"] for m in metrics] == [0, 1, 1, 0, 0, 0]
+    assert [m["disc_actor_restarts"] for m in metrics] == [0, 0, 0, 1, 1, 0]
+    # Every iteration sampled and learned as usual, and D carried on from its saved state
+    # (a D started afresh would count its versions from 0 again).
+    assert all(m["masked_tokens"] > 0 and "episode_reward_mean" in m and "policy_loss" in m for m in metrics)
+    assert [m["disc_version"] for m in metrics] == list(range(1, 7))
+    assert seen["restored_version"] == 3
+
+    # The log line of the iteration and MLflow both say what happened.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[gan] ")]
+    assert any(line.startswith("[gan] 2/6") and "env_runner_restarts=1" in line for line in lines), lines
+    assert any(line.startswith("[gan] 4/6") and "disc_actor_restarts=1" in line for line in lines), lines
+    assert metric_values(run_dir, "gan/env_runner_restarts") == {1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 0}
+    assert metric_values(run_dir, "gan/disc_actor_restarts") == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 0}
+    assert_one_value_per_iteration(run_dir, 6)
+    generator, _, checkpoint = load_generator(final)
+    assert checkpoint["iteration"] == 6
+
+
+def _start_training(args: list[str], log: Path) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # its own Ray
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "maskgan_rl.cli", "train", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # its Ray processes share its process group: cleaned up below
+        )
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the driver, then whatever of its local Ray cluster outlived it."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_killed_driver_resumes_from_the_last_good_checkpoint_in_the_same_mlflow_run(tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    iterations = 12
+    args = tiny_overrides(run_dir, iterations)
+    folder = run_dir / "checkpoints"
+
+    first = _start_training(args, log)
+    try:
+        while not (folder / "gan-000002.pt").exists():
+            assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
+            time.sleep(0.1)
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # anywhere in the iterations after it
+        assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
+    finally:
+        _kill_group(first)
+    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text()
+    assert not (folder / "maskgan.pt").exists()
+
+    # The kill may have hit anything, even a checkpoint write (before the oldest was pruned); on top
+    # of that, the newest checkpoint is ruined, as a disk without atomic renames could leave it.
+    *_, previous, newest = sorted(folder.glob("gan-*.pt"))
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    log.write_text("")
+    second = _start_training(["--resume", *args], log)
+    try:
+        assert second.wait(timeout=600) == 0, log.read_text()
+    finally:
+        _kill_group(second)
+    output = log.read_text()
+    assert "skipping corrupt checkpoint" in output and newest.name in output
+    assert f"resumed from {previous} at iteration {int(previous.stem.split('-')[1])}" in output, output
+
+    assert (run_dir / f"{RUN_ID_FILE}.train").read_text() == run_id  # the same MLflow run
+    assert_one_value_per_iteration(run_dir, iterations)
+    _, _, final = load_generator(folder / "maskgan.pt")
+    assert final["iteration"] == iterations
+
+
+def test_a_resumed_run_never_logs_a_step_it_already_holds(tmp_path):
+    """E.g. a driver killed during pretraining: the rerun repeats its first steps."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("synthetic", [f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={uri}"])
+    with Tracker(cfg, "train") as first:
+        for step in (1, 2):
+            first.log_metrics({"lm/train_loss": 10.0 + step}, step=step)
+    with Tracker(cfg, "train") as again:
+        for step in (1, 2, 3):
+            again.log_metrics({"lm/train_loss": 20.0 + step}, step=step)
+        with again.nested("evaluation", params={}, tags={}):  # a nested run is a new run: all logged
+            again.log_metrics({"lm/train_loss": 30.0}, step=1)
+    assert again.run_id == first.run_id
+    client = MlflowClient(uri)
+    history = client.get_metric_history(first.run_id, "lm/train_loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 11.0), (2, 12.0), (3, 23.0)]
+    children = client.search_runs([client.get_run(first.run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")
+    assert [run.data.metrics["lm/train_loss"] for run in children] == [30.0]
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(run_dir, iterations=2)
+    assert main(["train", *args]) == 0
+    folder = run_dir / "checkpoints"
+    good = folder / "gan-000002.pt"
+    capsys.readouterr()
+
+    # A masked perplexity past the limit: the next iteration stops the run.
+    assert main(["train", "--resume", *args, "gan.iterations=4", "gan.max_masked_perplexity=1.0001"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message
+    assert message.startswith("maskgan train: error: training diverged at iteration 3 (masked perplexity")
+    assert f"the last good checkpoint is {good}" in message and "gan.gen_lr" in message
+
+    # NaN in any metric (a loss, here) does the same.
+    real_train_iteration = AdversarialTrainer.train_iteration
+
+    def nan_loss(trainer: AdversarialTrainer) -> dict:
+        return {**real_train_iteration(trainer), "policy_loss": float("nan")}
+
+    monkeypatch.setattr(AdversarialTrainer, "train_iteration", nan_loss)
+    assert main(["train", "--resume", *args, "gan.iterations=4"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "training diverged at iteration 3 (non-finite policy_loss)" in message
+    assert f"the last good checkpoint is {good}" in message
+
+    # Nothing was written over the good checkpoint, and nothing past it was logged.
+    assert sorted(p.name for p in folder.glob("gan-*.pt")) == ["gan-000001.pt", "gan-000002.pt"]
+    assert load_checkpoint(good)["iteration"] == 2
+    assert max(metric_steps(run_dir)["gan/masked_perplexity"]) == 2
