@@ -1,5 +1,6 @@
-"""Tracking against a REAL MLflow tracking server: a tiny training logs params, metric history,
-artifacts and the generator as a pyfunc model, which loads back through `runs:/` and fills in text."""
+"""Tracking against a REAL MLflow tracking server: a tiny `maskgan train` (LM, MaskMLE, two adversarial
+iterations on the shared local Ray) logs params, metric history, artifacts and the generator as a
+pyfunc model, which loads back through `runs:/` and fills in text; `--resume` continues the same run."""
 
 import os
 import signal
@@ -15,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from maskgan_rl.config import load_config
 from maskgan_rl.tracking import RUN_ID_FILE
-from maskgan_rl.train import run_pretraining
+from maskgan_rl.train import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,8 @@ TINY = [
     "data.oracle_vocab=30", "data.oracle_hidden=8", "data.synthetic_train=200", "data.synthetic_valid=40",
     "data.synthetic_test=40", "data.seq_len=8", "model.embed=8", "model.hidden=8", "pretrain.lm_steps=10",
     "pretrain.mle_steps=10", "pretrain.batch_size=16", "pretrain.eval_every=5", "pretrain.eval_batches=1",
+    "gan.iterations=2", "gan.eval_every=1", "gan.checkpoint_every=1", "gan.episodes_per_iteration=16",
+    "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4", "resources.disc_num_cpus=0.5",
 ]
 STARTUP_TIMEOUT_S = 60
 
@@ -68,19 +71,21 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, tmp_path):
+def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, tmp_path, ray_session):
     cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={server}"])
-    run_pretraining(cfg)
-    run_id = (tmp_path / "run" / f"{RUN_ID_FILE}.pretrain").read_text().strip()
+    run_training(cfg)
+    run_id = (tmp_path / "run" / f"{RUN_ID_FILE}.train").read_text().strip()
 
     client = MlflowClient(server)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.hidden"] == "8" and run.data.params["data.dataset"] == "synthetic"
-    assert run.data.tags["maskgan.command"] == "pretrain"
+    assert run.data.params["model.hidden"] == "8" and run.data.params["gan.iterations"] == "2"
+    assert run.data.tags["maskgan.command"] == "train"
     history = client.get_metric_history(run_id, "mle/valid_perplexity")
     assert [m.step for m in history] == [5, 10] and all(1 < m.value < 30 for m in history)
-    assert {"config.yaml", "vocab.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    for key in ("gan/episode_reward_mean", "gan/eval/masked_perplexity", "gan/eval/oracle_nll"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2], key
+    assert {"config.yaml", "vocab.json", "checkpoints"} <= {a.path for a in client.list_artifacts(run_id)}
 
     mlflow.set_tracking_uri(server)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
@@ -88,8 +93,9 @@ def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, t
     assert len(filled) == 1 and filled[0].startswith("w5 ") and filled[0].endswith(" w9")
     assert len(filled[0].split()) == 4 and "___" not in filled[0]
 
-    # Running again in the same run_dir continues the same MLflow run (checkpoints are reused).
-    run_pretraining(cfg)
-    assert (tmp_path / "run" / f"{RUN_ID_FILE}.pretrain").read_text().strip() == run_id
+    # --resume continues the same MLflow run and logs no step twice.
+    run_training(cfg, resume=True)
+    assert (tmp_path / "run" / f"{RUN_ID_FILE}.train").read_text().strip() == run_id
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]
+    assert len(client.get_metric_history(run_id, "gan/episode_reward_mean")) == 2
