@@ -13,7 +13,6 @@ import torch
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import prepare_data
-from maskgan_rl.masking import mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.adversarial import AdversarialTrainer

@@ -108,7 +108,7 @@ ALGORITHMS: dict[str, Callable[[Config], "AlgorithmConfig"]] = {
 
 def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> "AlgorithmConfig":
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
-    import envs  # noqa: F401  (registers "maskgan-infill-vector" with Ray)
+    import envs  # importing it registers "maskgan-infill-vector" with Ray
     from maskgan_rl.rl.callbacks import MaskGANCallbacks
     from maskgan_rl.rl.module import module_spec
 
