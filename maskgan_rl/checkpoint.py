@@ -11,10 +11,11 @@ a crash mid-write leaves the previous checkpoint intact, never a half-written on
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -40,20 +41,37 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", require: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The payload of a checkpoint written by `save_checkpoint`, which must hold the keys `require`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a .pt file written by maskgan")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it contains pickled Python objects, which are never loaded (tensors and plain data only)"
-        raise CheckpointError(f"checkpoint {path} cannot be read: {reason}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read: {_unreadable(err)}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a maskgan-rl checkpoint (format {FORMAT_VERSION}): was it written by `maskgan`?")
+    missing = [key for key in require if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} holds no {', '.join(missing)} (it has {', '.join(sorted(payload))}): "
+            "pass a MaskMLE or MaskGAN checkpoint (checkpoints/mle.pt, gan-*.pt or maskgan.pt)"
+        )
     return payload
+
+
+def _unreadable(err: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found:  # a pickle that would build (or call) a Python object: refused before it runs
+        return (
+            f"it contains pickled Python objects ({found.group(1)}), which are never loaded "
+            "(tensors and plain data only): use a checkpoint written by maskgan, from a source you trust"
+        )
+    return "not a PyTorch checkpoint, or a truncated or corrupt one"
 
 
 def latest_good_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> tuple[Path, dict[str, Any]] | None:

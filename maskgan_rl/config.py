@@ -140,31 +140,35 @@ def available_presets() -> list[str]:
 def load_config(preset: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then a preset name or YAML path, then dotted `key=value` overrides; validated."""
     cfg = OmegaConf.structured(Config)
-    layers = []
     if preset:
-        layers.append((f"preset {preset!r}", _read_preset(preset)))
+        cfg = _merged(cfg, _read_preset(preset), f"preset {preset!r}: ")
+    return _with_overrides(cfg, overrides)
+
+
+def config_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Rebuild a Config stored in a checkpoint or an MLflow run, then apply dotted overrides
+    (same checks as the command line)."""
+    cfg = _merged(OmegaConf.structured(Config), OmegaConf.create(data), "stored config: ")
+    return _with_overrides(cfg, overrides)
+
+
+def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> Config:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. gan.algo=ppo)")
         try:  # the value is parsed as YAML: `x=[` or `x=*a` fail there
-            layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+            layer = OmegaConf.from_dotlist([item])
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({_one_line(err)}): quote it") from None
-    for where, layer in layers:
-        try:
-            cfg = OmegaConf.merge(cfg, layer)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"{where}: {_describe(err)}") from None
+        cfg = _merged(cfg, layer, f"override {item!r}: ")
     return _resolved_and_validated(cfg, "")
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config stored in a checkpoint or an MLflow run (same checks as the command line)."""
+def _merged(cfg: DictConfig, layer: DictConfig, where: str) -> DictConfig:
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
+        return OmegaConf.merge(cfg, layer)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"stored config: {_describe(err)}") from None
-    return _resolved_and_validated(cfg, "stored config: ")
+        raise ConfigError(f"{where}{_describe(err)}") from None
 
 
 def _resolved_and_validated(cfg: DictConfig, where: str) -> Config:

@@ -38,7 +38,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
@@ -259,6 +258,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         raise ConfigError("no checkpoint to evaluate: pass one or more .pt files")
     if not settings.temperatures or min(settings.temperatures) <= 0:
         raise ConfigError(f"temperatures {list(settings.temperatures)} must be a non-empty list of values > 0")
+    if settings.samples < 2:
+        raise ConfigError(f"--samples {settings.samples}: give at least 2 (BLEU scores in-fills against each other)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg)
@@ -414,13 +415,9 @@ def _config(checkpoints: list[str], preset: Optional[str], overrides: list[str])
     from maskgan_rl.checkpoint import load_checkpoint
 
     path = Path(checkpoints[0])
-    stored = load_checkpoint(path)["config"]
+    stored = load_checkpoint(path, require=("config",))["config"]
     stored["run_dir"] = str(_run_dir_of(path))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-    merged = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
-    return config_from_dict(OmegaConf.to_container(merged))
+    return config_from_dict(stored, overrides)
 
 
 def _temperatures(text: str) -> list[float]:

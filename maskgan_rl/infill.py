@@ -177,7 +177,10 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         path = Path(args.file)
         if not path.is_file():
             raise MaskGANError(f"--file {path}: no such file: give a text file with one text per line")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise MaskGANError(f"--file {path}: not UTF-8 text: give a text file with one text per line") from None
     else:
         if sys.stdin.isatty():
             print("maskgan infill: reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)

@@ -181,7 +181,7 @@ def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str 
     """A generator from a MaskMLE or MaskGAN checkpoint; checks it matches `vocab` when one is given."""
     from maskgan_rl.config import config_from_dict
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
     stored = Vocab(checkpoint["vocab"])
     if vocab is not None and stored.tokens != vocab.tokens:
         raise CheckpointError(
@@ -190,10 +190,15 @@ def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str 
             "prepare the data with the checkpoint's config or use a matching checkpoint"
         )
     cfg = config_from_dict(checkpoint["config"])
-    models = checkpoint["models"]
+    models = checkpoint["models"] if isinstance(checkpoint["models"], dict) else {}
     state = models.get("generator")
     if state is None:
-        raise CheckpointError(f"checkpoint {path} holds no generator (it has {', '.join(models)}): pass a MaskMLE or MaskGAN checkpoint")
+        raise CheckpointError(f"checkpoint {path} holds no generator (it has {', '.join(models) or 'none'}): pass a MaskMLE or MaskGAN checkpoint")
     generator = Generator(len(stored), cfg.model)
-    generator.load_state_dict(state)
+    try:
+        generator.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:  # weights of another shape, or not a state dict
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = lines[1] if len(lines) > 1 else lines[0]  # past torch's "Error(s) in loading state_dict" header
+        raise CheckpointError(f"checkpoint {path}: its generator weights do not fit its own config ({reason}): the file is damaged") from None
     return generator.to(device).eval(), stored, checkpoint

@@ -21,6 +21,7 @@ from maskgan_rl.errors import CheckpointError, MaskGANError
 from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain
 from maskgan_rl.progress import Progress
 from maskgan_rl.tracking import Tracker
+from maskgan_rl.vocab import Vocab
 
 FINAL_CHECKPOINT = "maskgan.pt"
 
@@ -40,20 +41,14 @@ def run_pretraining(cfg: Config) -> PretrainResult:
 
 def run_training(cfg: Config, resume: bool = False) -> Path:
     data = prepare_data(cfg)
-    folder = Path(cfg.run_dir) / "checkpoints"
-    previous = latest_good_checkpoint(folder, "gan-*.pt")
-    if previous and not resume:
-        raise CheckpointError(
-            f"{cfg.run_dir} already holds adversarial checkpoints (latest {previous[0].name}): "
-            "pass --resume to continue them, or set run_dir=... for a new run"
-        )
+    previous = _checkpoint_to_resume(cfg, data.vocab, resume)
     with Tracker(cfg, "train") as tracker:
         _log_run_files(cfg, tracker, data)
         pretrained = pretrain(cfg, data, tracker)
         if cfg.gan.iterations == 0:
             final = pretrained.mle_path
         else:
-            final = _adversarial(cfg, data, pretrained, tracker, previous if resume else None)
+            final = _adversarial(cfg, data, pretrained, tracker, previous)
         tracker.log_model(final)
         return final
 
@@ -70,8 +65,6 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
     start = 0
     if previous is not None:
         path, checkpoint = previous
-        if checkpoint.get("vocab") != data.vocab.tokens or checkpoint.get("config", {}).get("model") != to_dict(cfg)["model"]:
-            raise CheckpointError(f"{path} was written with another vocabulary or model config: resume with the config it was trained with")
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
         print(f"[gan] resumed from {path} at iteration {start}")
@@ -93,6 +86,44 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         return final
     finally:
         trainer.stop()
+
+
+def _checkpoint_to_resume(cfg: Config, vocab: Vocab, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable adversarial checkpoint to continue, checked against this config before any
+    work starts; None for a new run. Never silently starts over on top of existing checkpoints."""
+    folder = Path(cfg.run_dir) / "checkpoints"
+    existing = sorted(folder.glob("gan-*.pt"))
+    if existing and not resume:
+        raise CheckpointError(
+            f"{cfg.run_dir} already holds adversarial checkpoints (latest {existing[-1].name}): "
+            "pass --resume to continue them, or set run_dir=... for a new run"
+        )
+    if not existing:
+        return None
+    previous = latest_good_checkpoint(folder, "gan-*.pt")
+    if previous is None:
+        raise CheckpointError(
+            f"no adversarial checkpoint in {folder} can be read ({', '.join(p.name for p in existing)}): "
+            "move them away to start over, or set run_dir=... for a new run"
+        )
+    path, checkpoint = previous
+    stored = checkpoint.get("config", {})
+    differences = []
+    if checkpoint.get("vocab") != vocab.tokens:
+        differences.append(f"vocabulary ({len(checkpoint.get('vocab') or [])} tokens there, {len(vocab)} here)")
+    # The trainer state holds weights of this model shape and optimiser state of this algorithm.
+    here = {f"model.{key}": value for key, value in to_dict(cfg)["model"].items()} | {"gan.algo": cfg.gan.algo}
+    for key, value in here.items():
+        section, name = key.split(".")
+        there = stored.get(section, {}).get(name)
+        if there != value:
+            differences.append(f"{key} ({there} there, {value} here)")
+    if differences or "trainer" not in checkpoint:
+        raise CheckpointError(
+            f"{path} does not match this run ({', '.join(differences) or 'no trainer state'}): "
+            "resume with the config it was trained with, or set run_dir=... for a new run"
+        )
+    return previous
 
 
 def init_ray(cfg: Config) -> None:
