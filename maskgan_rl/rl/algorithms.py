@@ -77,7 +77,11 @@ def _async_common(config: "AlgorithmConfig", cfg: Config, learner_class: type) -
         # is scored by a D at most one push old (see maskgan_rl/rl/adversarial.py). Generator
         # weights are pushed to the runners directly: RLlib's pull-based state server is one more
         # actor process (~14 s to start on 2 cores) that only pays off with many runners.
-        .env_runners(max_requests_in_flight_per_env_runner=1, use_env_runner_state_server=False)
+        # While no remote runner is healthy (the only one died and is restarting), RLlib's IMPALA
+        # samples on the driver's runner, which then needs environments of its own.
+        .env_runners(
+            max_requests_in_flight_per_env_runner=1, use_env_runner_state_server=False, create_env_on_local_worker=True
+        )
         .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=batch)
     )
 
