@@ -198,7 +198,7 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 def test_killed_driver_resumes_from_the_last_good_checkpoint_in_the_same_mlflow_run(tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
-    iterations = 12
+    iterations = 40  # an iteration can take 0.1 s: plenty left to interrupt after the second checkpoint
     args = tiny_overrides(run_dir, iterations)
     folder = run_dir / "checkpoints"
 
@@ -207,7 +207,7 @@ def test_killed_driver_resumes_from_the_last_good_checkpoint_in_the_same_mlflow_
         while not (folder / "gan-000002.pt").exists():
             assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
             time.sleep(0.1)
-        time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # anywhere in the iterations after it
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))  # somewhere in the iterations after it
         assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
     finally:
         _kill_group(first)
