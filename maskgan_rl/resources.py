@@ -1,0 +1,231 @@
+"""Check that the Ray cluster can host what the config asks for, before anything is scheduled.
+
+Ray does not fail when an actor asks for resources no node has: it queues the actor forever (the
+learner group waits on a placement group, env runners wait to be scheduled) and the run hangs
+without a word. `check_cluster_resources` compares the config's demands with the cluster right
+after `ray.init` and raises a `ConfigError` naming what is missing and which key to change.
+
+The demands mirror what RLlib asks Ray for (`ray.rllib.algorithms.utils._get_learner_bundles`):
+- each remote env runner: `num_cpus_per_env_runner` CPUs + `env_runner_resources`;
+- each remote learner: `num_gpus_per_learner` GPUs, 1 CPU when it has no GPU and 0 when it has one
+  (RLlib's `num_cpus_per_learner="auto"`), + `learner_resources`;
+- with `num_learners=0` the learner lives in the driver: nothing is reserved, but a GPU learner
+  needs a GPU on the driver's node;
+- the discriminator actor: `disc_num_cpus` CPUs, `disc_num_gpus` GPUs + `disc_resources`.
+The checks are necessary conditions only (totals suffice, and every single actor fits on some
+node), so a raised error is always real; a config that passes can still queue behind other jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from maskgan_rl.config import Config, ResourcesConfig
+from maskgan_rl.errors import ConfigError
+
+# Ray stores resources in units of 1e-4; comparisons allow for float rounding below that.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Demand:
+    """`count` identical actors, each needing `bundle` on a single node."""
+
+    what: str  # "env runner", "learner", ...: used in messages
+    count: int
+    bundle: dict[str, float]
+    # resource name -> the config key that sets it, e.g. "GPU" -> "resources.num_gpus_per_learner"
+    keys: dict[str, str]
+    count_key: Optional[str] = None  # the key that sets `count`, e.g. "resources.num_env_runners"
+    # Runs inside the driver process: Ray reserves nothing for it, but the driver's node must have it.
+    in_driver: bool = False
+
+
+def demands_of(r: ResourcesConfig) -> list[Demand]:
+    """What a run with these resources settings asks the cluster for."""
+    demands: list[Demand] = []
+    if r.num_env_runners > 0:
+        demands.append(
+            _demand(
+                "env runner",
+                r.num_env_runners,
+                {"CPU": (r.num_cpus_per_env_runner, "resources.num_cpus_per_env_runner")},
+                r.env_runner_resources,
+                "resources.env_runner_resources",
+                count_key="resources.num_env_runners",
+            )
+        )
+    if r.num_learners > 0:
+        # RLlib's num_cpus_per_learner="auto": 1 CPU for a CPU learner, none for a GPU learner.
+        learner_cpus = 1.0 if r.num_gpus_per_learner == 0 else 0.0
+        demands.append(
+            _demand(
+                "learner",
+                r.num_learners,
+                {
+                    "CPU": (learner_cpus, "resources.num_learners"),
+                    "GPU": (r.num_gpus_per_learner, "resources.num_gpus_per_learner"),
+                },
+                r.learner_resources,
+                "resources.learner_resources",
+                count_key="resources.num_learners",
+            )
+        )
+    else:
+        if r.learner_resources:
+            # RLlib ignores custom learner resources without learner actors: the learner would
+            # silently run in the driver instead of on the node the user meant to pin it to.
+            raise ConfigError(
+                f"resources.learner_resources={dict(r.learner_resources)} only places learner actors, but "
+                "resources.num_learners=0 runs the learner in the driver: set resources.num_learners=1 "
+                "or resources.learner_resources={}"
+            )
+        if r.num_gpus_per_learner > 0:
+            demands.append(
+                _demand(
+                    "driver-side learner (resources.num_learners=0)",
+                    1,
+                    {"GPU": (r.num_gpus_per_learner, "resources.num_gpus_per_learner")},
+                    {},
+                    "",
+                    in_driver=True,
+                )
+            )
+    demands.append(
+        _demand(
+            "discriminator actor",
+            1,
+            {
+                "CPU": (r.disc_num_cpus, "resources.disc_num_cpus"),
+                "GPU": (r.disc_num_gpus, "resources.disc_num_gpus"),
+            },
+            r.disc_resources,
+            "resources.disc_resources",
+        )
+    )
+    return demands
+
+
+def shortfalls(
+    demands: Sequence[Demand],
+    nodes: Sequence[Mapping[str, float]],
+    driver_node: Optional[Mapping[str, float]] = None,
+) -> list[str]:
+    """Every way the demands cannot be met by `nodes` (each node's total resources); [] if none.
+
+    `driver_node` is the resources of the node the driver runs on (None: not known, skip that check).
+    """
+    problems: list[str] = []
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for name, amount in node.items():
+            totals[name] = totals.get(name, 0.0) + amount
+
+    missing_everywhere: set[str] = set()
+    for d in demands:
+        absent = [name for name in d.bundle if totals.get(name, 0.0) <= _EPS]
+        for name in absent:
+            missing_everywhere.add(name)
+            problems.append(_absent_message(d, name))
+        if absent:
+            continue
+        if d.in_driver:
+            if driver_node is not None and not _fits(d.bundle, driver_node):
+                problems.append(_driver_message(d, driver_node))
+        elif not any(_fits(d.bundle, node) for node in nodes):
+            problems.append(_no_single_node_message(d, nodes))
+
+    needed: dict[str, list[Demand]] = {}
+    for d in demands:
+        if not d.in_driver:
+            for name in d.bundle:
+                needed.setdefault(name, []).append(d)
+    for name, users in needed.items():
+        if name in missing_everywhere:
+            continue  # already reported, more precisely
+        total_needed = sum(d.count * d.bundle[name] for d in users)
+        if total_needed > totals.get(name, 0.0) + _EPS:
+            problems.append(_total_message(name, users, total_needed, totals.get(name, 0.0)))
+    return problems
+
+
+def check_cluster_resources(cfg: Config) -> None:
+    """Raise ConfigError if the connected Ray cluster cannot host this run; call after `ray.init`."""
+    import ray  # only needed against a live cluster; the comparison above is testable without it
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [dict(n["Resources"]) for n in alive]
+    driver_id = ray.get_runtime_context().get_node_id()
+    driver_node = next((dict(n["Resources"]) for n in alive if n["NodeID"] == driver_id), None)
+    problems = shortfalls(demands_of(cfg.resources), nodes, driver_node)
+    if problems:
+        raise ConfigError(f"the Ray cluster cannot run this config: {'; '.join(problems)}")
+
+
+def _demand(
+    what: str,
+    count: int,
+    builtin: dict[str, tuple[float, str]],
+    custom: Mapping[str, float],
+    custom_key: str,
+    **kwargs,
+) -> Demand:
+    """`builtin` maps CPU/GPU to (amount, the key that sets it); `custom` comes from one dict key."""
+    # Zero amounts ask for nothing: dropping them keeps "needs 0 GPUs" out of every message.
+    bundle = {name: float(amount) for name, (amount, _) in builtin.items() if amount > 0}
+    keys = {name: key for name, (amount, key) in builtin.items() if amount > 0}
+    for name, amount in custom.items():
+        if amount > 0:
+            bundle[name] = float(amount)
+            keys[name] = custom_key
+    return Demand(what, count, bundle, keys, **kwargs)
+
+
+def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> bool:
+    return all(node.get(name, 0.0) + _EPS >= amount for name, amount in bundle.items())
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _absent_message(d: Demand, name: str) -> str:
+    key, amount = d.keys[name], _num(d.bundle[name])
+    if name == "GPU":
+        return f"{key}={amount} asks for a GPU for the {d.what} but the cluster has none: set {key}=0 or add a GPU node"
+    if name == "CPU":
+        return f"the {d.what} needs {amount} CPU ({key}) but the cluster has no CPUs: add a node with CPUs"
+    return (
+        f"{key} asks for custom resource {name!r} for the {d.what} but no node declares it: "
+        f"remove {name!r} from {key} or start a node with --resources='{{\"{name}\": 1}}' "
+        "(in a cluster YAML: under the node type's resources)"
+    )
+
+
+def _driver_message(d: Demand, driver_node: Mapping[str, float]) -> str:
+    key = d.keys["GPU"]
+    return (
+        f"{key}={_num(d.bundle['GPU'])} with resources.num_learners=0 runs the learner in the driver, "
+        f"whose node has {_num(driver_node.get('GPU', 0.0))} GPUs: set resources.num_learners=1 so the "
+        f"learner runs as an actor on a GPU node, or set {key}=0"
+    )
+
+
+def _no_single_node_message(d: Demand, nodes: Sequence[Mapping[str, float]]) -> str:
+    wanted = ", ".join(f"{name}={_num(v)}" for name, v in d.bundle.items())
+    largest = ", ".join(f"{name}={_num(max(n.get(name, 0.0) for n in nodes))}" for name in d.bundle)
+    keys = ", ".join(dict.fromkeys(d.keys.values()))
+    return (
+        f"one {d.what} needs {wanted} on a single node but no node has all of that "
+        f"(most on any node: {largest}): lower {keys} or add a bigger node"
+    )
+
+
+def _total_message(name: str, users: Sequence[Demand], needed: float, have: float) -> str:
+    parts = [f"{d.count} {d.what}(s) x {_num(d.bundle[name])}" for d in users]
+    keys = dict.fromkeys(k for d in users for k in (d.count_key, d.keys[name]) if k)
+    return (
+        f"{' + '.join(parts)} = {_num(needed)} {name} but the cluster has {_num(have)}: "
+        f"lower {', '.join(keys)} or add nodes"
+    )

@@ -1,0 +1,103 @@
+"""check_cluster_resources: what a config asks of the cluster, and the messages when it cannot have it."""
+
+import pytest
+
+from maskgan_rl.config import load_config
+from maskgan_rl.errors import ConfigError
+from maskgan_rl.resources import check_cluster_resources, demands_of, shortfalls
+
+CPU_NODE = {"CPU": 4.0, "memory": 8e9}
+GPU_NODE = {"CPU": 8.0, "GPU": 1.0, "gpu_node": 1.0}
+
+
+def problems(overrides: list[str], nodes: list[dict], driver_node: dict | None = None) -> list[str]:
+    return shortfalls(demands_of(load_config("synthetic", overrides).resources), nodes, driver_node)
+
+
+def test_defaults_fit_a_laptop():
+    # Driver-side runner and learner, one discriminator CPU: a 2-core local Ray is enough.
+    assert problems([], [{"CPU": 2.0}], {"CPU": 2.0}) == []
+
+
+def test_demands_follow_rllib_bundles():
+    r = load_config(
+        "synthetic",
+        ["resources.num_env_runners=3", "resources.num_cpus_per_env_runner=0.5", "resources.num_learners=2",
+         "resources.num_gpus_per_learner=1", "resources.disc_num_gpus=0.5", "resources.env_runner_resources={cpu_node: 0.01}"],
+    ).resources
+    runners, learners, disc = demands_of(r)
+    assert (runners.count, runners.bundle) == (3, {"CPU": 0.5, "cpu_node": 0.01})
+    assert runners.keys["cpu_node"] == "resources.env_runner_resources"
+    # A GPU learner gets no CPU (RLlib's num_cpus_per_learner="auto"); a CPU learner gets one.
+    assert (learners.count, learners.bundle) == (2, {"GPU": 1.0})
+    assert demands_of(load_config("synthetic", ["resources.num_learners=1"]).resources)[0].bundle == {"CPU": 1.0}
+    assert (disc.count, disc.bundle) == (1, {"CPU": 1.0, "GPU": 0.5})
+
+
+def test_gpu_learner_on_a_cluster_without_gpus():
+    found = problems(["resources.num_learners=1", "resources.num_gpus_per_learner=1"], [CPU_NODE, CPU_NODE])
+    assert found == [
+        "resources.num_gpus_per_learner=1 asks for a GPU for the learner but the cluster has none: "
+        "set resources.num_gpus_per_learner=0 or add a GPU node"
+    ]
+
+
+def test_driver_side_gpu_learner_needs_a_gpu_on_the_driver_node():
+    overrides = ["resources.num_gpus_per_learner=1"]  # num_learners=0: the learner is the driver
+    found = problems(overrides, [CPU_NODE, GPU_NODE], driver_node=CPU_NODE)
+    assert len(found) == 1 and "runs the learner in the driver" in found[0]
+    assert "set resources.num_learners=1" in found[0]
+    assert problems(overrides, [CPU_NODE, GPU_NODE], driver_node=GPU_NODE) == []
+
+
+def test_custom_resource_no_node_declares():
+    found = problems(["resources.num_env_runners=2", "resources.env_runner_resources={cpu_node: 0.01}"], [GPU_NODE])
+    assert len(found) == 1
+    assert "resources.env_runner_resources asks for custom resource 'cpu_node'" in found[0]
+    assert "remove 'cpu_node' from resources.env_runner_resources" in found[0]
+
+
+def test_total_cpus_name_every_key_that_adds_to_them():
+    found = problems(["resources.num_env_runners=4", "resources.num_learners=1"], [{"CPU": 2.0}, {"CPU": 2.0}])
+    assert found == [
+        "4 env runner(s) x 1 + 1 learner(s) x 1 + 1 discriminator actor(s) x 1 = 6 CPU but the cluster has 4: "
+        "lower resources.num_env_runners, resources.num_cpus_per_env_runner, resources.num_learners, "
+        "resources.disc_num_cpus or add nodes"
+    ]
+
+
+def test_a_bundle_must_fit_on_one_node():
+    # 4 CPUs in total, but no single node can host a 3-CPU env runner.
+    found = problems(["resources.num_env_runners=1", "resources.num_cpus_per_env_runner=3", "resources.disc_num_cpus=0"],
+                     [{"CPU": 2.0}, {"CPU": 2.0}])
+    assert found == [
+        "one env runner needs CPU=3 on a single node but no node has all of that (most on any node: CPU=2): "
+        "lower resources.num_cpus_per_env_runner or add a bigger node"
+    ]
+    # GPU and marker on different nodes: each exists, never together.
+    found = problems(["resources.num_learners=1", "resources.num_gpus_per_learner=1",
+                      "resources.learner_resources={cpu_node: 0.01}"], [{"CPU": 4.0, "cpu_node": 1.0}, GPU_NODE])
+    assert len(found) == 1 and found[0].startswith("one learner needs GPU=1, cpu_node=0.01 on a single node")
+
+
+def test_pinned_runners_fill_their_slots():
+    # One runner slot per node: two runners fit on two nodes, three do not.
+    nodes = [{"CPU": 1.0, "runner_slot": 1.0}, {"CPU": 1.0, "runner_slot": 1.0}]
+    base = ["resources.num_cpus_per_env_runner=0.25", "resources.disc_num_cpus=0.25", "resources.env_runner_resources={runner_slot: 1}"]
+    assert problems(base + ["resources.num_env_runners=2"], nodes) == []
+    found = problems(base + ["resources.num_env_runners=3"], nodes)
+    assert len(found) == 1 and found[0].startswith("3 env runner(s) x 1 = 3 runner_slot but the cluster has 2")
+
+
+def test_learner_resources_without_learner_actors_is_an_error():
+    with pytest.raises(ConfigError, match=r"resources.num_learners=0 runs the learner in the driver: set resources.num_learners=1"):
+        demands_of(load_config("synthetic", ["resources.learner_resources={gpu_node: 0.01}"]).resources)
+
+
+def test_against_a_live_local_ray(ray_session):
+    # The session's Ray has 2 CPUs and no GPU.
+    check_cluster_resources(load_config("synthetic", ["resources.num_env_runners=1"]))
+    with pytest.raises(ConfigError, match=r"resources.disc_num_gpus=1 asks for a GPU .* but the cluster has none"):
+        check_cluster_resources(load_config("synthetic", ["resources.disc_num_gpus=1"]))
+    with pytest.raises(ConfigError, match=r"num_gpus_per_learner=1 asks for a GPU for the driver-side learner"):
+        check_cluster_resources(load_config("synthetic", ["resources.num_gpus_per_learner=1"]))
