@@ -1,0 +1,247 @@
+"""A real two-node Ray cluster on this machine, driven the way a user drives a remote one.
+
+Two `ray start` nodes (1 CPU each, token auth, dashboard on loopback) take a `maskgan train` job
+submitted through launch/submit.py. The test checks that the two env runners ran one per node, that
+the discriminator actor ran, that the MLflow run holds the metrics, that a job asking for a GPU
+the cluster lacks fails fast with a message naming the key, and that stopping the cluster leaves
+no process behind.
+
+Isolation from every other Ray on the machine (the session's `ray.init`, other test runs): free
+ports, a temp dir of its own, a fresh auth token in the environment (never ~/.ray/auth_token),
+and no `ray.init` in this process: everything talks to the cluster through subprocesses. Each node
+is started in a session of its own, which its daemons and workers keep, so `stop` kills exactly
+this cluster's processes (`ray stop` would kill every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBMIT = ROOT / "launch" / "submit.py"
+BIN = Path(sys.executable).parent  # the venv's: its `ray` starts the nodes, its `python` runs the job
+
+# Tiny training (see test_adversarial): seconds of pretraining, two adversarial iterations.
+TINY = [
+    "data.oracle_vocab=30", "data.oracle_hidden=8", "data.synthetic_train=200", "data.synthetic_valid=40",
+    "data.synthetic_test=40", "data.seq_len=8", "model.embed=8", "model.hidden=8", "pretrain.lm_steps=10",
+    "pretrain.mle_steps=10", "pretrain.batch_size=16", "pretrain.eval_every=5", "pretrain.eval_batches=1",
+    "gan.iterations=2", "gan.eval_every=1", "gan.checkpoint_every=1", "gan.episodes_per_iteration=16",
+    "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4", "tracking.log_model=false",
+]
+# One env runner per node: each node declares one "runner_slot" and each runner takes a whole one.
+# Half a CPU each for runner and discriminator, so both fit the head's single CPU.
+PLACEMENT = [
+    "resources.num_env_runners=2", "resources.num_cpus_per_env_runner=0.5",
+    "resources.env_runner_resources={runner_slot: 1}", "resources.disc_num_cpus=0.5",
+    "resources.disc_resources={head: 1}",
+]
+JOB_TIMEOUT_S = 150
+FAIL_FAST_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Head + one worker node started with `ray start`, each in its own session."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        # Unix socket paths live under the temp dir and must stay short (about 100 characters).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.token = secrets.token_hex(32)
+        self.sessions: list[int] = []  # session ids of the two `ray start` processes
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH"))}
+        env.update(
+            RAY_AUTH_MODE="token",  # the worker node must know too, else the head refuses it
+            RAY_AUTH_TOKEN=self.token,
+            RAY_USAGE_STATS_ENABLED="0",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is the venv's
+        )
+        self.env = env
+
+    def start(self) -> None:
+        common = ["--num-cpus=1", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                  f"--dashboard-agent-listen-port={free_port()}"]
+        self._ray_start(
+            "head", "--head", f"--port={self.port}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
+            '--resources={"head": 1, "runner_slot": 1}', *common,
+        )
+        self._ray_start("node2", f"--address=127.0.0.1:{self.port}", '--resources={"node2": 1, "runner_slot": 1}', *common)
+
+    def _ray_start(self, name: str, *args: str) -> None:
+        with open(self.root / f"ray-start-{name}.log", "w") as log:
+            process = subprocess.Popen([str(BIN / "ray"), "start", *args], env=self.env, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.sessions.append(process.pid)  # a new session's id is its leader's pid
+            assert process.wait(timeout=120) == 0, (self.root / f"ray-start-{name}.log").read_text()[-3000:]
+
+    def processes(self) -> dict[int, str]:
+        """pid -> command line of every live process of this cluster: the nodes' sessions, plus
+        anything started from them in a session of its own (job entrypoints)."""
+        table = _process_table()
+        ours = {pid for pid, (_, sid, _) in table.items() if sid in self.sessions}
+        grew = True
+        while grew:
+            children = {pid for pid, (ppid, _, _) in table.items() if ppid in ours} - ours
+            grew = bool(children)
+            ours |= children
+        return {pid: _cmdline(pid) for pid in ours if table[pid][2] != "Z"}  # zombies hold nothing
+
+    def stop(self) -> dict[int, str]:
+        """`ray stop --force` for this cluster only; returns what is still alive afterwards."""
+        for pid in self.processes():
+            _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while (left := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return left
+
+    def leftovers(self) -> dict[int, str]:
+        """Live processes of this cluster, found two ways: by session, and (independently of how
+        `processes` tracks them) by this cluster's temp dir on their command line (gcs, raylets...)."""
+        found = self.processes()
+        for pid, (_, _, state) in _process_table().items():
+            if state != "Z" and str(self.temp_dir) in (command := _cmdline(pid)):
+                found[pid] = command
+        return found
+
+    def run(self, *args: str, timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
+        """A command with this cluster's token in its environment (as a user's shell would have it)."""
+        return subprocess.run(list(args), env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    def submit(self, *args: str, timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, str(SUBMIT), *args, timeout=timeout)
+
+    def state(self, kind: str) -> list[dict]:
+        """`ray list nodes|actors`: the state API keeps dead actors, so finished jobs' actors show too."""
+        out = self.run(str(BIN / "ray"), "list", kind, "--address", self.address, "--format", "json",
+                       "--detail", "--limit", "10000", timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, session id, state) from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # The command name is in parentheses and may hold spaces: split after the last ")".
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+            table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
+    return table
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finding this cluster's processes needs /proc (Linux)")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        programs = [command.split()[0].rsplit("/", 1)[-1] for command in cluster.leftovers().values()]
+        # Else "nothing left after the stop" below would prove nothing.
+        assert programs.count("gcs_server") == 1 and programs.count("raylet") == 2, programs
+        yield cluster
+    finally:
+        left = cluster.stop()
+    assert not left, f"processes of the test cluster survived the stop: {left}"
+
+
+def test_training_job_uses_both_nodes(cluster, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job_id = f"maskgan-test-{secrets.token_hex(4)}"
+    start = time.monotonic()
+    out = cluster.submit(
+        "--address", cluster.address, "--preset", "synthetic", "--submission-id", job_id,
+        *TINY, *PLACEMENT, f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={tracking}",
+    )
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, f"job failed after {elapsed:.0f} s:\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}"
+    assert "[gan]" in out.stdout  # the job's own output was streamed back
+    assert cluster.submit("wait", job_id, "--address", cluster.address, "--poll", "0.5").returncode == 0
+
+    node_of = {name: n["node_id"] for n in cluster.state("nodes") for name in ("head", "node2")
+               if name in n["resources_total"]}
+    assert len(node_of) == 2
+    job_actors = [a for a in cluster.state("actors") if a.get("job_id") and a["class_name"] != "JobSupervisor"]
+    runners = [a for a in job_actors if "EnvRunner" in a["class_name"]]
+    assert {a["node_id"] for a in runners} == {node_of["head"], node_of["node2"]}, runners
+    discriminator = [a for a in job_actors if a["class_name"] == "DiscriminatorTrainer"]
+    assert len(discriminator) == 1 and discriminator[0]["node_id"] == node_of["head"]
+
+    client = MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.data.tags["maskgan.command"] for r in runs] == ["train"]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["resources.num_env_runners"] == "2"
+    for key in ("gan/disc_loss", "gan/masked_tokens", "gan/episode_reward_mean"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "gan/masked_tokens"))
+    mlflow.set_tracking_uri(None)  # nothing else in this process should write to the test's store
+
+
+def test_gpu_learner_fails_fast_with_the_key_to_change(cluster, tmp_path):
+    job_id = f"maskgan-gpu-{secrets.token_hex(4)}"
+    start = time.monotonic()
+    out = cluster.submit(
+        "--address", cluster.address, "--no-wait", "--submission-id", job_id, *TINY, *PLACEMENT,
+        "resources.num_learners=1", "resources.num_gpus_per_learner=1", f"run_dir={tmp_path / 'run'}",
+        "tracking.enabled=false",
+    )
+    assert out.returncode == 0 and out.stdout.strip() == job_id, out.stderr
+    waited = cluster.submit("wait", job_id, "--address", cluster.address, "--poll", "0.5", "--timeout", str(FAIL_FAST_S))
+    elapsed = time.monotonic() - start
+    assert waited.returncode == 1 and f"{job_id}: FAILED" in waited.stderr, waited.stderr
+    assert elapsed < FAIL_FAST_S
+    logs = cluster.submit("logs", job_id, "--address", cluster.address)
+    assert (
+        "resources.num_gpus_per_learner=1 asks for a GPU for the learner but the cluster has none: "
+        "set resources.num_gpus_per_learner=0 or add a GPU node"
+    ) in logs.stdout, logs.stdout[-3000:]
+    status = cluster.submit("status", job_id, "--address", cluster.address)
+    assert status.returncode == 0 and status.stdout == "FAILED\n"
+    assert "exit code 2" in status.stderr  # the CLI's exit status for a MaskGANError
