@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run `maskgan train` on a Ray cluster as a Ray job, and follow it.
 
-    python launch/submit.py [--address URL] [--preset NAME] [--resume] [--no-wait] [key=value ...]
+    python launch/submit.py [--address URL] [--preset NAME] [--resume] [--no-wait] [key=value | @FILE ...]
     python launch/submit.py logs|status|stop|wait JOB_ID [--address URL]
 
 Submitting uploads this project (launch/runtime_env.yaml says what is left out) and runs
@@ -171,7 +171,8 @@ def _self() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="submit.py", description=__doc__.split("\n\n")[0])
+    # `@FILE` reads arguments from FILE, one a line: launch/placement-*.args hold a cluster's overrides.
+    parser = argparse.ArgumentParser(prog="submit.py", description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on this machine, driven the way a user drives a remote one.
+"""launch/: the cluster files agree with the config, and a real two-node Ray cluster on this machine
+runs a job submitted the way a user submits one to a remote cluster.
 
 Two `ray start` nodes (1 CPU each, token auth, dashboard on loopback) take a `maskgan train` job
 submitted through launch/submit.py. The test checks that the two env runners ran one per node, that
@@ -15,9 +16,11 @@ this cluster's processes (`ray stop` would kill every Ray on the machine).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -28,11 +31,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-pytestmark = pytest.mark.slow
+from maskgan_rl.config import load_config
+from maskgan_rl.resources import demands_of, shortfalls
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBMIT = ROOT / "launch" / "submit.py"
+LAUNCH = ROOT / "launch"
+SUBMIT = LAUNCH / "submit.py"
 BIN = Path(sys.executable).parent  # the venv's: its `ray` starts the nodes, its `python` runs the job
 
 # Tiny training (see test_adversarial): seconds of pretraining, two adversarial iterations.
@@ -52,6 +58,75 @@ PLACEMENT = [
 ]
 JOB_TIMEOUT_S = 150
 FAIL_FAST_S = 60
+
+
+def placement(name: str) -> list[str]:
+    """The overrides of launch/placement-<name>.args (what `submit.py @FILE` reads)."""
+    return (LAUNCH / f"placement-{name}.args").read_text().split("\n")[:-1]
+
+
+@pytest.mark.parametrize("name", ["aws", "onprem"])
+def test_cluster_yamls_pass_rays_checks(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(yaml.safe_load((LAUNCH / f"cluster-{name}.yaml").read_text())))
+
+
+def test_aws_placement_fits_the_nodes_it_declares():
+    cluster = yaml.safe_load((LAUNCH / "cluster-aws.yaml").read_text())
+    types = cluster["available_node_types"]
+    head = types[cluster["head_node_type"]]["resources"]
+    workers = [t["resources"] for name, t in types.items() if name != cluster["head_node_type"] for _ in range(t["min_workers"])]
+    demands = demands_of(load_config("ptb", placement("aws")).resources)
+    assert shortfalls(demands, [head, *workers], driver_node=head) == []
+    # Env runners only on CPU workers, learner and discriminator only on the GPU head.
+    assert "cpu_node" in demands[0].bundle and "cpu_node" not in head
+    assert all("gpu_node" in d.bundle for d in demands[1:]) and all("gpu_node" not in w for w in workers)
+
+
+def test_onprem_placement_names_resources_the_hosts_declare():
+    cluster = yaml.safe_load((LAUNCH / "cluster-onprem.yaml").read_text())
+    start = " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
+    custom = {name for d in demands_of(load_config("ptb", placement("onprem")).resources) for name in d.bundle} - {"CPU", "GPU"}
+    assert custom == {"cpu_node", "gpu_node"}
+    for name in custom:
+        assert f'{{"{name}": 1}}' in start
+
+
+def test_kuberay_entrypoint_fits_the_pods_it_declares():
+    job = yaml.safe_load((LAUNCH / "kuberay-rayjob.yaml").read_text())["spec"]
+    words = shlex.split(job["entrypoint"])
+    assert words[:4] == ["python", "-m", "maskgan_rl.cli", "train"] and words[4] == "--preset"
+    cfg = load_config(words[5], words[6:])
+    cluster = job["rayClusterSpec"]
+    head = {"CPU": float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"])}
+    nodes = [head]
+    for group in cluster["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        # KubeRay's form for --resources: a JSON object inside a quoted string.
+        custom = json.loads(json.loads(group["rayStartParams"]["resources"]))
+        node = {"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0)), **custom}
+        nodes += [node] * group["minReplicas"]
+    assert shortfalls(demands_of(cfg.resources), nodes, driver_node=head) == []
+    assert cfg.run_dir.startswith("/mnt/maskgan/")  # on the shared volume every pod mounts
+
+
+def test_submit_reads_the_token_from_env_before_file(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("submit", SUBMIT)  # a script, not a package module
+    submit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(submit)
+    token_file = tmp_path / "auth_token"
+    token_file.write_text("from-file\n")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert submit.read_token(str(token_file)) == "from-file"
+    assert submit.read_token(str(tmp_path / "missing")) is None
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert submit.read_token(str(token_file)) == "from-env"
+    # Overrides reach `maskgan train` word for word, dicts included.
+    args = submit._parser().parse_args(["submit", "--preset", "ptb", "--resume", f"@{LAUNCH / 'placement-aws.args'}", "a.b=1"])
+    assert submit.entrypoint(args.preset, args.resume, args.overrides) == [
+        "python", "-m", "maskgan_rl.cli", "train", "--preset", "ptb", "--resume", *placement("aws"), "a.b=1"]
 
 
 def free_port() -> int:
@@ -187,6 +262,7 @@ def cluster(tmp_path_factory):
     assert not left, f"processes of the test cluster survived the stop: {left}"
 
 
+@pytest.mark.slow
 def test_training_job_uses_both_nodes(cluster, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -224,6 +300,7 @@ def test_training_job_uses_both_nodes(cluster, tmp_path):
     mlflow.set_tracking_uri(None)  # nothing else in this process should write to the test's store
 
 
+@pytest.mark.slow
 def test_gpu_learner_fails_fast_with_the_key_to_change(cluster, tmp_path):
     job_id = f"maskgan-gpu-{secrets.token_hex(4)}"
     start = time.monotonic()
