@@ -47,7 +47,7 @@ TINY = [
     "data.synthetic_test=40", "data.seq_len=8", "model.embed=8", "model.hidden=8", "pretrain.lm_steps=10",
     "pretrain.mle_steps=10", "pretrain.batch_size=16", "pretrain.eval_every=5", "pretrain.eval_batches=1",
     "gan.iterations=2", "gan.eval_every=1", "gan.checkpoint_every=1", "gan.episodes_per_iteration=16",
-    "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4", "tracking.log_model=false",
+    "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4",
 ]
 # One env runner per node: each node declares one "runner_slot" and each runner takes a whole one.
 # Half a CPU each for runner and discriminator, so both fit the head's single CPU.
@@ -141,7 +141,9 @@ class LocalCluster:
     def __init__(self, root: Path):
         self.root = root
         # Unix socket paths live under the temp dir and must stay short (about 100 characters).
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+        # One temp dir per node, as on separate machines: nodes sharing one also share the unpacked
+        # working_dir, and the first node to drop the job's last worker deletes it under the other.
+        self.temp_dirs = [Path(tempfile.mkdtemp(prefix="rc", dir="/tmp")) for _ in range(2)]
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.token = secrets.token_hex(32)
@@ -156,14 +158,17 @@ class LocalCluster:
         self.env = env
 
     def start(self) -> None:
-        common = ["--num-cpus=1", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-                  f"--dashboard-agent-listen-port={free_port()}"]
+        def common(temp_dir: Path) -> list[str]:
+            return ["--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                    f"--dashboard-agent-listen-port={free_port()}"]
+
         self._ray_start(
             "head", "--head", f"--port={self.port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-            '--resources={"head": 1, "runner_slot": 1}', *common,
+            '--resources={"head": 1, "runner_slot": 1}', *common(self.temp_dirs[0]),
         )
-        self._ray_start("node2", f"--address=127.0.0.1:{self.port}", '--resources={"node2": 1, "runner_slot": 1}', *common)
+        self._ray_start("node2", f"--address=127.0.0.1:{self.port}", '--resources={"node2": 1, "runner_slot": 1}',
+                        *common(self.temp_dirs[1]))
 
     def _ray_start(self, name: str, *args: str) -> None:
         with open(self.root / f"ray-start-{name}.log", "w") as log:
@@ -191,15 +196,17 @@ class LocalCluster:
         deadline = time.monotonic() + 15
         while (left := self.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.2)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
         return left
 
     def leftovers(self) -> dict[int, str]:
         """Live processes of this cluster, found two ways: by session, and (independently of how
-        `processes` tracks them) by this cluster's temp dir on their command line (gcs, raylets...)."""
+        `processes` tracks them) by this cluster's temp dirs on their command line (gcs, raylets...)."""
         found = self.processes()
         for pid, (_, _, state) in _process_table().items():
-            if state != "Z" and str(self.temp_dir) in (command := _cmdline(pid)):
+            command = _cmdline(pid)
+            if state != "Z" and any(str(temp_dir) in command for temp_dir in self.temp_dirs):
                 found[pid] = command
         return found
 
