@@ -31,6 +31,11 @@ def read_text_corpus(path: str | Path, lowercase: bool = False) -> list[list[str
     return sentences
 
 
+def tokenize_review(text: str) -> list[str]:
+    """IMDB tokens: `<br />` removed, lower-cased, punctuation split off ("don't" stays one token)."""
+    return _IMDB_TOKEN.findall(_HTML_BREAK.sub(" ", text).lower())
+
+
 def read_imdb(path: str | Path, max_words: int = 0, max_reviews: int = 0) -> list[list[str]]:
     """The lower-cased tokens of each review's "text" (first `max_words`; 0 = all), in file order.
 
@@ -47,7 +52,7 @@ def read_imdb(path: str | Path, max_words: int = 0, max_reviews: int = 0) -> lis
             raise DataError(f"{path}: line {number} is not valid JSON ({reason}): fix or remove that line") from None
         if not (isinstance(record, dict) and isinstance(record.get("text"), str)):
             raise DataError(f'{path}: line {number} has no "text" string field: each line must be {{"text": "..."}}')
-        tokens = _IMDB_TOKEN.findall(_HTML_BREAK.sub(" ", record["text"]).lower())
+        tokens = tokenize_review(record["text"])
         if tokens:
             reviews.append(tokens[:max_words] if max_words > 0 else tokens)
         if max_reviews and len(reviews) == max_reviews:

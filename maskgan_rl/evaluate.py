@@ -49,10 +49,10 @@ from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
 from maskgan_rl.pretrain import (
-    _lm_loss,
-    _load_or_train,
-    _mle_loss,
-    _validation_perplexity,
+    lm_loss,
+    load_or_train,
+    mle_loss,
+    validation_perplexity,
     load_generator,
     masked_cross_entropy,
     resolve_device,
@@ -88,7 +88,7 @@ def masked_perplexity(generator: Generator, held_out: WindowDataset, cfg: Config
     batches = max_batches or math.ceil(len(held_out) / cfg.pretrain.batch_size)
     cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, eval_batches=batches))
     device = next(generator.parameters()).device
-    return _validation_perplexity(generator, lambda w, rng: _mle_loss(generator, w, cfg, rng), held_out, cfg, device)
+    return validation_perplexity(generator, lambda w, rng: mle_loss(generator, w, cfg, rng), held_out, cfg, device)
 
 
 @torch.no_grad()
@@ -240,9 +240,9 @@ class _Scorer:
         # Score every window of `valid`, not only the first pretrain.eval_batches batches.
         batches = math.ceil(len(valid) / cfg.pretrain.batch_size)
         cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, eval_batches=batches))
-        perplexity = _load_or_train(
+        perplexity = load_or_train(
             stage, "language_model", lm, path, cfg, self.vocab, tracker, steps=steps,
-            batch_loss=lambda w, rng: _lm_loss(lm, w), train=train, valid=valid, device=self.device,
+            batch_loss=lambda w, rng: lm_loss(lm, w), train=train, valid=valid, device=self.device,
         )
         return lm.eval(), perplexity
 

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 
 from maskgan_rl.config import DataConfig, config_from_dict
-from maskgan_rl.corpora import _IMDB_TOKEN
+from maskgan_rl.corpora import tokenize_review
 from maskgan_rl.errors import MaskGANError
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import load_generator
@@ -60,7 +60,7 @@ class Infiller:
     def tokenize(self, text: str) -> list[str]:
         """The text's tokens, split as the training corpus was; every blank becomes exactly `___`."""
         if self.data.dataset == "imdb":
-            tokens = _IMDB_TOKEN.findall(text.lower())  # `___` is one \w+ run, so blanks survive
+            tokens = tokenize_review(text)  # `___` is one \w+ run, so blanks survive
         else:
             tokens = (text.lower() if self.data.lowercase else text).split()
         return [BLANK if _BLANK_TOKEN.fullmatch(token) else token for token in tokens]

@@ -61,38 +61,38 @@ def pretrain(cfg: Config, data: PreparedData, tracker: Tracker) -> PretrainResul
 
     lm = LanguageModel(vocab_size, cfg.model).to(device)
     lm_path = folder / "lm.pt"
-    lm_ppl = _load_or_train(
+    lm_ppl = load_or_train(
         "lm", "language_model", lm, lm_path, cfg, data.vocab, tracker,
         steps=cfg.pretrain.lm_steps,
-        batch_loss=lambda windows, rng: _lm_loss(lm, windows),
+        batch_loss=lambda windows, rng: lm_loss(lm, windows),
         train=train, valid=valid, device=device,
     )
 
     generator = Generator(vocab_size, cfg.model).to(device)
     generator.init_from_language_model(lm)
     mle_path = folder / "mle.pt"
-    mle_ppl = _load_or_train(
+    mle_ppl = load_or_train(
         "mle", "generator", generator, mle_path, cfg, data.vocab, tracker,
         steps=cfg.pretrain.mle_steps,
-        batch_loss=lambda windows, rng: _mle_loss(generator, windows, cfg, rng),
+        batch_loss=lambda windows, rng: mle_loss(generator, windows, cfg, rng),
         train=train, valid=valid, device=device,
     )
     return PretrainResult(lm_path, mle_path, lm_ppl, mle_ppl)
 
 
-def _lm_loss(lm: LanguageModel, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lm_loss(lm: LanguageModel, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = lm(windows[:, :-1])
     return masked_cross_entropy(logits, windows[:, 1:], torch.ones_like(windows[:, 1:], dtype=torch.bool))
 
 
-def _mle_loss(generator: Generator, windows: torch.Tensor, cfg: Config, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mle_loss(generator: Generator, windows: torch.Tensor, cfg: Config, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     present = torch.as_tensor(make_present(windows.shape[0], cfg.data.seq_len, cfg.mask, rng), device=windows.device)
     context = mask_context(windows, present, generator.missing_id)
     logits = generator.logits(context, windows)  # teacher-forced: the decoder sees the real tokens
     return masked_cross_entropy(logits, windows[:, 1:], ~present)
 
 
-def _load_or_train(
+def load_or_train(
     stage: str,
     model_key: str,
     model: torch.nn.Module,
@@ -117,7 +117,7 @@ def _load_or_train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
     rng = np.random.default_rng(cfg.seed)
     progress = Progress(stage, total=steps)
-    evaluate = lambda: _validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
+    evaluate = lambda: validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
     tokens, started = 0, time.perf_counter()
     for step in range(1, steps + 1):
         model.train()
@@ -149,7 +149,7 @@ def _load_or_train(
 
 
 @torch.no_grad()
-def _validation_perplexity(
+def validation_perplexity(
     model: torch.nn.Module,
     batch_loss: Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
     valid: WindowDataset,
