@@ -8,7 +8,9 @@ the finished sequence would give it: the targets still unfilled to its right can
 
 `InfillEpisodes` advances N episodes in lockstep with one batched discriminator call per step;
 `InfillEnv` is a batch of one and `InfillVectorEnv` a batch of N (about 40x faster per episode
-than N single envs, because the discriminator call dominates a step).
+than N single envs, because the discriminator call dominates a step). That call reads only the
+token just placed: an `IncrementalDecoder` keeps D's encoding of each episode's context and its
+decoder state between steps (cleared when new D weights arrive), so a step costs O(1) LSTM steps.
 
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
 env given an int seed gives sub-env i the i-th child of seed s (numpy SeedSequence.spawn), so no two
@@ -33,6 +35,7 @@ from maskgan_rl.dataset import WindowDataset
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
+from maskgan_rl.models.incremental import IncrementalDecoder
 
 REQUIRED_KEYS = ("data_path", "vocab_size", "seq_len", "mask", "model")
 
@@ -72,6 +75,7 @@ class InfillEpisodes:
             torch.manual_seed(int(config.get("seed", 0)))
             self.discriminator = Discriminator(self.vocab_size, model_cfg).eval()
         self.discriminator_version = 0
+        self._scorer = IncrementalDecoder(self.discriminator.seq2seq)
 
         n, t = num_envs, self.seq_len
         self.window = np.zeros((n, t + 1), dtype=np.int64)
@@ -121,8 +125,12 @@ class InfillEpisodes:
         placed = self.position[rows]
         self.filled[rows, placed + 1] = actions
         with torch.no_grad():
-            logits = self.discriminator(torch.from_numpy(self.context[rows]), torch.from_numpy(self.filled[rows]))
-            rewards = log_real_prob(logits[torch.arange(len(rows)), torch.from_numpy(placed)]).numpy()
+            # D's output at `placed` has read filled[1 : placed + 2] (its decoder inputs are filled[1:]).
+            features = self._scorer.features(
+                torch.from_numpy(rows), torch.from_numpy(self.context[rows]), torch.from_numpy(self.filled[rows, 1:]),
+                torch.from_numpy(placed),
+            )
+            rewards = log_real_prob(self.discriminator.head(features).squeeze(-1)).numpy()
 
         unfilled = self.filled[rows, 1:] == self.missing_id
         terminated = ~unfilled.any(axis=1)
@@ -136,6 +144,7 @@ class InfillEpisodes:
     def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self.discriminator.load_state_dict(state_dict)
         self.discriminator_version = int(version)
+        self._scorer.clear()
 
 
 class InfillEnv(gym.Env):

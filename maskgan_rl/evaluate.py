@@ -34,11 +34,12 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
 from maskgan_rl.errors import ConfigError, DataError
@@ -54,6 +55,7 @@ from maskgan_rl.pretrain import (
     mle_loss,
     validation_perplexity,
     load_generator,
+    load_language_model,
     masked_cross_entropy,
     resolve_device,
 )
@@ -63,6 +65,8 @@ from maskgan_rl.vocab import Vocab
 NGRAM_ORDERS = (2, 3, 4)
 EVAL_LM_SEED_OFFSET = 1  # the eval LM must not be the generator's own pretraining LM
 _BATCH = 256  # rows per forward pass when sampling and scoring (memory, not results)
+# What fills blanks: `logits(context, filled)` and `infill(windows, present, temperature, rng)`.
+Infiller = Union[Generator, LanguageModel]
 
 
 @dataclass
@@ -80,7 +84,7 @@ class EvalSettings:
 # ---------------------------------------------------------------- metrics on models
 
 
-def masked_perplexity(generator: Generator, held_out: WindowDataset, cfg: Config, max_batches: Optional[int] = None) -> float:
+def masked_perplexity(generator: Infiller, held_out: WindowDataset, cfg: Config, max_batches: Optional[int] = None) -> float:
     """Teacher-forced perplexity over masked targets only, with the masks MaskMLE's validation uses.
 
     `max_batches` (of `pretrain.batch_size` windows) bounds the cost during training; None = all windows.
@@ -123,7 +127,7 @@ def _oracle_for(data: DataConfig) -> Optional[OracleLM]:
 
 
 @torch.no_grad()
-def fill_windows(generator: Generator, windows: np.ndarray, present: np.ndarray, temperature: float, seed: int) -> np.ndarray:
+def fill_windows(generator: Infiller, windows: np.ndarray, present: np.ndarray, temperature: float, seed: int) -> np.ndarray:
     """The generator's in-fills [N, T+1] of windows [N, T+1] masked by present [N, T], reproducibly."""
     generator.eval()
     device = next(generator.parameters()).device
@@ -172,7 +176,7 @@ class _Model:
     path: Path
     kind: str
     algo: str
-    generator: Generator
+    generator: Infiller
     training_run_id: Optional[str]
 
 
@@ -306,10 +310,12 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
 def _load_models(checkpoints: Sequence[str | Path], vocab: Vocab, device: torch.device) -> list[_Model]:
     models: list[_Model] = []
     for path in map(Path, checkpoints):
-        generator, _, checkpoint = load_generator(path, vocab, device)
+        # An LM checkpoint is the left-context-only baseline: same in-filling interface as a generator.
+        is_lm = load_checkpoint(path, require=("models",)).get("kind") == "lm"
+        generator, _, checkpoint = (load_language_model if is_lm else load_generator)(path, vocab, device)
         kind = str(checkpoint.get("kind", "generator"))
         algo = str(checkpoint["config"].get("gan", {}).get("algo", "")) if kind == "maskgan" else ""
-        name = {"mle": "MaskMLE", "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)
+        name = {"lm": "LM", "mle": "MaskMLE", "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)
         label = f"{name} ({_run_dir_of(path).name})"
         if any(m.label == label for m in models):
             label = f"{label} {path.stem}"
@@ -412,8 +418,6 @@ def _config(checkpoints: list[str], preset: Optional[str], overrides: list[str])
     run_dir is the folder holding its checkpoints/ (so its prepared data is found); then overrides."""
     if preset or not checkpoints:
         return load_config(preset, overrides)
-    from maskgan_rl.checkpoint import load_checkpoint
-
     path = Path(checkpoints[0])
     stored = load_checkpoint(path, require=("config",))["config"]
     stored["run_dir"] = str(_run_dir_of(path))

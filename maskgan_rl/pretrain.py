@@ -119,6 +119,9 @@ def load_or_train(
     progress = Progress(stage, total=steps)
     evaluate = lambda: validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
     tokens, started = 0, time.perf_counter()
+    # The weights kept are those of the best validation perplexity seen (checked every eval_every
+    # steps): a long schedule that starts to overfit cannot hand a worse model to the next stage.
+    best = (math.inf, 0, None)  # (perplexity, step, CPU copy of the weights)
     for step in range(1, steps + 1):
         model.train()
         windows = torch.as_tensor(train.sample(cfg.pretrain.batch_size, rng), device=device)
@@ -132,19 +135,23 @@ def load_or_train(
         if step % cfg.pretrain.eval_every == 0 or step == steps:
             metrics["valid_perplexity"] = evaluate()
             metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            if metrics["valid_perplexity"] < best[0]:
+                best = (metrics["valid_perplexity"], step, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             tracker.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=step)
         progress.update(step, force="valid_perplexity" in metrics, **metrics)
-    valid_ppl = evaluate()
+    valid_ppl, best_step, best_state = best
+    if best_state is not None:
+        model.load_state_dict(best_state)
     save_checkpoint(path, {
         "kind": stage,
         "config": to_dict(cfg),
         "vocab": vocab.tokens,
         "models": {model_key: model.state_dict()},
         "steps": steps,
-        "metrics": {"valid_perplexity": valid_ppl},
+        "metrics": {"valid_perplexity": valid_ppl, "best_step": best_step},
     })
-    tracker.log_metrics({f"{stage}/final_valid_perplexity": valid_ppl}, step=steps)
-    print(f"[{stage}] validation perplexity {valid_ppl:.2f}; saved {path}")
+    tracker.log_metrics({f"{stage}/final_valid_perplexity": valid_ppl, f"{stage}/best_step": best_step}, step=steps)
+    print(f"[{stage}] kept the weights of step {best_step}: validation perplexity {valid_ppl:.2f}; saved {path}")
     return valid_ppl
 
 
@@ -179,6 +186,17 @@ def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab, steps: int) -> bool
 
 def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[Generator, Vocab, dict]:
     """A generator from a MaskMLE or MaskGAN checkpoint; checks it matches `vocab` when one is given."""
+    generator, stored, checkpoint = _load_model(path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
+    return generator.to(device).eval(), stored, checkpoint
+
+
+def load_language_model(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[LanguageModel, Vocab, dict]:
+    """The language model of an LM checkpoint (`<run_dir>/checkpoints/lm.pt`); checks it matches `vocab`."""
+    lm, stored, checkpoint = _load_model(path, vocab, "language_model", LanguageModel, "an LM checkpoint (lm.pt)")
+    return lm.to(device).eval(), stored, checkpoint
+
+
+def _load_model(path: str | Path, vocab: Optional[Vocab], key: str, model_class: type, wanted: str) -> tuple[torch.nn.Module, Vocab, dict]:
     from maskgan_rl.config import config_from_dict
 
     checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
@@ -191,14 +209,14 @@ def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str 
         )
     cfg = config_from_dict(checkpoint["config"])
     models = checkpoint["models"] if isinstance(checkpoint["models"], dict) else {}
-    state = models.get("generator")
+    state = models.get(key)
     if state is None:
-        raise CheckpointError(f"checkpoint {path} holds no generator (it has {', '.join(models) or 'none'}): pass a MaskMLE or MaskGAN checkpoint")
-    generator = Generator(len(stored), cfg.model)
+        raise CheckpointError(f"checkpoint {path} holds no {key.replace('_', ' ')} (it has {', '.join(models) or 'none'}): pass {wanted}")
+    model = model_class(len(stored), cfg.model)
     try:
-        generator.load_state_dict(state)
+        model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:  # weights of another shape, or not a state dict
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         reason = lines[1] if len(lines) > 1 else lines[0]  # past torch's "Error(s) in loading state_dict" header
-        raise CheckpointError(f"checkpoint {path}: its generator weights do not fit its own config ({reason}): the file is damaged") from None
-    return generator.to(device).eval(), stored, checkpoint
+        raise CheckpointError(f"checkpoint {path}: its {key.replace('_', ' ')} weights do not fit its own config ({reason}): the file is damaged") from None
+    return model, stored, checkpoint

@@ -70,6 +70,10 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         print(f"[gan] resumed from {path} at iteration {start}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
+    if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
+        start_metrics = evaluate_during_training(generator, data, cfg)
+        tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
+        print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"{k}={v:.4g}" for k, v in start_metrics.items()))
     try:
         for iteration in range(start + 1, cfg.gan.iterations + 1):
             metrics = trainer.train_iteration()

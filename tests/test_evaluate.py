@@ -167,3 +167,18 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
     assert all("bleu4" in r.data.metrics and "masked_perplexity" in r.data.metrics for r in children)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "evaluation")}
     assert "evaluation/results.json" in artifacts and "evaluation/quality_diversity_bleu.png" in artifacts
+
+
+def test_an_lm_checkpoint_is_evaluated_as_the_left_context_baseline(two_checkpoints, tmp_path):
+    trained = two_checkpoints[0]
+    lm_path = trained.parent / "lm.pt"
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", str(lm_path), str(trained), "tracking.enabled=false", "--out", str(out), "--samples", "20",
+        "--temperatures", "1.0", "--bleu-references", "10", "--reverse-lm-steps", "0", "--table-rows", "2",
+    ])
+    assert code == 0
+    lm_entry, mle_entry = json.loads((out / "results.json").read_text())["checkpoints"]
+    assert lm_entry["kind"] == "lm" and lm_entry["label"].startswith("LM ") and mle_entry["kind"] == "mle"
+    assert 1 < lm_entry["masked_perplexity"] < 40 and lm_entry["masked_perplexity"] != mle_entry["masked_perplexity"]
+    assert 0 < lm_entry["points"][0]["oracle_nll"] < 20

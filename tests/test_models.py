@@ -48,8 +48,26 @@ def test_output_shapes():
     assert filled.shape == (B, T + 1) and filled.dtype == torch.int64 and logp.shape == (B, T)
     assert Discriminator(V, cfg)(context, filled).shape == (B, T)
     assert Critic(V, cfg)(filled).shape == (B, T)
-    assert LanguageModel(V, cfg).sample(3, length=4).shape == (3, 5)
-    assert LanguageModel(V, cfg).sample(3, length=4, start=windows[:3, :2]).shape == (3, 6)
+    assert LanguageModel(V, cfg).logits(context, windows).shape == (B, T, V)
+
+
+def test_lm_infill_reads_only_the_left_context_and_its_logp_matches_its_logits():
+    torch.manual_seed(0)
+    lm = LanguageModel(V, config()).eval()
+    windows, present = batch()
+    # Change every present target after a row's last blank: the text there must not matter to the LM.
+    targets = torch.arange(T)
+    last = torch.where(present, -1, targets).max(dim=1).values
+    after = present & (targets > last[:, None])
+    changed = windows.clone()
+    changed[:, 1:][after] = (windows[:, 1:][after] + 1) % V
+    with torch.no_grad():
+        filled, logp = lm.infill(windows, present, generator=torch.Generator().manual_seed(1))
+        again, _ = lm.infill(changed, present, generator=torch.Generator().manual_seed(1))
+        expected = torch.log_softmax(lm.logits(None, filled), -1).gather(-1, filled[:, 1:, None])[..., 0]
+    assert torch.equal(filled[:, 1:][present], windows[:, 1:][present])
+    assert after.any() and torch.equal(filled[:, 1:][~present], again[:, 1:][~present])
+    assert torch.allclose(logp[~present], expected[~present], atol=1e-5) and (logp[present] == 0).all()
 
 
 @pytest.mark.parametrize("attention", [True, False])

@@ -143,3 +143,32 @@ def test_learner_batches_share_one_pass_per_episode_with_the_same_results():
     with torch.no_grad():
         for fn in (lambda b: module.forward_train(b)[Columns.ACTION_DIST_INPUTS], module.compute_values):
             assert torch.allclose(fn(per_step), fn(per_episode), atol=1e-5)
+
+
+def test_sampling_decodes_incrementally_with_the_logits_of_a_full_pass():
+    """Env runners reuse each row's decoder state between steps; the logits must not change by it,
+    also when an episode restarts in a row, rows arrive in another order, or new weights arrive."""
+    module = build(inference_only=True)
+    g = torch.Generator().manual_seed(3)
+    windows = torch.randint(0, V, (B, T + 1), generator=g)
+    present = torch.ones(B, T, dtype=torch.bool)
+    present[:, 1:6] = False
+    context = mask_context(windows, present, V)
+    filled = context.clone()
+
+    def check(rows: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        obs = {"context": context[rows], "filled": filled[rows], "position": position[:, None]}
+        cached = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        with torch.no_grad():
+            full = module.generator.logits(obs["context"], obs["filled"])[torch.arange(len(rows)), position]
+        assert torch.allclose(cached, full, atol=1e-5)
+        return cached.argmax(-1)
+
+    rows = torch.arange(B)
+    for position in range(1, 6):  # one episode per row, filled left to right
+        tokens = check(rows, torch.full((B,), position))
+        filled[:, position + 1] = tokens
+        if position == 3:  # new weights half-way through the episodes
+            module.set_state({k: v + 0.01 for k, v in module.get_state().items()})
+    filled[2] = context[2]  # row 2 starts a new episode, and the rows come reversed
+    check(rows.flip(0), torch.tensor([5, 5, 5, 1, 5, 5]).flip(0))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.language_model import LanguageModel
-from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, sample_logits, vocab_head
+from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, infill_left_to_right, vocab_head
 
 
 class Generator(nn.Module):
@@ -49,35 +49,12 @@ class Generator(nn.Module):
         temperature: float = 1.0,
         generator: Optional[torch.Generator] = None,
     ) -> tuple[Tensor, Tensor]:
-        """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]).
-
-        The decoder is fed the real token after a present target and its own sample after a masked
-        one. logp[b, t] is the log-probability of filled[b, t+1] under softmax(logits / temperature)
-        where the target is masked, and 0 where it is present (not computed: the vocabulary
-        projection runs only for the rows that sample). Gradients flow into logp unless the caller
-        uses torch.no_grad(); `generator` (on the windows' device) makes sampling reproducible.
-        """
-        masked = ~present
-        filled = windows.clone()
-        logp = torch.zeros(present.shape, device=windows.device)
-        steps = masked.any(dim=0).nonzero().squeeze(1)
-        if steps.numel() == 0:
-            return filled, logp
-        first, last = int(steps[0]), int(steps[-1])
+        """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]),
+        reading the whole masked context first (see `layers.infill_left_to_right` for logp and gradients).
+        `generator` (on the windows' device) makes sampling reproducible."""
         enc = self.seq2seq.encode(mask_context(windows, present, self.missing_id))
-        state = enc.state
-        if first > 0:  # nothing is sampled before the first blank: run that prefix in one LSTM call
-            _, state = self.seq2seq.decode(enc, filled[:, :first], state)
-        # After the last blank nothing is left to sample, so decoding stops there.
-        for t in range(first, last + 1):
-            features, state = self.seq2seq.decode(enc, filled[:, t : t + 1], state)
-            rows = masked[:, t].nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            tokens, token_logp = sample_logits(self.head(features[rows, 0]), temperature, generator)
-            filled[rows, t + 1] = tokens
-            logp[rows, t] = token_logp
-        return filled, logp
+        decode = lambda inputs, state: self.seq2seq.decode(enc, inputs, state)  # noqa: E731
+        return infill_left_to_right(decode, self.head, windows, present, enc.state, temperature, generator)
 
     @torch.no_grad()
     def init_from_language_model(self, lm: LanguageModel) -> None:

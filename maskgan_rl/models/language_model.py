@@ -1,8 +1,9 @@
 """The variational-dropout LSTM language model pretrained before MaskMLE (the paper's step 1).
 
 Its embedding, LSTM and softmax have the generator's sizes, so they initialise the generator's
-encoder and decoder (`Generator.init_from_language_model`). It is also the "LM" baseline of the
-evaluation, through `sample`.
+encoder and decoder (`Generator.init_from_language_model`). It is also the "LM" in-filling baseline
+of the evaluation: it fills blanks from the text before them alone (`infill`, `logits`, the same
+interface as the generator's), never seeing the text after them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from maskgan_rl.config import ModelConfig
-from maskgan_rl.models.layers import Embedding, LSTMStack, sample_logits, vocab_head
+from maskgan_rl.models.layers import Embedding, LSTMStack, infill_left_to_right, vocab_head
 
 
 class LanguageModel(nn.Module):
     def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
         self.vocab_size = vocab_size
+        self.missing_id = vocab_size  # generator-compatible masked contexts (which `logits` ignores)
         self.embedding = Embedding(vocab_size, cfg.embed)
         self.lstm = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
         self.head = vocab_head(cfg.hidden, self.embedding, cfg.tie_weights)
@@ -28,25 +30,18 @@ class LanguageModel(nn.Module):
         """inputs [B, T] -> logits [B, T, V] of the next token at every position."""
         return self.head(self.lstm(self.embedding(inputs))[0])
 
-    @torch.no_grad()
-    def sample(
+    def logits(self, context: Tensor, filled: Tensor) -> Tensor:
+        """Generator-compatible: logits [B, T, V] of filled[t+1] from filled[:t+1]; the context is not read."""
+        return self(filled[:, :-1])
+
+    def infill(
         self,
-        n: int,
-        length: int,
-        start: int | Tensor = 0,
+        windows: Tensor,
+        present: Tensor,
         temperature: float = 1.0,
         generator: Optional[torch.Generator] = None,
-    ) -> Tensor:
-        """n unconditional samples: `start` is a first token id (default 0, the boundary token) or a
-        prefix [n, k]; returns the prefix followed by `length` sampled tokens, [n, k + length]."""
-        device = self.head.bias.device
-        prefix = torch.full((n, 1), start, device=device) if isinstance(start, int) else start.to(device)
-        masks = self.lstm.dropout_masks(n, self.head.bias)
-        out, state = self.lstm(self.embedding(prefix), None, masks)
-        tokens = [prefix]
-        for step in range(length):
-            if step > 0:
-                out, state = self.lstm(self.embedding(tokens[-1]), state, masks)
-            token, _ = sample_logits(self.head(out[:, -1]), temperature, generator)
-            tokens.append(token[:, None])
-        return torch.cat(tokens, dim=1)
+    ) -> tuple[Tensor, Tensor]:
+        """Generator-compatible in-filling from the left context only (see `layers.infill_left_to_right`)."""
+        masks = self.lstm.dropout_masks(len(windows), self.head.bias)
+        decode = lambda inputs, state: self.lstm(self.embedding(inputs), state, masks)  # noqa: E731
+        return infill_left_to_right(decode, self.head, windows, present, None, temperature, generator)

@@ -7,7 +7,7 @@ Tensor layout everywhere: batch first, [B, T, features]. LSTM state is nn.LSTM's
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -177,3 +177,41 @@ def sample_logits(
     u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(1)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+def infill_left_to_right(
+    decode: Callable[[Tensor, Optional[LSTMState]], tuple[Tensor, LSTMState]],
+    head: nn.Module,
+    windows: Tensor,
+    present: Tensor,
+    state: Optional[LSTMState],
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]).
+
+    `decode(inputs [B, k], state) -> (features [B, k, H], state)` reads tokens left to right, `head`
+    maps features to vocabulary logits. The decoder is fed the real token after a present target and
+    its own sample after a masked one. logp[b, t] is the log-probability of filled[b, t+1] under
+    softmax(logits / temperature) where the target is masked, and 0 where it is present (the head
+    runs only for the rows that sample). Gradients flow into logp unless the caller uses no_grad.
+    """
+    masked = ~present
+    filled = windows.clone()
+    logp = torch.zeros(present.shape, device=windows.device)
+    steps = masked.any(dim=0).nonzero().squeeze(1)
+    if steps.numel() == 0:
+        return filled, logp
+    first, last = int(steps[0]), int(steps[-1])
+    if first > 0:  # nothing is sampled before the first blank: read that prefix in one LSTM call
+        _, state = decode(filled[:, :first], state)
+    # After the last blank nothing is left to sample, so decoding stops there.
+    for t in range(first, last + 1):
+        features, state = decode(filled[:, t : t + 1], state)
+        rows = masked[:, t].nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        tokens, token_logp = sample_logits(head(features[rows, 0]), temperature, generator)
+        filled[rows, t + 1] = tokens
+        logp[rows, t] = token_logp
+    return filled, logp

@@ -1,10 +1,11 @@
 """The MaskGAN generator as an RLlib (new API stack) policy, with the critic as its value function.
 
-One env step fills one masked target. The module is stateless: every step it re-reads the whole
-observation (`context`, `filled`, `position`), runs the generator teacher-forced over `filled` and
-keeps only the logits at `position`. Sampling thus costs O(T^2) per episode instead of O(T) for a
-stateful decoder, but T is small (20-40) and no recurrent state has to travel through RLlib's
-connectors. The learner does not pay it: its batches carry each episode's latest `filled`
+One env step fills one masked target. To RLlib the module is stateless: every step's observation
+(`context`, `filled`, `position`) holds all it needs, so no recurrent state travels through RLlib's
+connectors or episodes. On env runners it still decodes in O(1) LSTM steps per token, not O(T):
+an `IncrementalDecoder` keeps each sub-environment's encoder outputs and decoder state between
+steps, checks them against every observation and is cleared whenever new weights arrive, so the
+logits are exactly the stateless ones. The learner needs no cache: its batches carry each episode's latest `filled`
 (FINAL_FILLED, added by `maskgan_rl.rl.learners.AddFinalFilled`), and since the generator and the
 critic are causal, one teacher-forced pass per episode gives the outputs of all its steps.
 
@@ -33,6 +34,7 @@ from torch import Tensor
 from maskgan_rl.config import Config, ModelConfig, to_dict
 from maskgan_rl.models.critic import Critic
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.models.incremental import IncrementalDecoder
 
 
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
@@ -48,10 +50,26 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
         self.critic = Critic(self.vocab_size, cfg)
+        self._sampling_cache = IncrementalDecoder(self.generator.seq2seq)
 
     # -- policy ---------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch)}
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Env runners: the same logits as `_forward`, decoded incrementally (see the module docstring).
+        RLlib calls it in eval mode, so dropout is off as the cache requires."""
+        obs = batch[Columns.OBS]
+        position = obs["position"].reshape(-1).long()
+        rows = torch.arange(len(position), device=position.device)
+        features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
+        return {Columns.ACTION_DIST_INPUTS: self.generator.head(features) / self.temperature}
+
+    _forward_inference = _forward_exploration
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._sampling_cache.clear()  # its decoder states were computed with the old weights
+        super().set_state(state)
 
     def policy_logits(self, generator: Generator, batch: dict[str, Any]) -> Tensor:
         """Logits [B, V] of the token for target `position`, under softmax(logits / temperature).
@@ -108,6 +126,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     @torch.no_grad()
     def load_generator_state(self, generator_state: dict[str, Tensor]) -> None:
         """Start from a MaskMLE generator; the critic starts from its decoder, as in the authors' code."""
+        self._sampling_cache.clear()
         self.generator.load_state_dict(generator_state)
         self.critic.init_from_generator(self.generator)
         if hasattr(self, "_target_generator"):

@@ -1,0 +1,359 @@
+"""Throughput of MaskGAN's adversarial loop: the Ray RLlib loop against a fused single-process loop.
+
+One adversarial iteration, in both loops: fill gan.episodes_per_iteration masked windows with the
+generator, reward every masked token with log D, one generator + critic update (REINFORCE with the
+critic baseline), gan.disc_steps discriminator steps on those windows.
+- RL loop: `maskgan_rl.rl.adversarial.AdversarialTrainer` (env runners, learner, D actor), as trained.
+- Fused loop (`FusedLoop`, below): the same networks, losses and D trainer in one process, no Ray;
+  all windows of the batch sampled in one batched decoder pass (`Generator.infill`).
+Reported per configuration: masked and all (window) tokens per second (median over the timed
+iterations after warm-up), seconds per iteration, peak memory of all processes (PSS: shared pages
+counted once), and the time split the trainer reports (RLlib step, D training, weight push).
+`--profile` adds a cProfile breakdown of one RL configuration (runners=0: all but D in this process).
+
+    python benchmarks/throughput.py                       # CPU size, every algorithm and layout
+    python benchmarks/throughput.py --sizes paper --algos reinforce --runners 0 1 --envs 64
+Writes <out>.json and <out>.md (default benchmarks/results/throughput.*). Never run in tests:
+figures from a shared machine are measurements, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import itertools
+import json
+import platform
+import pstats
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import psutil
+import torch
+
+from maskgan_rl.config import Config, load_config
+from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data
+from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.discriminator import log_real_prob
+from maskgan_rl.models.generator import Generator
+from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
+from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
+from maskgan_rl.rl.returns import clipped_advantages, critic_loss, masked_returns, reinforce_loss
+
+SIZES = {  # model and vocabulary; T=20 and 128 windows per iteration for both
+    "cpu": {"model.embed": 32, "model.hidden": 32, "model.layers": 1, "data.oracle_vocab": 5000},
+    "paper": {"model.embed": 650, "model.hidden": 650, "model.layers": 2, "data.oracle_vocab": 10000},
+}
+
+
+def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
+    settings = {
+        **SIZES[size],
+        "run_dir": str(run_dir / size),
+        "data.seq_len": 20,
+        "data.synthetic_train": 2000,
+        "data.synthetic_valid": 200,
+        "data.synthetic_test": 200,
+        "gan.episodes_per_iteration": 128,
+        "tracking.enabled": False,
+    }
+    return load_config("synthetic", [f"{k}={v}" for k, v in settings.items()] + overrides)
+
+
+# ------------------------------------------------------------------------------ the fused loop
+
+
+class FusedLoop:
+    """MaskGAN's adversarial iteration in one process: what the RL loop is measured against."""
+
+    def __init__(self, cfg: Config, data: PreparedData, generator_state: dict[str, torch.Tensor], device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.vocab_size = len(data.vocab)
+        self.generator = Generator(self.vocab_size, cfg.model).to(device)
+        self.generator.load_state_dict(generator_state)
+        self.critic = Critic(self.vocab_size, cfg.model).to(device)
+        self.critic.init_from_generator(self.generator)
+        threads = torch.get_num_threads()  # DiscriminatorTrainer pins the process to resources.torch_threads
+        self.discriminator = DiscriminatorTrainer(cfg, self.vocab_size, generator_state)
+        torch.set_num_threads(threads)
+        self.discriminator.model.to(device)
+        self.discriminator.device = device
+        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gan.gen_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.gan.critic_lr)
+        self.train = WindowDataset(data.train_path)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.iteration = 0
+
+    def train_iteration(self) -> int:
+        """One iteration; returns the number of masked tokens generated."""
+        g, n = self.cfg.gan, self.cfg.gan.episodes_per_iteration
+        windows_np = self.train.sample(n, self.rng)
+        present_np = make_present(n, self.cfg.data.seq_len, self.cfg.mask, self.rng)
+        windows, present = torch.as_tensor(windows_np, device=self.device), torch.as_tensor(present_np, device=self.device)
+        context = mask_context(windows, present, self.vocab_size)
+        masked = ~present
+
+        self.generator.eval()
+        self.discriminator.model.eval()
+        with torch.no_grad():
+            filled, _ = self.generator.infill(windows, present, g.temperature)
+            rewards = log_real_prob(self.discriminator.model(context, filled))
+
+        # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
+        self.generator.train()
+        self.critic.train()
+        enc = self.generator.seq2seq.encode(context)
+        features, _ = self.generator.seq2seq.decode(enc, filled[:, :-1], enc.state)
+        logp_masked = torch.log_softmax(self.generator.head(features[masked]) / g.temperature, dim=-1)
+        logp = torch.zeros(present.shape, device=self.device).masked_scatter(
+            masked, logp_masked.gather(1, filled[:, 1:][masked][:, None]).squeeze(1)
+        )
+        values = self.critic(filled)
+        returns = masked_returns(rewards, present, g.gamma)
+        advantages = clipped_advantages(returns, values, present, g.advantage_clip)
+        loss = reinforce_loss(logp, advantages, present) + critic_loss(values, returns, present)
+        self.gen_opt.zero_grad()
+        self.critic_opt.zero_grad()
+        loss.backward()
+        params = list(self.generator.parameters()) + list(self.critic.parameters())
+        torch.nn.utils.clip_grad_norm_(params, g.grad_clip)
+        self.gen_opt.step()
+        self.critic_opt.step()
+
+        self.iteration += 1
+        scored_by = np.full(n, self.discriminator.version)  # the D that gave the rewards: no lag here
+        self.discriminator.add_rollouts(filled.cpu().numpy(), windows_np, present_np, scored_by)
+        self.discriminator.train(self.iteration)
+        return int(masked.sum())
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+class PeakMemory:
+    """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray)."""
+
+    def __init__(self, children: bool, every_s: float = 0.25):
+        self.children, self.every_s, self.peak_mb = children, every_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total_mb(self) -> float:
+        me = psutil.Process()
+        total = 0
+        for process in [me] + (me.children(recursive=True) if self.children else []):
+            try:
+                info = process.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._total_mb())
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._total_mb())
+
+
+def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: int, iterations: int) -> dict[str, Any]:
+    """Run warm-up then timed iterations of `step` (-> masked tokens, extra timings); medians."""
+    for _ in range(warmup):
+        step()
+    seconds, tokens, extras = [], [], []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        masked, extra = step()
+        seconds.append(time.perf_counter() - start)
+        tokens.append(masked)
+        extras.append(extra)
+    rates = [t / s for t, s in zip(tokens, seconds)]
+    result = {
+        "s_per_iteration": statistics.median(seconds),
+        "masked_tokens_per_s": statistics.median(rates),
+        "masked_tokens_per_iteration": statistics.median(tokens),
+    }
+    for key in extras[0]:
+        result[key] = statistics.median(e[key] for e in extras)
+    return result
+
+
+def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, device: str) -> dict[str, Any]:
+    loop = FusedLoop(cfg, data, generator_state, torch.device(device))
+    with PeakMemory(children=False) as memory:
+        result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
+    return {**result, "peak_memory_mb": memory.peak_mb}
+
+
+def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, profile: Optional[Path] = None) -> dict[str, Any]:
+    from maskgan_rl.rl.adversarial import AdversarialTrainer
+
+    with PeakMemory(children=True) as memory:
+        trainer = AdversarialTrainer(cfg, data, generator_state)
+        try:
+            def step() -> tuple[int, dict[str, float]]:
+                m = trainer.train_iteration()
+                return m["masked_tokens"], {k: m[k] for k in ("time_rl_s", "time_disc_s", "time_push_s")}
+
+            profiler = cProfile.Profile() if profile else None
+            for _ in range(warmup):
+                step()
+            if profiler:
+                profiler.enable()
+            result = timed_iterations(step, 0, iterations)
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(str(profile))
+                result["profile"] = profile_breakdown(pstats.Stats(str(profile)))
+        finally:
+            trainer.stop()
+    return {**result, "peak_memory_mb": memory.peak_mb}
+
+
+# Where an RL iteration spends its time in the driver process (runners=0), as cProfile's cumulative
+# time of (function name, file suffix), counting only calls from the given caller files where given.
+RUNNER_CONNECTORS = ("env/single_agent_env_runner.py", "connectors/env_to_module/env_to_module_pipeline.py")
+PROFILE_PARTS = [
+    ("env runner sample(), in all", "env/single_agent_env_runner.py", "sample", ()),
+    ("  env stepping (InfillVectorEnv.step)", "envs/infill.py", "step", ()),
+    ("    of which placing + D's reward forward", "envs/infill.py", "place", ()),
+    ("  module forward (generator, cached decoder)", "maskgan_rl/rl/module.py", "_forward_exploration", ()),
+    ("  connectors (env-to-module, module-to-env)", "connectors/connector_pipeline_v2.py", "__call__", RUNNER_CONNECTORS),
+    ("learner update, in all", "core/learner/learner.py", "update", ()),
+    ("  learner connectors (returns, batching)", "connectors/connector_pipeline_v2.py", "__call__", ("learner/learner_connector_pipeline.py",)),
+    ("  forward + backward + optimiser", "core/learner/torch/torch_learner.py", "_update", ()),
+    ("D weight broadcast to env runners", "maskgan_rl/rl/callbacks.py", "push_discriminator_weights", ()),
+    ("generator weight sync to env runners", "env/env_runner_group.py", "sync_weights", ()),
+]
+
+
+def profile_breakdown(stats: pstats.Stats) -> dict[str, float]:
+    """Cumulative seconds in the functions of PROFILE_PARTS."""
+    found: dict[str, float] = {}
+    for label, file, function, callers_from in PROFILE_PARTS:
+        seconds = 0.0
+        for (path, _, name), (_, _, _, cumulative, callers) in stats.stats.items():
+            if name != function or not path.endswith(file):
+                continue
+            if not callers_from:
+                seconds += cumulative
+            else:
+                seconds += sum(c[3] for (cpath, _, _), c in callers.items() if cpath.endswith(callers_from))
+        found[label] = seconds
+    return found
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": psutil.cpu_count(logical=True),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "load_average_at_start": [round(x, 2) for x in psutil.getloadavg()],
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["cpu"], choices=sorted(SIZES))
+    parser.add_argument("--algos", nargs="+", default=sorted(ALGORITHMS), choices=sorted(ALGORITHMS))
+    parser.add_argument("--runners", nargs="+", type=int, default=[0, 1, 2], help="num_env_runners values")
+    parser.add_argument("--envs", nargs="+", type=int, default=[1, 16, 64], help="num_envs_per_env_runner values")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations per configuration")
+    parser.add_argument("--profile", action="store_true", help="cProfile one reinforce configuration (runners=0, most envs)")
+    parser.add_argument("--device", default="cpu", help="fused loop device (cpu | cuda); RL learner via resources.num_gpus_per_learner")
+    parser.add_argument("--out", default="benchmarks/results/throughput")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": machine(), "argv": argv, "results": []}
+    work = Path(tempfile.mkdtemp(prefix="maskgan-bench-"))
+    ray.init(num_cpus=max(psutil.cpu_count(logical=True), 4), include_dashboard=False, log_to_driver=False)
+    try:
+        for size in args.sizes:
+            base = benchmark_config(size, work, args.overrides)
+            data = prepare_data(base)
+            torch.manual_seed(0)
+            generator_state = Generator(len(data.vocab), base.model).state_dict()
+            fused = measure_fused(base, data, generator_state, args.warmup, args.iterations, args.device)
+            _record(report, {"size": size, "loop": "fused", "algo": "reinforce", "runners": "-", "envs": "-", **fused, **_per_window(base, fused)})
+            for algo, runners, envs in itertools.product(args.algos, args.runners, args.envs):
+                cfg = benchmark_config(size, work, args.overrides + [f"gan.algo={algo}", f"resources.num_env_runners={runners}", f"resources.num_envs_per_env_runner={envs}"])
+                rl = measure_rl(cfg, data, generator_state, args.warmup, args.iterations)
+                row = {"size": size, "loop": "rl", "algo": algo, "runners": runners, "envs": envs, **rl, **_per_window(cfg, rl)}
+                row["vs_fused"] = rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"]
+                _record(report, row)
+            if args.profile:
+                envs = max(args.envs)
+                cfg = benchmark_config(size, work, args.overrides + ["gan.algo=reinforce", "resources.num_env_runners=0", f"resources.num_envs_per_env_runner={envs}"])
+                rl = measure_rl(cfg, data, generator_state, args.warmup, args.iterations, profile=out.with_name(f"{out.name}-{size}.prof"))
+                parts = {k: v / args.iterations for k, v in rl["profile"].items()}
+                parts["discriminator actor train (wall, median)"] = rl["time_disc_s"]
+                report.setdefault("profiles", {})[size] = {"envs": envs, "s_per_iteration": rl["s_per_iteration"], "parts_s_per_iteration": parts}
+                print(f"[bench] profile {size}: " + json.dumps(report["profiles"][size], indent=1))
+    finally:
+        ray.shutdown()
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"[bench] wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def _per_window(cfg: Config, result: dict[str, Any]) -> dict[str, float]:
+    """All tokens per second: every window target, present or generated (T per masked window)."""
+    return {"all_tokens_per_s": result["masked_tokens_per_s"] * cfg.data.seq_len / masked_per_episode(cfg)}
+
+
+def _record(report: dict[str, Any], row: dict[str, Any]) -> None:
+    report["results"].append(row)
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "profile"}
+    print("[bench] " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, GPU: {m['gpu'] or 'none'}, torch {m['torch']}; "
+        f"load average at start {m['load_average_at_start']}.",
+        "",
+        "| size | loop | algo | runners | envs/runner | masked tok/s | all tok/s | s/iter | RL/fused | peak MB (all procs) | RLlib step s | D train s | push s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['size']} | {r['loop']} | {r['algo']} | {r['runners']} | {r['envs']} | {r['masked_tokens_per_s']:.0f} | "
+            f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {r.get('vs_fused', 1.0):.2f} | {r['peak_memory_mb']:.0f} | "
+            f"{r.get('time_rl_s', float('nan')):.2f} | {r.get('time_disc_s', float('nan')):.2f} | {r.get('time_push_s', float('nan')):.2f} |"
+        )
+    for size, p in report.get("profiles", {}).items():
+        lines += ["", f"Profile, {size} size, reinforce, runners=0, {p['envs']} envs: {p['s_per_iteration']:.2f} s per iteration", "",
+                  "| part | s per iteration | share |", "|---|---|---|"]
+        for part, seconds in p["parts_s_per_iteration"].items():
+            lines.append(f"| {part} | {seconds:.3f} | {seconds / p['s_per_iteration']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
