@@ -193,6 +193,8 @@ def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: i
 
 
 def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, device: str) -> dict[str, Any]:
+    # Every core: a single-process loop would be run that way (an in-process RL learner may have pinned fewer).
+    torch.set_num_threads(psutil.cpu_count(logical=True))
     loop = FusedLoop(cfg, data, generator_state, torch.device(device))
     with PeakMemory(children=False) as memory:
         result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
@@ -291,7 +293,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": machine(), "argv": argv, "results": []}
     work = Path(tempfile.mkdtemp(prefix="maskgan-bench-"))
-    ray.init(num_cpus=max(psutil.cpu_count(logical=True), 4), include_dashboard=False, log_to_driver=False)
+    started_ray = not ray.is_initialized()  # (tests run it inside their own Ray session)
+    if started_ray:
+        # At least 4 logical CPUs, so that 2 runners + D actor + driver fit on a 2-core machine (they share it).
+        ray.init(num_cpus=max(psutil.cpu_count(logical=True), 4), include_dashboard=False, log_to_driver=False)
     try:
         for size in args.sizes:
             base = benchmark_config(size, work, args.overrides)
@@ -315,7 +320,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 report.setdefault("profiles", {})[size] = {"envs": envs, "s_per_iteration": rl["s_per_iteration"], "parts_s_per_iteration": parts}
                 print(f"[bench] profile {size}: " + json.dumps(report["profiles"][size], indent=1))
     finally:
-        ray.shutdown()
+        if started_ray:
+            ray.shutdown()
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown(report))
     print(f"[bench] wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")

@@ -71,6 +71,11 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
+        if cfg.gan.disc_pretrain_steps:
+            disc = trainer.pretrain_discriminator()
+            tracker.log_metrics({f"gan/{k}": v for k, v in disc.items()}, step=0)
+            print(f"[gan] discriminator pretrained for {cfg.gan.disc_pretrain_steps} steps on MaskMLE in-fills: "
+                  f"accuracy {disc['disc_pretrain_accuracy']:.3f}, {disc['disc_pretrain_s']:.0f} s")
         start_metrics = evaluate_during_training(generator, data, cfg)
         tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
         print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"{k}={v:.4g}" for k, v in start_metrics.items()))

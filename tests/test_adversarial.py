@@ -158,3 +158,16 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     copy = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
     copy.set_state(trainer.get_state())
     assert copy.version == 4 and not changed(trainer.weights()[0], copy.weights()[0])
+
+
+def test_discriminator_pretraining_learns_to_tell_maskmle_infills_from_real_windows(run_dir):
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.gan.disc_lr = 3e-3
+    data, generator_state = start(cfg)  # an untrained generator: its in-fills are easy to tell apart
+    trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+    first = trainer.pretrain(generator_state, str(data.train_path), steps=5)
+    before = {k: v.clone() for k, v in trainer.weights()[0].items()}
+    later = trainer.pretrain(generator_state, str(data.train_path), steps=150)
+    assert trainer.version == 2 and changed(before, trainer.weights()[0])
+    assert later["disc_pretrain_loss"] < first["disc_pretrain_loss"]
+    assert later["disc_pretrain_accuracy"] > max(0.6, first["disc_pretrain_accuracy"])

@@ -25,7 +25,8 @@ TINY = [
     "data.synthetic_test=40", "data.seq_len=8", "model.embed=8", "model.hidden=8", "pretrain.lm_steps=10",
     "pretrain.mle_steps=10", "pretrain.batch_size=16", "pretrain.eval_every=5", "pretrain.eval_batches=1",
     "gan.iterations=2", "gan.eval_every=1", "gan.checkpoint_every=1", "gan.episodes_per_iteration=16",
-    "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4", "resources.disc_num_cpus=0.5",
+    "gan.disc_batch_size=16", "gan.disc_pretrain_steps=3", "resources.num_envs_per_env_runner=4",
+    "resources.disc_num_cpus=0.5",
 ]
 STARTUP_TIMEOUT_S = 60
 
@@ -86,6 +87,8 @@ def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, t
     assert [m.step for m in client.get_metric_history(run_id, "gan/episode_reward_mean")] == [1, 2]
     for key in ("gan/eval/masked_perplexity", "gan/eval/oracle_nll"):  # step 0: the MaskMLE starting point
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
+    pretrained_d = client.get_metric_history(run_id, "gan/disc_pretrain_accuracy")
+    assert [m.step for m in pretrained_d] == [0] and 0 <= pretrained_d[0].value <= 1
     assert {"config.yaml", "vocab.json", "checkpoints"} <= {a.path for a in client.list_artifacts(run_id)}
 
     mlflow.set_tracking_uri(server)

@@ -82,6 +82,7 @@ class AdversarialTrainer:
             "seed": cfg.seed,
             "torch_threads": cfg.resources.torch_threads,
         }
+        self._train_path = str(data.train_path)
         self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.discriminator).build_algo()
         self.algo.learner_group.foreach_learner(
             lambda learner: learner.module[DEFAULT_MODULE_ID].unwrapped().load_generator_state(generator_state)
@@ -93,6 +94,14 @@ class AdversarialTrainer:
         self._eval_batch = self._fixed_validation_batch(data)
 
     # -- training -------------------------------------------------------------------------------
+    def pretrain_discriminator(self) -> dict[str, float]:
+        """gan.disc_pretrain_steps D steps on the current generator's in-fills, then D to every env runner."""
+        stats = ray.get(
+            self.discriminator.pretrain.remote(self.generator_state_dict(), self._train_path, self.cfg.gan.disc_pretrain_steps)
+        )
+        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        return stats
+
     def train_iteration(self) -> dict[str, float]:
         start = time.perf_counter()
         self.iteration += 1

@@ -7,6 +7,10 @@ minibatch of those pairs (real and fake share window and mask, as in the paper),
 `discriminator_loss` on the masked targets only. Each `train` that stepped bumps the version; the
 driver then ships `weights()` to every env runner, whose environments compute the rewards with it.
 
+Before adversarial training, `pretrain` may first train D on the MaskMLE generator's in-fills
+(gan.disc_pretrain_steps; the paper's optional step 3): a D at chance gives every token the same
+reward, and the generator's first updates are then noise.
+
 Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
 meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
 `<run_dir>/discriminator_actor.pt` when created and after every update, and a restarted process
@@ -26,7 +30,7 @@ import torch
 
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
-from maskgan_rl.masking import mask_context
+from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
 from maskgan_rl.models.generator import Generator
 
@@ -58,6 +62,7 @@ class DiscriminatorTrainer:
         self.seed = cfg.seed
         self.missing_id = vocab_size
         self.device = torch.device("cuda" if cfg.resources.disc_num_gpus > 0 else "cpu")
+        self.model_cfg, self.mask_cfg = cfg.model, cfg.mask
         self.model = Discriminator(vocab_size, cfg.model).to(self.device)
         if discriminator_weights is not None:
             self.model.load_state_dict(discriminator_weights)
@@ -100,7 +105,8 @@ class DiscriminatorTrainer:
             "disc_episodes_too_old": int((~fresh).sum()),
         }
         if fresh.any() and self.gan.disc_steps > 0:
-            stats.update(self._steps({key: value[fresh] for key, value in data.items()}, iteration))
+            rng = np.random.default_rng(iteration_seed(self.seed, iteration, 1))
+            stats.update(self._steps({key: value[fresh] for key, value in data.items()}, rng, self.gan.disc_steps))
             self.version += 1
             self._save_state()
         stats["disc_version"] = self.version
@@ -108,12 +114,40 @@ class DiscriminatorTrainer:
         stats["disc_train_s"] = time.perf_counter() - start
         return stats
 
-    def _steps(self, data: dict[str, np.ndarray], iteration: int) -> dict[str, float]:
-        rng = np.random.default_rng(iteration_seed(self.seed, iteration, 1))
+    def pretrain(self, generator_state: dict[str, torch.Tensor], data_path: str, steps: int) -> dict[str, float]:
+        """The paper's optional step 3, before adversarial training: `steps` Adam steps, each on a fresh
+        batch of real windows and the MaskMLE generator's in-fills of them. Stats: the last 10% of steps."""
+        from maskgan_rl.dataset import WindowDataset
+
+        start = time.perf_counter()
+        generator = Generator(self.missing_id, self.model_cfg).to(self.device)
+        generator.load_state_dict(generator_state)
+        generator.eval()
+        windows = WindowDataset(data_path)
+        rng = np.random.default_rng(iteration_seed(self.seed, 0, 5))
+        sampling = torch.Generator(device=self.device).manual_seed(iteration_seed(self.seed, 0, 6))
+        stats = []
+        for _ in range(steps):
+            window = windows.sample(self.gan.disc_batch_size, rng)
+            present = make_present(len(window), windows.seq_len, self.mask_cfg, rng)
+            with torch.no_grad():
+                filled, _ = generator.infill(
+                    torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
+                    self.gan.temperature, sampling,
+                )
+            stats.append(self._steps({"window": window, "filled": filled.cpu().numpy(), "present": present}, rng, 1))
+        last = stats[-max(1, steps // 10):]
+        self.version += 1
+        self._save_state()
+        return {f"disc_pretrain_{k.removeprefix('disc_')}": float(np.mean([s[k] for s in last])) for k in last[0]} | {
+            "disc_pretrain_s": time.perf_counter() - start
+        }
+
+    def _steps(self, data: dict[str, np.ndarray], rng: np.random.Generator, steps: int) -> dict[str, float]:
         count = len(data["window"])
         losses, real_right, fake_right, masked_total = [], 0.0, 0.0, 0.0
         self.model.train()
-        for _ in range(self.gan.disc_steps):
+        for _ in range(steps):
             rows = rng.permutation(count)[: self.gan.disc_batch_size]
             window, filled, present = (
                 torch.as_tensor(data[key][rows], device=self.device) for key in ("window", "filled", "present")

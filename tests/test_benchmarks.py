@@ -1,0 +1,54 @@
+"""The throughput benchmark runs end to end on a tiny model: both loops train, and it writes its reports.
+(It measures nothing here: figures belong in benchmarks/README.md, never in tests.)"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskgan_rl.dataset import prepare_data
+from maskgan_rl.models.generator import Generator
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TINY = ["model.embed=8", "model.hidden=8", "data.oracle_vocab=50", "data.seq_len=8", "gan.episodes_per_iteration=8"]
+
+
+def load_throughput():
+    spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fused_loop_updates_generator_critic_and_discriminator(tmp_path):
+    throughput = load_throughput()
+    cfg = throughput.benchmark_config("cpu", tmp_path, TINY)
+    data = prepare_data(cfg)
+    loop = throughput.FusedLoop(cfg, data, Generator(len(data.vocab), cfg.model).state_dict(), torch.device("cpu"))
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (loop.generator, loop.critic, loop.discriminator.model)]
+    masked = [loop.train_iteration() for _ in range(3)]
+    assert masked == [8 * 3] * 3  # 8 windows, each with the paper's contiguous block of int(0.5 * 8) - 1 = 3 targets
+    for old, model in zip(before, (loop.generator, loop.critic, loop.discriminator.model)):
+        assert any(not torch.equal(old[k], v) for k, v in model.state_dict().items())
+    assert loop.discriminator.version == 3  # D trained after every iteration (no rollout judged too old)
+
+
+def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session):
+    throughput = load_throughput()
+    out = tmp_path / "bench"
+    throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "2",
+                     "--profile", "--out", str(out), *TINY])
+    report = json.loads(out.with_suffix(".json").read_text())
+    fused, rl = report["results"]
+    assert fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
+    for row in (fused, rl):
+        assert row["masked_tokens_per_s"] > 0 and np.isclose(row["all_tokens_per_s"], row["masked_tokens_per_s"] * 8 / 3)
+        assert row["peak_memory_mb"] > 0
+    assert np.isclose(rl["vs_fused"], rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"])
+    parts = report["profiles"]["cpu"]["parts_s_per_iteration"]
+    assert parts["env runner sample(), in all"] > parts["  module forward (generator, cached decoder)"] > 0
+    assert parts["learner update, in all"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
