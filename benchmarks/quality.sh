@@ -16,14 +16,14 @@ shift
 MASKGAN=${MASKGAN:-.venv/bin/maskgan}
 run_dir=runs/quality-$dataset
 case $dataset in
-  ptb) budget=(pretrain.lm_steps=1500 pretrain.mle_steps=1500 gan.iterations=100) ;;
-  imdb) budget=(pretrain.lm_steps=1000 pretrain.mle_steps=1000 gan.iterations=60) ;;
-  synthetic) budget=(gan.iterations=100) ;;
+  ptb) preset=ptb budget=(pretrain.lm_steps=1500 pretrain.mle_steps=1500 gan.iterations=100) ;;
+  imdb) preset=imdb budget=(pretrain.lm_steps=1000 pretrain.mle_steps=1000 gan.iterations=60) ;;
+  synthetic) preset=synthetic-gan budget=() ;;
   *) echo "unknown data set '$dataset': use ptb, imdb or synthetic" >&2; exit 2 ;;
 esac
 
 started=$(date +%s)
-$MASKGAN train --preset "$dataset" "run_dir=$run_dir" "${budget[@]}" "$@"
+$MASKGAN train --preset "$preset" "run_dir=$run_dir" "${budget[@]}" "$@"
 trained=$(date +%s)
 $MASKGAN evaluate "$run_dir"/checkpoints/{lm,mle,maskgan}.pt pretrain.lm_steps=600 --out "$run_dir/eval" \
   --temperatures 0.5,0.7,1.0,1.3 --samples 400 --bleu-references 300 --reverse-lm-steps 100 --table-rows 6
