@@ -76,7 +76,7 @@ def plot_quality_diversity(
                 color=line.get_color(),
             )
     corner = f"{'lower' if y_better == 'low' else 'upper'}-{'left' if x_better == 'low' else 'right'}"
-    ax.set_title(f"{y} vs {x} across temperatures ({corner} is better)")
+    ax.set_title(f"{y} vs {x}\nacross temperatures ({corner} is better)")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
