@@ -140,7 +140,7 @@ class PeakMemory:
     """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray)."""
 
     def __init__(self, children: bool, every_s: float = 0.25):
-        self.children, self.every_s, self.peak_mb = children, every_s, 0.0
+        self.children, self.every_s, self.peak_mb, self.start_mb = children, every_s, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -161,6 +161,8 @@ class PeakMemory:
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "PeakMemory":
+        # Ray's own daemons and its idle pooled workers are there before a configuration starts.
+        self.start_mb = self._total_mb()
         self._thread.start()
         return self
 
@@ -198,7 +200,7 @@ def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int,
     loop = FusedLoop(cfg, data, generator_state, torch.device(device))
     with PeakMemory(children=False) as memory:
         result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
-    return {**result, "peak_memory_mb": memory.peak_mb}
+    return {**result, "peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - memory.start_mb}
 
 
 def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, profile: Optional[Path] = None) -> dict[str, Any]:
@@ -223,7 +225,7 @@ def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, it
                 result["profile"] = profile_breakdown(pstats.Stats(str(profile)))
         finally:
             trainer.stop()
-    return {**result, "peak_memory_mb": memory.peak_mb}
+    return {**result, "peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - memory.start_mb}
 
 
 # Where an RL iteration spends its time in the driver process (runners=0), as cProfile's cumulative
@@ -344,13 +346,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, GPU: {m['gpu'] or 'none'}, torch {m['torch']}; "
         f"load average at start {m['load_average_at_start']}.",
         "",
-        "| size | loop | algo | runners | envs/runner | masked tok/s | all tok/s | s/iter | RL/fused | peak MB (all procs) | RLlib step s | D train s | push s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | loop | algo | runners | envs/runner | masked tok/s | all tok/s | s/iter | RL/fused | peak MB (all procs) | MB added | RLlib step s | D train s | push s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['size']} | {r['loop']} | {r['algo']} | {r['runners']} | {r['envs']} | {r['masked_tokens_per_s']:.0f} | "
-            f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {r.get('vs_fused', 1.0):.2f} | {r['peak_memory_mb']:.0f} | "
+            f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {r.get('vs_fused', 1.0):.2f} | {r['peak_memory_mb']:.0f} | {r['memory_added_mb']:.0f} | "
             f"{r.get('time_rl_s', float('nan')):.2f} | {r.get('time_disc_s', float('nan')):.2f} | {r.get('time_push_s', float('nan')):.2f} |"
         )
     for size, p in report.get("profiles", {}).items():

@@ -9,7 +9,7 @@ from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 from maskgan_rl.config import Config
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models import Generator
-from maskgan_rl.rl.module import FINAL_FILLED, module_spec
+from maskgan_rl.rl.module import FINAL_FILLED, InverseCDFCategorical, module_spec
 
 V, T, B = 13, 8, 6
 torch.set_num_threads(1)
@@ -172,3 +172,18 @@ def test_sampling_decodes_incrementally_with_the_logits_of_a_full_pass():
             module.set_state({k: v + 0.01 for k, v in module.get_state().items()})
     filled[2] = context[2]  # row 2 starts a new episode, and the rows come reversed
     check(rows.flip(0), torch.tensor([5, 5, 5, 1, 5, 5]).flip(0))
+
+
+def test_action_distribution_samples_by_inverse_cdf_with_the_softmax_frequencies():
+    module = build(inference_only=True)
+    dist_cls = module.get_exploration_action_dist_cls()
+    assert issubclass(dist_cls, InverseCDFCategorical)
+    logits = torch.tensor([[0.0, 1.0, 2.0, -30.0]]).repeat(40000, 1)
+    torch.manual_seed(0)
+    dist = dist_cls.from_logits(logits)
+    actions = dist.sample()
+    assert actions.shape == (40000,) and actions.dtype == torch.int64
+    frequencies = torch.bincount(actions, minlength=4).double() / len(actions)
+    assert torch.allclose(frequencies, torch.softmax(logits[0].double(), 0), atol=0.01)
+    assert frequencies[3] == 0  # a token of probability ~1e-14 never comes up
+    assert torch.allclose(dist.logp(actions), torch.log_softmax(logits, -1).gather(1, actions[:, None])[:, 0])
