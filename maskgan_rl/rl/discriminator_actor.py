@@ -13,15 +13,18 @@ reward, and the generator's first updates are then noise.
 
 Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
 meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
-`<run_dir>/discriminator_actor.pt` when created and after every update, and a restarted process
-starts from that file: the restart loses only the episodes received since the last `train`.
+`<run_dir>/discriminator_actor.pt` when created and after every update (written in the background,
+see `_save_state`), and a restarted process starts from that file: the restart loses only the
+episodes received since the last `train` (or that update too, if it died while writing it).
 `train` reports the restarts as `disc_actor_restarts`.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -74,6 +77,8 @@ class DiscriminatorTrainer:
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
         self.state_path = Path(state_path) if state_path else None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="disc-state")
+        self._pending_save: Optional[Future] = None
         self._restarts = 0  # since the last `train`
         if self.state_path is not None:
             import ray
@@ -91,6 +96,7 @@ class DiscriminatorTrainer:
         """k steps on the rollouts received since the last call; episodes whose rewards came from a D
         more than gan.max_disc_lag versions old are left out (they describe a generator D no longer sees)."""
         start = time.perf_counter()
+        self._wait_saved()  # at most one state write in flight
         restarts, self._restarts = self._restarts, 0
         if not self._rollouts:
             return {"disc_version": self.version, "disc_episodes": 0, "disc_actor_restarts": restarts}
@@ -180,6 +186,7 @@ class DiscriminatorTrainer:
 
     def get_state(self) -> dict[str, Any]:
         """Tensors and plain Python only (loadable with torch.load(weights_only=True))."""
+        self._wait_saved()
         weights, version = self.weights()
         return {"model": weights, "optimizer": self.optimizer.state_dict(), "version": version}
 
@@ -191,8 +198,23 @@ class DiscriminatorTrainer:
         self._save_state()
 
     def _save_state(self) -> None:
-        if self.state_path is not None:
-            save_checkpoint(self.state_path, {"discriminator_actor": self.get_state()})
+        """Snapshot the state now and write it (atomically, fsynced) on a background thread, while the
+        driver goes on sampling and learning: at the paper's size the file is ~250 MB. Anything that
+        reads or replaces the state waits for the write first, so the file is never behind it then."""
+        if self.state_path is None:
+            return
+        self._wait_saved()
+        snapshot = {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "version": self.version,
+        }
+        self._pending_save = self._writer.submit(save_checkpoint, self.state_path, {"discriminator_actor": snapshot})
+
+    def _wait_saved(self) -> None:
+        if self._pending_save is not None:
+            pending, self._pending_save = self._pending_save, None
+            pending.result()  # a failed write raises here
 
     def _resume_after_restart(self) -> None:
         self._restarts = 1
