@@ -89,6 +89,7 @@ class GanConfig:
     grad_clip: float = 10.0
     temperature: float = 1.0
     max_disc_lag: int = 1  # async algorithms: most D versions a rollout's rewards may lag behind
+    disc_overlap: bool = False  # run D's update alongside the next iteration's sampling (lag 1, faster)
     max_masked_perplexity: float = 1e4  # divergence guard
     eval_every: int = 5
     checkpoint_every: int = 5

@@ -171,3 +171,19 @@ def test_discriminator_pretraining_learns_to_tell_maskmle_infills_from_real_wind
     assert trainer.version == 2 and changed(before, trainer.weights()[0])
     assert later["disc_pretrain_loss"] < first["disc_pretrain_loss"]
     assert later["disc_pretrain_accuracy"] > max(0.6, first["disc_pretrain_accuracy"])
+
+
+def test_overlapped_discriminator_update_runs_one_iteration_behind(ray_session, run_dir):
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.gan.disc_overlap = True
+    data, generator_state = start(cfg)
+    trainer = AdversarialTrainer(cfg, data, generator_state)
+    try:
+        first = trainer.train_iteration()
+        assert "disc_loss" not in first  # its D update is still running
+        later = [trainer.train_iteration() for _ in range(2)]
+        assert [m["disc_version"] for m in later] == [1, 2]  # each reports the previous iteration's update
+        assert [m["disc_lag_max"] for m in later] == [0, 1] and all(m["disc_episodes_too_old"] == 0 for m in later)
+        assert trainer.get_state()["discriminator"]["version"] == 3  # a checkpoint waits for the running update
+    finally:
+        trainer.stop()

@@ -22,6 +22,12 @@ started before a push is still running after it; and D trains only on episodes a
 lag at 0 or 1 in practice. V-trace corrects the policy lag of those episodes, not this reward drift;
 relabelling rewards with the current D on the learner would remove it at the cost of a D copy there.
 
+Overlapping D (`gan.disc_overlap=true`, any algorithm). D's update of iteration i then runs in its
+actor while the env runners sample and the learner learns iteration i+1, instead of between them, and
+its weights reach the runners after that: rollouts are scored by a D one update older (lag 1, within
+`gan.max_disc_lag`). On a machine where sampling leaves cores idle this hides most of D's time (see
+benchmarks/README.md); a resumed run no longer repeats the uninterrupted one exactly.
+
 Checkpoints: `get_state` holds tensors and plain Python only (module weights, learner optimisers,
 D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_only=True).
 With num_env_runners=0 and `reinforce` a resumed run repeats the uninterrupted one exactly.
@@ -89,6 +95,7 @@ class AdversarialTrainer:
         )
         self._push_all_weights()
         self._steps_sampled = 0
+        self._disc_update = None  # ObjectRef of a D update still running (gan.disc_overlap)
         self._runner_restarts = 0  # lifetime count at the end of the previous iteration
         self._generator = Generator(self.vocab_size, cfg.model)  # driver copy, for the perplexity check
         self._eval_batch = self._fixed_validation_batch(data)
@@ -108,10 +115,14 @@ class AdversarialTrainer:
         self._reseed()
         result = self.algo.train()
         rl_s = time.perf_counter() - start
-        disc = ray.get(self.discriminator.train.remote(self.iteration))
+        # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
+        # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
+        disc = self._finish_disc_update() if self._disc_update is not None else {}
+        self._disc_update = self.discriminator.train.remote(self.iteration)
+        if not self.cfg.gan.disc_overlap:
+            disc = self._finish_disc_update()
         disc_s = time.perf_counter() - start - rl_s
-        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
-        push_s = time.perf_counter() - start - rl_s - disc_s
+        push_s = disc.pop("push_s", 0.0)
 
         runners = result.get(ENV_RUNNER_RESULTS, {})
         lifetime = runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, self._steps_sampled)
@@ -127,7 +138,7 @@ class AdversarialTrainer:
             "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
-            "time_disc_s": disc_s,
+            "time_disc_s": disc_s - push_s,  # waiting for D (with gan.disc_overlap: for what did not overlap)
             "time_push_s": push_s,
             "time_iteration_s": total_s,
         }
@@ -143,6 +154,14 @@ class AdversarialTrainer:
             if found:
                 metrics[name] = float(found[0])
         return metrics
+
+    def _finish_disc_update(self) -> dict[str, float]:
+        """Wait for the running D update, then push its weights to every env runner."""
+        disc = ray.get(self._disc_update)
+        self._disc_update = None
+        pushed = time.perf_counter()
+        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        return {**disc, "push_s": time.perf_counter() - pushed}
 
     def _reseed(self) -> None:
         """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""
@@ -184,6 +203,8 @@ class AdversarialTrainer:
         return _sub_state(self._module_weights(), "critic.")
 
     def get_state(self) -> dict[str, Any]:
+        if self._disc_update is not None:  # a checkpoint holds D after this iteration's update
+            self._finish_disc_update()
         learner = self.algo.learner_group.get_state(components=[f"learner/{c}" for c in LEARNER_COMPONENTS])["learner"]
         return {
             "iteration": self.iteration,

@@ -13,9 +13,10 @@ reward, and the generator's first updates are then noise.
 
 Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
 meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
-`<run_dir>/discriminator_actor.pt` when created and after every update (written in the background,
-see `_save_state`), and a restarted process starts from that file: the restart loses only the
-episodes received since the last `train` (or that update too, if it died while writing it).
+`<run_dir>/discriminator_actor.pt` when created and every gan.checkpoint_every updates (written in
+the background, see `_save_state`: ~250 MB at the paper's size), and a restarted process starts from
+that file: the restart loses the episodes received since the last `train` and the updates since the
+last save (with gan.checkpoint_every=1, none).
 `train` reports the restarts as `disc_actor_restarts`.
 """
 
@@ -114,7 +115,8 @@ class DiscriminatorTrainer:
             rng = np.random.default_rng(iteration_seed(self.seed, iteration, 1))
             stats.update(self._steps({key: value[fresh] for key, value in data.items()}, rng, self.gan.disc_steps))
             self.version += 1
-            self._save_state()
+            if self.version % self.gan.checkpoint_every == 0:
+                self._save_state()
         stats["disc_version"] = self.version
         stats["disc_actor_restarts"] = restarts
         stats["disc_train_s"] = time.perf_counter() - start
