@@ -149,5 +149,5 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
         # An iteration ends only after a generator update: when a dying runner left a training step
         # without episodes, RLlib restores the runners and runs the step again.
         .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration, min_train_timesteps_per_iteration=1)
-        .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator))
+        .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator, wait_for_discriminator=not g.disc_overlap))
     )

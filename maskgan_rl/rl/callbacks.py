@@ -3,7 +3,9 @@
 - `on_sample_end` (on each env runner): every finished episode goes to the discriminator actor:
   final `filled` observation plus the final info's real `window`, `present` mask and `disc_version`.
   The call waits for the actor to store them (a few KB), so by the time `sample()` returns, and with
-  it a synchronous training step, D has every episode of that step.
+  it a synchronous training step, D has every episode of that step. With gan.disc_overlap it does
+  not wait: the actor is then busy with the previous update while the runners sample, and waiting
+  would serialise the two again; episodes that arrive after an update starts go into the next one.
 - `on_env_runners_recreated` (on the driver): a restarted runner's environments start from a
   seed-initialised D; the current weights are pushed to it straight away.
 """
@@ -20,23 +22,24 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 class MaskGANCallbacks(RLlibCallback):
     """Pass as `callbacks_class=functools.partial(MaskGANCallbacks, discriminator=<actor handle>)`."""
 
-    def __init__(self, discriminator: Any = None) -> None:
+    def __init__(self, discriminator: Any = None, wait_for_discriminator: bool = True) -> None:
         super().__init__()
         self.discriminator = discriminator
+        self.wait_for_discriminator = wait_for_discriminator
 
     def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=(), **kwargs) -> None:
         finished = [episode for episode in samples if episode.is_terminated]
         if not finished:
             return
         infos = [episode.get_infos(-1) for episode in finished]
-        ray.get(
-            self.discriminator.add_rollouts.remote(
-                filled=np.stack([episode.get_observations(-1)["filled"] for episode in finished]),
-                window=np.stack([info["window"] for info in infos]),
-                present=np.stack([info["present"] for info in infos]),
-                disc_version=np.array([info["disc_version"] for info in infos]),
-            )
+        stored = self.discriminator.add_rollouts.remote(
+            filled=np.stack([episode.get_observations(-1)["filled"] for episode in finished]),
+            window=np.stack([info["window"] for info in infos]),
+            present=np.stack([info["present"] for info in infos]),
+            disc_version=np.array([info["disc_version"] for info in infos]),
         )
+        if self.wait_for_discriminator:
+            ray.get(stored)
 
     def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices, is_evaluation, **kwargs) -> None:
         push_discriminator_weights(env_runner_group, self.discriminator, env_runner_indices)
