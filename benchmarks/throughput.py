@@ -19,6 +19,8 @@ figures from a shared machine are measurements, not assertions.
 
 from __future__ import annotations
 
+import maskgan_rl  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
+
 import argparse
 import cProfile
 import itertools
