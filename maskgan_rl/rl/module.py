@@ -78,7 +78,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         position = obs["position"].reshape(-1).long()
         rows = torch.arange(len(position), device=position.device)
         features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
-        return {Columns.ACTION_DIST_INPUTS: self.generator.head(features) / self.temperature}
+        return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
 
     _forward_inference = _forward_exploration
 
@@ -97,7 +97,11 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         context, filled, sequence, position = self._sequences(batch)
         enc = generator.seq2seq.encode(context)
         features, _ = generator.seq2seq.decode(enc, filled[:, : int(position.max()) + 1], enc.state)
-        return generator.head(features[sequence, position]) / self.temperature
+        return self._tempered(generator.head(features[sequence, position]))
+
+    def _tempered(self, logits: Tensor) -> Tensor:
+        # At T=1 the division is skipped: on [steps, vocabulary] logits it is a full pass each way.
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     # -- value function -------------------------------------------------------------------------
     def compute_values(self, batch: dict[str, Any], embeddings: Optional[Any] = None) -> Tensor:

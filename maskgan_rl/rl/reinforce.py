@@ -150,7 +150,7 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
                 "mean_return": returns.mean(),
                 "mean_value": values.mean(),
                 "mean_advantage": advantages.mean(),
-                "entropy": _mean_entropy(dist),
+                "entropy": _mean_entropy(fwd_out[Columns.ACTION_DIST_INPUTS]),
             },
             key=module_id,
             window=1,
@@ -159,7 +159,8 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
 
 
 @torch.no_grad()
-def _mean_entropy(dist) -> torch.Tensor:
-    """A diagnostic (falling entropy = mode collapse), kept out of the autograd graph: at 5-10k actions
-    it costs as much as the loss itself."""
-    return dist.entropy().mean()
+def _mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """A diagnostic (falling entropy = mode collapse), kept out of autograd and computed in one
+    log-softmax: at 5-10k actions torch's Categorical.entropy costs as much as the loss itself."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1).mean()
