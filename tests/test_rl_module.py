@@ -187,3 +187,12 @@ def test_action_distribution_samples_by_inverse_cdf_with_the_softmax_frequencies
     assert torch.allclose(frequencies, torch.softmax(logits[0].double(), 0), atol=0.01)
     assert frequencies[3] == 0  # a token of probability ~1e-14 never comes up
     assert torch.allclose(dist.logp(actions), torch.log_softmax(logits, -1).gather(1, actions[:, None])[:, 0])
+
+
+def test_learner_entropy_metric_equals_the_categorical_entropy():
+    from maskgan_rl.rl.reinforce import _mean_entropy
+
+    logits = torch.randn(50, V) * 3
+    expected = torch.distributions.Categorical(logits=logits).entropy().mean()
+    assert torch.allclose(_mean_entropy(logits), expected, atol=1e-5)
+    assert torch.allclose(_mean_entropy(torch.zeros(2, V)), torch.tensor(np.log(V), dtype=torch.float32))
