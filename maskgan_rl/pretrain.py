@@ -140,7 +140,9 @@ def load_or_train(
             tracker.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=step)
         progress.update(step, force="valid_perplexity" in metrics, **metrics)
     valid_ppl, best_step, best_state = best
-    if best_state is not None:
+    if best_state is None:  # steps=0: the model as it came in is the one kept
+        valid_ppl = evaluate()
+    else:
         model.load_state_dict(best_state)
     save_checkpoint(path, {
         "kind": stage,
