@@ -54,8 +54,7 @@ from maskgan_rl.pretrain import (
     load_or_train,
     mle_loss,
     validation_perplexity,
-    load_generator,
-    load_language_model,
+    load_infiller,
     masked_cross_entropy,
     resolve_device,
 )
@@ -310,9 +309,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
 def _load_models(checkpoints: Sequence[str | Path], vocab: Vocab, device: torch.device) -> list[_Model]:
     models: list[_Model] = []
     for path in map(Path, checkpoints):
-        # An LM checkpoint is the left-context-only baseline: same in-filling interface as a generator.
-        is_lm = load_checkpoint(path, require=("models",)).get("kind") == "lm"
-        generator, _, checkpoint = (load_language_model if is_lm else load_generator)(path, vocab, device)
+        generator, _, checkpoint = load_infiller(path, vocab, device)  # an LM checkpoint: the left-context baseline
         kind = str(checkpoint.get("kind", "generator"))
         algo = str(checkpoint["config"].get("gan", {}).get("algo", "")) if kind == "maskgan" else ""
         name = {"lm": "LM", "mle": "MaskMLE", "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)

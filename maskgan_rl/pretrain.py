@@ -188,20 +188,29 @@ def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab, steps: int) -> bool
 
 def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[Generator, Vocab, dict]:
     """A generator from a MaskMLE or MaskGAN checkpoint; checks it matches `vocab` when one is given."""
-    generator, stored, checkpoint = _load_model(path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
+    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
+    generator, stored = _model_from(checkpoint, path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
     return generator.to(device).eval(), stored, checkpoint
 
 
-def load_language_model(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[LanguageModel, Vocab, dict]:
-    """The language model of an LM checkpoint (`<run_dir>/checkpoints/lm.pt`); checks it matches `vocab`."""
-    lm, stored, checkpoint = _load_model(path, vocab, "language_model", LanguageModel, "an LM checkpoint (lm.pt)")
-    return lm.to(device).eval(), stored, checkpoint
+def load_infiller(
+    path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu"
+) -> tuple[Generator | LanguageModel, Vocab, dict]:
+    """What fills blanks in a checkpoint: its generator, or for an LM checkpoint (`lm.pt`) the language
+    model, which fills them from the left context alone with the generator's interface."""
+    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
+    if checkpoint.get("kind") == "lm":
+        model, stored = _model_from(checkpoint, path, vocab, "language_model", LanguageModel, "an LM checkpoint (lm.pt)")
+    else:
+        model, stored = _model_from(checkpoint, path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
+    return model.to(device).eval(), stored, checkpoint
 
 
-def _load_model(path: str | Path, vocab: Optional[Vocab], key: str, model_class: type, wanted: str) -> tuple[torch.nn.Module, Vocab, dict]:
+def _model_from(
+    checkpoint: dict, path: str | Path, vocab: Optional[Vocab], key: str, model_class: type, wanted: str
+) -> tuple[torch.nn.Module, Vocab]:
     from maskgan_rl.config import config_from_dict
 
-    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
     stored = Vocab(checkpoint["vocab"])
     if vocab is not None and stored.tokens != vocab.tokens:
         raise CheckpointError(
@@ -221,4 +230,4 @@ def _load_model(path: str | Path, vocab: Optional[Vocab], key: str, model_class:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         reason = lines[1] if len(lines) > 1 else lines[0]  # past torch's "Error(s) in loading state_dict" header
         raise CheckpointError(f"checkpoint {path}: its {key.replace('_', ' ')} weights do not fit its own config ({reason}): the file is damaged") from None
-    return model, stored, checkpoint
+    return model, stored
