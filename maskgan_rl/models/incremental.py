@@ -69,32 +69,20 @@ class IncrementalDecoder:
         return out
 
     def _reserve(self, slots: int, context: Tensor, inputs: Tensor) -> None:
-        """Room for `slots` slots of sequences shaped like `context`/`inputs` (a new shape starts over)."""
-        if self._context is not None and self._context.shape[1] != context.shape[1]:
-            self.clear()
-        have = 0 if self._context is None else len(self._context)
-        if have >= slots:
+        """Room for `slots` slots of sequences shaped like `context`/`inputs`. A cache too small or of
+        another shape starts over empty: the slot count is fixed per env runner, so this is rare."""
+        if self._context is not None and len(self._context) >= slots and self._context.shape[1] == context.shape[1]:
             return
         layers, hidden = len(self.seq2seq.decoder.layers), self.seq2seq.decoder.layers[-1].hidden_size
-        device, dtype = context.device, self.seq2seq.embedding.weight.dtype
-
-        def grow(old: Optional[Tensor], shape: tuple[int, ...], fill: float, dim: int = 0, **kind) -> Tensor:
-            new = torch.full(shape, fill, device=device, **kind)
-            if old is not None:
-                new.narrow(dim, 0, old.shape[dim]).copy_(old)
-            return new
-
-        steps = inputs.shape[1]
-        self._context = grow(self._context, (slots, context.shape[1]), -1, dtype=torch.long)
-        self._inputs = grow(self._inputs, (slots, steps), -1, dtype=torch.long)
-        self._read = grow(self._read, (slots,), 0, dtype=torch.long)
-        self._memory = grow(self._memory, (slots, steps, hidden), 0.0, dtype=dtype)
-        if self.seq2seq.attention is not None:
-            self._keys = grow(self._keys, (slots, steps, hidden), 0.0, dtype=dtype)
-        old_h, old_c = self._state if self._state is not None else (None, None)
+        device, dtype, steps = context.device, self.seq2seq.embedding.weight.dtype, inputs.shape[1]
+        self._context = torch.full((slots, context.shape[1]), -1, dtype=torch.long, device=device)
+        self._inputs = torch.full((slots, steps), -1, dtype=torch.long, device=device)
+        self._read = torch.zeros(slots, dtype=torch.long, device=device)
+        self._memory = torch.zeros(slots, steps, hidden, dtype=dtype, device=device)
+        self._keys = torch.zeros_like(self._memory) if self.seq2seq.attention is not None else None
         self._state = (
-            grow(old_h, (layers, slots, hidden), 0.0, dim=1, dtype=dtype),
-            grow(old_c, (layers, slots, hidden), 0.0, dim=1, dtype=dtype),
+            torch.zeros(layers, slots, hidden, dtype=dtype, device=device),
+            torch.zeros(layers, slots, hidden, dtype=dtype, device=device),
         )
 
     def _restart_stale(self, slots: Tensor, context: Tensor, inputs: Tensor, upto: Tensor) -> None:

@@ -117,12 +117,11 @@ class AdversarialTrainer:
         rl_s = time.perf_counter() - start
         # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
         # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
-        disc = self._finish_disc_update() if self._disc_update is not None else {}
+        disc, push_s = self._finish_disc_update() if self._disc_update is not None else ({}, 0.0)
         self._disc_update = self.discriminator.train.remote(self.iteration)
         if not self.cfg.gan.disc_overlap:
-            disc = self._finish_disc_update()
+            disc, push_s = self._finish_disc_update()
         disc_s = time.perf_counter() - start - rl_s
-        push_s = disc.pop("push_s", 0.0)
 
         runners = result.get(ENV_RUNNER_RESULTS, {})
         lifetime = runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, self._steps_sampled)
@@ -155,13 +154,13 @@ class AdversarialTrainer:
                 metrics[name] = float(found[0])
         return metrics
 
-    def _finish_disc_update(self) -> dict[str, float]:
-        """Wait for the running D update, then push its weights to every env runner."""
+    def _finish_disc_update(self) -> tuple[dict[str, float], float]:
+        """Wait for the running D update, then push its weights to every env runner: (D's stats, push seconds)."""
         disc = ray.get(self._disc_update)
         self._disc_update = None
         pushed = time.perf_counter()
         push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
-        return {**disc, "push_s": time.perf_counter() - pushed}
+        return disc, time.perf_counter() - pushed
 
     def _reseed(self) -> None:
         """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""

@@ -97,7 +97,6 @@ class DiscriminatorTrainer:
         """k steps on the rollouts received since the last call; episodes whose rewards came from a D
         more than gan.max_disc_lag versions old are left out (they describe a generator D no longer sees)."""
         start = time.perf_counter()
-        self._wait_saved()  # at most one state write in flight
         restarts, self._restarts = self._restarts, 0
         if not self._rollouts:
             return {"disc_version": self.version, "disc_episodes": 0, "disc_actor_restarts": restarts}
