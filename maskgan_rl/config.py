@@ -88,6 +88,10 @@ class GanConfig:
     disc_batch_size: int = 64
     grad_clip: float = 10.0
     temperature: float = 1.0
+    # Weight of the past in a moving average of the generator's weights, updated every iteration
+    # (0 = off, 0.95 ~ the last 20 iterations). The average is what is evaluated and shipped;
+    # training goes on from the current weights.
+    generator_ema: float = 0.0
     max_disc_lag: int = 1  # async algorithms: most D versions a rollout's rewards may lag behind
     disc_overlap: bool = False  # run D's update alongside the next iteration's sampling (lag 1, faster)
     max_masked_perplexity: float = 1e4  # divergence guard
@@ -297,6 +301,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
     need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
+    need(0.0 <= g.generator_ema < 1.0, "gan.generator_ema", "in [0, 1) (0 = no moving average)")
     need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")
     need(g.eval_every >= 1 and g.checkpoint_every >= 1, "gan.checkpoint_every", "an integer >= 1 (gan.eval_every too)")
     need(r.num_cpus is None or r.num_cpus >= 1, "resources.num_cpus", "null (all of this machine's) or an integer >= 1")

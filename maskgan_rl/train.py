@@ -83,7 +83,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         for iteration in range(start + 1, cfg.gan.iterations + 1):
             metrics = trainer.train_iteration()
             if iteration % cfg.gan.eval_every == 0 or iteration == cfg.gan.iterations:
-                generator.load_state_dict(trainer.generator_state_dict())
+                generator.load_state_dict(trainer.shipped_generator_state_dict())
                 metrics.update({f"eval/{k}": v for k, v in evaluate_during_training(generator, data, cfg).items()})
             _guard_divergence(cfg, metrics, iteration, folder)
             tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
@@ -174,7 +174,7 @@ def _payload(cfg: Config, data, trainer, iteration: int) -> dict[str, Any]:
         "config": to_dict(cfg),
         "vocab": data.vocab.tokens,
         "iteration": iteration,
-        "models": {"generator": trainer.generator_state_dict(), "critic": trainer.critic_state_dict()},
+        "models": {"generator": trainer.shipped_generator_state_dict(), "critic": trainer.critic_state_dict()},
         "trainer": trainer.get_state(),
     }
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import prepare_data
@@ -63,13 +64,15 @@ def torch_round_trip(state: dict) -> dict:
 
 
 def sample_on_runner(trainer: AdversarialTrainer):
-    """One episode sampled by the (remote) env runner: its rewards, final context/filled and info."""
+    """One episode sampled by the (remote) env runner: its rewards, final context/filled, info and
+    the names of the module outputs it stored."""
 
     def one_episode(runner):
         episode = runner.sample(num_episodes=1)[0]
         last = episode.get_observations(-1)
         info = episode.get_infos(-1)
-        return episode.get_rewards(), episode.get_observations(0)["position"], last["context"].copy(), last["filled"].copy(), info
+        stored = set(episode.extra_model_outputs)
+        return episode.get_rewards(), episode.get_observations(0)["position"], last["context"].copy(), last["filled"].copy(), info, stored
 
     return trainer.algo.env_runner_group.foreach_env_runner(one_episode, local_env_runner=False)[0]
 
@@ -87,11 +90,14 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         losses = [m["disc_loss"] for m in metrics if "disc_loss" in m]
         assert len(losses) >= 2 and len(set(losses)) > 1
         assert all(np.isfinite(m["episode_reward_mean"]) and m["masked_tokens"] > 0 for m in metrics)
+        assert any(m.get("grad_norm_generator", 0) > 0 and m.get("grad_norm_critic", 0) > 0 for m in metrics)
         # Synchronous algorithms score every rollout with the current D; async ones at most one push behind.
         assert all(m.get("disc_lag_max", 0) <= (1 if algo in ("appo", "impala") else 0) for m in metrics)
 
         # The runner's environment rewards the tokens exactly as the actor's current D would.
-        rewards, first_position, context, filled, info = sample_on_runner(trainer)
+        rewards, first_position, context, filled, info, stored = sample_on_runner(trainer)
+        # Episodes keep the vocabulary-sized logits only where the loss reads them back (PPO's).
+        assert Columns.ACTION_LOGP in stored and (Columns.ACTION_DIST_INPUTS in stored) == (algo == "ppo")
         weights, version = ray.get(trainer.discriminator.weights.remote())
         assert info["disc_version"] == version == metrics[-1]["disc_version"]
         disc = Discriminator(len(data.vocab), cfg.model).eval()
@@ -111,15 +117,18 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
 
 def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_dir):
     cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.gan.generator_ema = 0.5
     data, generator_state = start(cfg)
 
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:
         trainer.train_iteration()
+        first_generator = trainer.generator_state_dict()
         state = torch_round_trip(trainer.get_state())
         expected = trainer.train_iteration()
         expected_generator = trainer.generator_state_dict()
         expected_critic = trainer.critic_state_dict()
+        expected_average = trainer.shipped_generator_state_dict()
     finally:
         trainer.stop()
 
@@ -128,6 +137,7 @@ def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_d
         resumed.set_state(state)
         again = resumed.train_iteration()
         generator, critic = resumed.generator_state_dict(), resumed.critic_state_dict()
+        average = resumed.shipped_generator_state_dict()
     finally:
         resumed.stop()
     assert again["iteration"] == expected["iteration"] == 2
@@ -135,6 +145,11 @@ def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_d
         assert again[key] == expected[key], key
     assert not changed(expected_generator, generator) and not changed(expected_critic, critic)
     assert changed(generator_state, generator)  # (and training did move it)
+    # The shipped generator: the moving average from MaskMLE's weights on, 0.5 * past + 0.5 * new
+    # after every iteration, carried through the checkpoint.
+    for name, value in average.items():
+        by_hand = 0.25 * generator_state[name] + 0.25 * first_generator[name] + 0.5 * expected_generator[name]
+        assert torch.allclose(value, by_hand, atol=1e-6) and torch.equal(value, expected_average[name]), name
 
 
 def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):

@@ -28,6 +28,7 @@ def test_round_trip_through_a_stored_dict():
         ("mask.present_rate=0", ["mask.present_rate"]),
         ("data.seq_len=1", ["data.seq_len", ">= 2"]),
         ("gan.algo=dqn", ["gan.algo", "reinforce | ppo | appo | impala"]),
+        ("gan.generator_ema=1", ["gan.generator_ema", "in [0, 1)"]),
         ("mask.strategy=middle", ["mask.strategy", "random | contiguous | blanks"]),
         ("model.tie_weights=true", ["model.tie_weights", "model.embed == model.hidden"]),
         ("hidden", ["not of the form key=value"]),

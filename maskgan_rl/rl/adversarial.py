@@ -98,6 +98,8 @@ class AdversarialTrainer:
         self._disc_update = None  # ObjectRef of a D update still running (gan.disc_overlap)
         self._runner_restarts = 0  # lifetime count at the end of the previous iteration
         self._generator = Generator(self.vocab_size, cfg.model)  # driver copy, for the perplexity check
+        # gan.generator_ema: the moving average of the generator's weights, from MaskMLE's on.
+        self._generator_average = _copy(generator_state) if cfg.gan.generator_ema else None
         self._eval_batch = self._fixed_validation_batch(data)
 
     # -- training -------------------------------------------------------------------------------
@@ -129,11 +131,13 @@ class AdversarialTrainer:
         restarts = self.algo.env_runner_group.num_remote_worker_restarts()
         runner_restarts, self._runner_restarts = restarts - self._runner_restarts, restarts
         total_s = time.perf_counter() - start
+        generator = self.generator_state_dict()
+        self._update_generator_average(generator)
         metrics = {
             "iteration": self.iteration,
             "masked_tokens": int(tokens),
             "masked_tokens_per_s": tokens / total_s,
-            "masked_perplexity": self._masked_perplexity(),
+            "masked_perplexity": self._masked_perplexity(generator),
             "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
@@ -152,6 +156,11 @@ class AdversarialTrainer:
             found = [learner[key] for key in keys if key in learner]
             if found:
                 metrics[name] = float(found[0])
+        # Logged by RLlib's gradient clipping; non-finite exactly when some gradient is, which the
+        # divergence guard then stops on (RLlib's own per-tensor NaN checks are off, see algorithms.py).
+        for network in ("generator", "critic"):
+            if f"gradients_{network}_global_norm" in learner:
+                metrics[f"grad_norm_{network}"] = float(learner[f"gradients_{network}_global_norm"])
         return metrics
 
     def _finish_disc_update(self) -> tuple[dict[str, float], float]:
@@ -181,9 +190,9 @@ class AdversarialTrainer:
         return torch.as_tensor(windows), torch.as_tensor(present)
 
     @torch.no_grad()
-    def _masked_perplexity(self) -> float:
+    def _masked_perplexity(self, generator_state: dict[str, torch.Tensor]) -> float:
         """The generator's teacher-forced perplexity on masked validation targets (divergence guard)."""
-        self._generator.load_state_dict(self.generator_state_dict())
+        self._generator.load_state_dict(generator_state)
         self._generator.eval()
         windows, present = self._eval_batch
         logits = self._generator.logits(mask_context(windows, present, self.vocab_size), windows)
@@ -198,6 +207,19 @@ class AdversarialTrainer:
     def generator_state_dict(self) -> dict[str, torch.Tensor]:
         return _sub_state(self._module_weights(), "generator.")
 
+    def shipped_generator_state_dict(self) -> dict[str, torch.Tensor]:
+        """The generator that is evaluated and shipped: with gan.generator_ema > 0 the moving average
+        of its weights over iterations (a GAN's generator oscillates from update to update, the
+        average much less), else the learner's current weights."""
+        return _copy(self._generator_average) if self._generator_average is not None else self.generator_state_dict()
+
+    @torch.no_grad()
+    def _update_generator_average(self, generator_state: dict[str, torch.Tensor]) -> None:
+        if self._generator_average is None:
+            return
+        for name, average in self._generator_average.items():
+            average.lerp_(generator_state[name], 1.0 - self.cfg.gan.generator_ema)
+
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         return _sub_state(self._module_weights(), "critic.")
 
@@ -211,12 +233,15 @@ class AdversarialTrainer:
             "algo": self.cfg.gan.algo,
             "learner": _to_torch({c: learner[c] for c in LEARNER_COMPONENTS}),
             "discriminator": ray.get(self.discriminator.get_state.remote()),
+            "generator_average": self._generator_average,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.algo.learner_group.set_state({"learner": state["learner"]})
         ray.get(self.discriminator.set_state.remote(state["discriminator"]))
         self.iteration = int(state["iteration"])
+        if self.cfg.gan.generator_ema:  # (a checkpoint written without the average starts one here)
+            self._generator_average = _copy(state.get("generator_average") or self.generator_state_dict())
         self._push_all_weights()
 
     def _push_all_weights(self) -> None:
@@ -233,6 +258,10 @@ class AdversarialTrainer:
 
 def _sub_state(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)}
+
+
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in state.items()}
 
 
 def _to_torch(tree: Any) -> Any:

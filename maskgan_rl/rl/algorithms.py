@@ -36,12 +36,20 @@ def steps_per_iteration(cfg: Config) -> int:
     return cfg.gan.episodes_per_iteration * masked_per_episode(cfg)
 
 
+def _without_dist_inputs_in_episodes(config: "AlgorithmConfig") -> "AlgorithmConfig":
+    """For the algorithms whose losses never read the sampling policy's logits back from the batch."""
+    from maskgan_rl.rl.module import DropActionDistInputs
+
+    return config.env_runners(module_to_env_connector=lambda env, spaces=None: DropActionDistInputs())
+
+
 def _reinforce(cfg: Config) -> "AlgorithmConfig":
     from maskgan_rl.rl.reinforce import ReinforceConfig
 
-    return ReinforceConfig().training(
+    config = ReinforceConfig().training(
         episodes_per_iteration=cfg.gan.episodes_per_iteration, advantage_clip=cfg.gan.advantage_clip
     )
+    return _without_dist_inputs_in_episodes(config)
 
 
 def _ppo(cfg: Config) -> "AlgorithmConfig":
@@ -66,7 +74,8 @@ def _async_common(config: "AlgorithmConfig", cfg: Config, learner_class: type) -
     """IMPALA and APPO: learn in-process unless asked, iterate without a 10 s floor, bound D lag."""
     batch = steps_per_iteration(cfg)
     return (
-        config.training(
+        _without_dist_inputs_in_episodes(config)
+        .training(
             learner_class=learner_class,
             train_batch_size_per_learner=batch,
             broadcast_interval=1,
@@ -142,6 +151,10 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             grad_clip=g.grad_clip,
             grad_clip_by="global_norm",
         )
+        # RLlib checks every gradient tensor for NaN/Inf twice per update (~0.1 s at the paper's size).
+        # The global gradient norms (grad_norm_* metrics) say the same in one number, and the driver's
+        # divergence guard stops on them before any checkpoint holds the resulting weights.
+        .framework(torch_skip_nan_gradients=True)
         # An env runner that dies is restarted by Ray; RLlib then copies the driver runner's state
         # (generator weights) into it and `MaskGANCallbacks.on_env_runners_recreated` pushes D.
         # The 60 s default pause before a runner whose code raised exits would stall training.

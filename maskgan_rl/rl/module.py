@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.core.learner.utils import make_target_network
@@ -52,6 +53,20 @@ class InverseCDFCategorical(TorchCategorical):
             return super().sample(sample_shape=sample_shape)
         tokens, _ = sample_logits(self.logits)
         return tokens
+
+
+class DropActionDistInputs(ConnectorV2):
+    """Env-runner (module-to-env) connector: keep the action-distribution inputs out of the episodes.
+
+    RLlib stores every module output in the episode; here that is a vocabulary-sized logits row per
+    generated token (46 MB per iteration at the paper's size), copied into episodes and then into the
+    learner's batch, though only PPO's loss reads them back (for its KL term). The registry adds this
+    piece for the algorithms that do not.
+    """
+
+    def __call__(self, *, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        batch.pop(Columns.ACTION_DIST_INPUTS, None)
+        return batch
 
 
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):

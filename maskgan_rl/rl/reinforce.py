@@ -134,9 +134,12 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
         self, *, module_id: ModuleID, config: ReinforceConfig, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        # The log-softmax of the train distribution (a categorical), computed once for the loss and
+        # the entropy metric: at 5-10k actions each pass over [steps, vocabulary] costs as much as
+        # the rest of the loss.
+        log_probs = torch.log_softmax(fwd_out[Columns.ACTION_DIST_INPUTS], dim=-1)
         # One row per env step = per masked target: shape [1, steps], nothing "present".
-        logp = dist.logp(batch[Columns.ACTIONS])[None]
+        logp = log_probs.gather(-1, batch[Columns.ACTIONS].long()[:, None])[:, 0][None]
         values = module.compute_values(batch)[None]
         returns = batch[RETURNS][None]
         present = torch.zeros_like(returns, dtype=torch.bool)
@@ -150,7 +153,7 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
                 "mean_return": returns.mean(),
                 "mean_value": values.mean(),
                 "mean_advantage": advantages.mean(),
-                "entropy": _mean_entropy(fwd_out[Columns.ACTION_DIST_INPUTS]),
+                "entropy": _mean_entropy(log_probs),
             },
             key=module_id,
             window=1,
@@ -159,8 +162,6 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
 
 
 @torch.no_grad()
-def _mean_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """A diagnostic (falling entropy = mode collapse), kept out of autograd and computed in one
-    log-softmax: at 5-10k actions torch's Categorical.entropy costs as much as the loss itself."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
+def _mean_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """A diagnostic (falling entropy = mode collapse), kept out of autograd."""
+    return -(log_probs.exp() * log_probs).sum(-1).mean()
