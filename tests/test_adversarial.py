@@ -5,6 +5,7 @@ trains a few iterations in seconds; the cost is mostly starting the env-runner a
 """
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import prepare_data
+from maskgan_rl.masking import mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.pretrain import masked_cross_entropy
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
@@ -91,6 +94,14 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         assert len(losses) >= 2 and len(set(losses)) > 1
         assert all(np.isfinite(m["episode_reward_mean"]) and m["masked_tokens"] > 0 for m in metrics)
         assert any(m.get("grad_norm_generator", 0) > 0 and m.get("grad_norm_critic", 0) > 0 for m in metrics)
+        # The divergence guard's masked perplexity (computed on the learner) is the current generator's.
+        windows, present = trainer._eval_batch
+        generator = Generator(len(data.vocab), cfg.model).eval()
+        generator.load_state_dict(trainer.generator_state_dict())
+        with torch.no_grad():
+            logits = generator.logits(mask_context(windows, present, len(data.vocab)), windows)
+        nll, _ = masked_cross_entropy(logits, windows[:, 1:], ~present)
+        assert metrics[-1]["masked_perplexity"] == pytest.approx(math.exp(float(nll)), rel=1e-5)
         # Synchronous algorithms score every rollout with the current D; async ones at most one push behind.
         assert all(m.get("disc_lag_max", 0) <= (1 if algo in ("appo", "impala") else 0) for m in metrics)
 

@@ -52,7 +52,6 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
 from maskgan_rl.masking import make_present, mask_context
-from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import masked_cross_entropy
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
@@ -97,7 +96,6 @@ class AdversarialTrainer:
         self._steps_sampled = 0
         self._disc_update = None  # ObjectRef of a D update still running (gan.disc_overlap)
         self._runner_restarts = 0  # lifetime count at the end of the previous iteration
-        self._generator = Generator(self.vocab_size, cfg.model)  # driver copy, for the perplexity check
         # gan.generator_ema: the moving average of the generator's weights, from MaskMLE's on.
         self._generator_average = _copy(generator_state) if cfg.gan.generator_ema else None
         self._eval_batch = self._fixed_validation_batch(data)
@@ -131,13 +129,12 @@ class AdversarialTrainer:
         restarts = self.algo.env_runner_group.num_remote_worker_restarts()
         runner_restarts, self._runner_restarts = restarts - self._runner_restarts, restarts
         total_s = time.perf_counter() - start
-        generator = self.generator_state_dict()
-        self._update_generator_average(generator)
+        self._update_generator_average()
         metrics = {
             "iteration": self.iteration,
             "masked_tokens": int(tokens),
             "masked_tokens_per_s": tokens / total_s,
-            "masked_perplexity": self._masked_perplexity(generator),
+            "masked_perplexity": self._masked_perplexity(),
             "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
@@ -189,15 +186,24 @@ class AdversarialTrainer:
         present = make_present(len(windows), self.cfg.data.seq_len, self.cfg.mask, np.random.default_rng(self.cfg.seed + 1))
         return torch.as_tensor(windows), torch.as_tensor(present)
 
-    @torch.no_grad()
-    def _masked_perplexity(self, generator_state: dict[str, torch.Tensor]) -> float:
-        """The generator's teacher-forced perplexity on masked validation targets (divergence guard)."""
-        self._generator.load_state_dict(generator_state)
-        self._generator.eval()
+    def _masked_perplexity(self) -> float:
+        """The generator's teacher-forced perplexity on masked validation targets (divergence guard),
+        computed on the learner, where the weights are: no weights travel for it."""
         windows, present = self._eval_batch
-        logits = self._generator.logits(mask_context(windows, present, self.vocab_size), windows)
-        nll, _ = masked_cross_entropy(logits, windows[:, 1:], ~present)
-        return math.exp(float(nll))
+
+        @torch.no_grad()
+        def perplexity(learner) -> float:
+            generator = learner.module[DEFAULT_MODULE_ID].unwrapped().generator
+            was_training = generator.training
+            generator.eval()  # no dropout
+            device = next(generator.parameters()).device
+            w, p = windows.to(device), present.to(device)
+            logits = generator.logits(mask_context(w, p, generator.missing_id), w)
+            generator.train(was_training)
+            return math.exp(float(masked_cross_entropy(logits, w[:, 1:], ~p)[0]))
+
+        first_learner = next(iter(self.algo.learner_group.foreach_learner(perplexity)))
+        return first_learner.get()
 
     # -- weights and state ----------------------------------------------------------------------
     def _module_weights(self) -> dict[str, torch.Tensor]:
@@ -214,11 +220,12 @@ class AdversarialTrainer:
         return _copy(self._generator_average) if self._generator_average is not None else self.generator_state_dict()
 
     @torch.no_grad()
-    def _update_generator_average(self, generator_state: dict[str, torch.Tensor]) -> None:
+    def _update_generator_average(self) -> None:
         if self._generator_average is None:
             return
+        generator = self.generator_state_dict()
         for name, average in self._generator_average.items():
-            average.lerp_(generator_state[name], 1.0 - self.cfg.gan.generator_ema)
+            average.lerp_(generator[name], 1.0 - self.cfg.gan.generator_ema)
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         return _sub_state(self._module_weights(), "critic.")
