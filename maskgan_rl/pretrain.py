@@ -87,9 +87,17 @@ def lm_loss(lm: LanguageModel, windows: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def mle_loss(generator: Generator, windows: torch.Tensor, cfg: Config, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     present = torch.as_tensor(make_present(windows.shape[0], cfg.data.seq_len, cfg.mask, rng), device=windows.device)
-    context = mask_context(windows, present, generator.missing_id)
-    logits = generator.logits(context, windows)  # teacher-forced: the decoder sees the real tokens
-    return masked_cross_entropy(logits, windows[:, 1:], ~present)
+    return masked_target_nll(generator, windows, present)
+
+
+def masked_target_nll(generator: Generator, windows: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean NLL of the real tokens at masked targets, their number), teacher-forced: the decoder
+    reads the real tokens, as in MaskMLE training."""
+    masked = ~present
+    logits = generator.logits(mask_context(windows, present, generator.missing_id), windows, at=masked)
+    count = masked.sum().to(logits.dtype)
+    nll = F.cross_entropy(logits, windows[:, 1:][masked], reduction="sum")
+    return nll / count.clamp(min=1.0), count
 
 
 def load_or_train(

@@ -96,6 +96,23 @@ def test_infill_logp_matches_teacher_forced_logits():
         assert torch.allclose(logp[~present], teacher[~present], atol=1e-5)
 
 
+@pytest.mark.parametrize("model_class", [Generator, LanguageModel])
+def test_logits_at_chosen_targets_and_masked_target_nll_match_the_full_pass(model_class):
+    from maskgan_rl.pretrain import masked_cross_entropy, masked_target_nll
+
+    torch.manual_seed(0)
+    gen = model_class(V, config()).eval()
+    windows, present = batch()
+    context = mask_context(windows, present, V)
+    with torch.no_grad():
+        full = gen.logits(context, windows)
+        assert torch.allclose(gen.logits(context, windows, at=~present), full[~present], atol=1e-6)
+        nll, count = masked_target_nll(gen, windows, present)
+        expected, expected_count = masked_cross_entropy(full, windows[:, 1:], ~present)
+    assert count == expected_count == (~present).sum()
+    assert torch.allclose(nll, expected, atol=1e-6)
+
+
 def test_infill_is_reproducible_with_a_generator():
     gen = eval_generator()
     windows, present = batch()

@@ -27,11 +27,15 @@ class Generator(nn.Module):
         self.seq2seq = Seq2Seq(vocab_size, cfg)
         self.head = vocab_head(cfg.hidden, self.seq2seq.embedding, cfg.tie_weights)
 
-    def logits(self, context: Tensor, filled: Tensor) -> Tensor:
-        """context, filled [B, T+1] -> logits [B, T, V]; output t is the distribution of filled[t+1]."""
+    def logits(self, context: Tensor, filled: Tensor, at: Optional[Tensor] = None) -> Tensor:
+        """context, filled [B, T+1] -> logits [B, T, V]; output t is the distribution of filled[t+1].
+
+        With `at` (bool [B, T]) only the outputs where it is True, [at.sum(), V]: the vocabulary
+        projection is the costliest layer, and losses usually need the masked targets alone.
+        """
         enc = self.seq2seq.encode(context)
         features, _ = self.seq2seq.decode(enc, filled[:, :-1], enc.state)
-        return self.head(features)
+        return self.head(features if at is None else features[at])
 
     def encode(self, context: Tensor) -> EncoderState:
         """Start of step-by-step decoding; the first decoder state is `encode(context).state`."""

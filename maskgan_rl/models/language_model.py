@@ -30,9 +30,11 @@ class LanguageModel(nn.Module):
         """inputs [B, T] -> logits [B, T, V] of the next token at every position."""
         return self.head(self.lstm(self.embedding(inputs))[0])
 
-    def logits(self, context: Tensor, filled: Tensor) -> Tensor:
-        """Generator-compatible: logits [B, T, V] of filled[t+1] from filled[:t+1]; the context is not read."""
-        return self(filled[:, :-1])
+    def logits(self, context: Tensor, filled: Tensor, at: Optional[Tensor] = None) -> Tensor:
+        """Generator-compatible (`Generator.logits`): logits [B, T, V] of filled[t+1] from filled[:t+1],
+        or only those where `at`; the context is not read."""
+        features = self.lstm(self.embedding(filled[:, :-1]))[0]
+        return self.head(features if at is None else features[at])
 
     def infill(
         self,

@@ -51,8 +51,8 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV
 
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
-from maskgan_rl.masking import make_present, mask_context
-from maskgan_rl.pretrain import masked_cross_entropy
+from maskgan_rl.masking import make_present
+from maskgan_rl.pretrain import masked_target_nll
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
 from maskgan_rl.rl.discriminator_actor import create_discriminator_actor, iteration_seed
@@ -197,10 +197,9 @@ class AdversarialTrainer:
             was_training = generator.training
             generator.eval()  # no dropout
             device = next(generator.parameters()).device
-            w, p = windows.to(device), present.to(device)
-            logits = generator.logits(mask_context(w, p, generator.missing_id), w)
+            nll, _ = masked_target_nll(generator, windows.to(device), present.to(device))
             generator.train(was_training)
-            return math.exp(float(masked_cross_entropy(logits, w[:, 1:], ~p)[0]))
+            return math.exp(float(nll))
 
         first_learner = next(iter(self.algo.learner_group.foreach_learner(perplexity)))
         return first_learner.get()
