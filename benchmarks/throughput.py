@@ -110,9 +110,7 @@ class FusedLoop:
         # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
         self.generator.train()
         self.critic.train()
-        enc = self.generator.seq2seq.encode(context)
-        features, _ = self.generator.seq2seq.decode(enc, filled[:, :-1], enc.state)
-        logp_masked = torch.log_softmax(self.generator.head(features[masked]) / g.temperature, dim=-1)
+        logp_masked = torch.log_softmax(self.generator.logits(context, filled, at=masked) / g.temperature, dim=-1)
         logp = torch.zeros(present.shape, device=self.device).masked_scatter(
             masked, logp_masked.gather(1, filled[:, 1:][masked][:, None]).squeeze(1)
         )

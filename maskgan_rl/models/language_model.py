@@ -26,15 +26,15 @@ class LanguageModel(nn.Module):
         self.lstm = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
         self.head = vocab_head(cfg.hidden, self.embedding, cfg.tie_weights)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """inputs [B, T] -> logits [B, T, V] of the next token at every position."""
-        return self.head(self.lstm(self.embedding(inputs))[0])
+    def forward(self, inputs: Tensor, at: Optional[Tensor] = None) -> Tensor:
+        """inputs [B, T] -> logits [B, T, V] of the next token at every position (only where `at`, bool
+        [B, T], if given: [at.sum(), V])."""
+        features = self.lstm(self.embedding(inputs))[0]
+        return self.head(features if at is None else features[at])
 
     def logits(self, context: Tensor, filled: Tensor, at: Optional[Tensor] = None) -> Tensor:
-        """Generator-compatible (`Generator.logits`): logits [B, T, V] of filled[t+1] from filled[:t+1],
-        or only those where `at`; the context is not read."""
-        features = self.lstm(self.embedding(filled[:, :-1]))[0]
-        return self.head(features if at is None else features[at])
+        """Generator-compatible (`Generator.logits`): logits of filled[t+1] from filled[:t+1]; the context is not read."""
+        return self(filled[:, :-1], at)
 
     def infill(
         self,

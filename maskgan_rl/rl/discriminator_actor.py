@@ -204,12 +204,7 @@ class DiscriminatorTrainer:
         reads or replaces the state waits for the write first, so the file is never behind it then."""
         if self.state_path is None:
             return
-        self._wait_saved()
-        snapshot = {
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "version": self.version,
-        }
+        snapshot = copy.deepcopy(self.get_state())  # (get_state waits for the previous write)
         self._pending_save = self._writer.submit(save_checkpoint, self.state_path, {"discriminator_actor": snapshot})
 
     def _wait_saved(self) -> None:
