@@ -74,8 +74,17 @@ def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
 class FusedLoop:
     """MaskGAN's adversarial iteration in one process: what the RL loop is measured against."""
 
-    def __init__(self, cfg: Config, data: PreparedData, generator_state: dict[str, torch.Tensor], device: torch.device):
+    def __init__(
+        self,
+        cfg: Config,
+        data: PreparedData,
+        generator_state: dict[str, torch.Tensor],
+        device: torch.device,
+        reward: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    ):
+        """`reward(context, filled) -> [B, T]` per-target rewards; default log D, as MaskGAN trains."""
         self.cfg, self.device = cfg, device
+        self.reward = reward or (lambda context, filled: log_real_prob(self.discriminator.model(context, filled)))
         self.vocab_size = len(data.vocab)
         self.generator = Generator(self.vocab_size, cfg.model).to(device)
         self.generator.load_state_dict(generator_state)
@@ -92,8 +101,9 @@ class FusedLoop:
         self.rng = np.random.default_rng(cfg.seed)
         self.iteration = 0
 
-    def train_iteration(self) -> int:
-        """One iteration; returns the number of masked tokens generated."""
+    def train_iteration(self, update_generator: bool = True) -> int:
+        """One iteration; returns the number of masked tokens generated. With `update_generator` False
+        only the critic and D learn (gan.critic_warmup_iterations)."""
         g, n = self.cfg.gan, self.cfg.gan.episodes_per_iteration
         windows_np = self.train.sample(n, self.rng)
         present_np = make_present(n, self.cfg.data.seq_len, self.cfg.mask, self.rng)
@@ -105,7 +115,7 @@ class FusedLoop:
         self.discriminator.model.eval()
         with torch.no_grad():
             filled, _ = self.generator.infill(windows, present, g.temperature)
-            rewards = log_real_prob(self.discriminator.model(context, filled))
+            rewards = self.reward(context, filled)
 
         # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
         self.generator.train()
@@ -123,7 +133,8 @@ class FusedLoop:
         loss.backward()
         params = list(self.generator.parameters()) + list(self.critic.parameters())
         torch.nn.utils.clip_grad_norm_(params, g.grad_clip)
-        self.gen_opt.step()
+        if update_generator:
+            self.gen_opt.step()
         self.critic_opt.step()
 
         self.iteration += 1

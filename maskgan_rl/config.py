@@ -85,6 +85,10 @@ class GanConfig:
     disc_lr: float = 1e-3
     disc_steps: int = 2  # k: discriminator (and critic) steps per generator update
     disc_pretrain_steps: int = 0  # D steps on MaskMLE in-fills before adversarial training (paper's step 3)
+    # Iterations at the start in which only the critic (and D) learn, the generator held at MaskMLE:
+    # a fresh critic predicts ~0, so until it has learned the returns every advantage is negative and
+    # REINFORCE pushes probability off every sampled token (entropy up). Not in the paper.
+    critic_warmup_iterations: int = 0
     disc_batch_size: int = 64
     grad_clip: float = 10.0
     temperature: float = 1.0
@@ -297,6 +301,7 @@ def validate(cfg: Config | DictConfig) -> None:
         need(getattr(g, key) > 0, f"gan.{key}", "> 0")
     need(g.disc_steps >= 0, "gan.disc_steps", "an integer >= 0")
     need(g.disc_pretrain_steps >= 0, "gan.disc_pretrain_steps", "an integer >= 0")
+    need(g.critic_warmup_iterations >= 0, "gan.critic_warmup_iterations", "an integer >= 0")
     need(g.disc_batch_size >= 1, "gan.disc_batch_size", "an integer >= 1")
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
     need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")

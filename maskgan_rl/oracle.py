@@ -63,16 +63,20 @@ class OracleLM(nn.Module):
 
         A row whose weights are all False has no targets to average and gives NaN.
         """
-        device = self.output.weight.device
-        windows = torch.as_tensor(windows, dtype=torch.long, device=device)
-        token_nll = torch.cat([
-            -torch.log_softmax(self.logits(chunk[:, :-1])[0], dim=-1).gather(-1, chunk[:, 1:, None])[..., 0]
-            for chunk in torch.split(windows, _ROWS_PER_CHUNK)
-        ])
+        token_nll = -self.token_log_probs(windows)
         if weights is None:
             return token_nll.mean(1)
-        mask = torch.as_tensor(weights, device=device).to(token_nll.dtype)
+        mask = torch.as_tensor(weights, device=token_nll.device).to(token_nll.dtype)
         return (token_nll * mask).sum(1) / mask.sum(1)
+
+    @torch.no_grad()
+    def token_log_probs(self, windows: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """log p(w[t+1] | w[:t+1]) of every target of windows [N, T+1]: [N, T], in nats."""
+        windows = torch.as_tensor(windows, dtype=torch.long, device=self.output.weight.device)
+        return torch.cat([
+            torch.log_softmax(self.logits(chunk[:, :-1])[0], dim=-1).gather(-1, chunk[:, 1:, None])[..., 0]
+            for chunk in torch.split(windows, _ROWS_PER_CHUNK)
+        ])
 
 
 def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,7 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
 
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
     from maskgan_rl.evaluate import evaluate_during_training
+    from maskgan_rl.models.discriminator import Discriminator
     from maskgan_rl.resources import check_cluster_resources
     from maskgan_rl.rl.adversarial import AdversarialTrainer
 
@@ -62,6 +63,12 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
     check_cluster_resources(cfg)
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
     trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
+    discriminator = Discriminator(len(data.vocab), cfg.model)  # a copy of the actor's D, for evaluation
+
+    def evaluate() -> dict[str, float]:
+        discriminator.load_state_dict(trainer.discriminator_state_dict())
+        return evaluate_during_training(generator, data, cfg, discriminator)
+
     start = 0
     if previous is not None:
         path, checkpoint = previous
@@ -76,7 +83,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
             tracker.log_metrics({f"gan/{k}": v for k, v in disc.items()}, step=0)
             print(f"[gan] discriminator pretrained for {cfg.gan.disc_pretrain_steps} steps on MaskMLE in-fills: "
                   f"accuracy {disc['disc_pretrain_accuracy']:.3f}, {disc['disc_pretrain_s']:.0f} s")
-        start_metrics = evaluate_during_training(generator, data, cfg)
+        start_metrics = evaluate()
         tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
         print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"{k}={v:.4g}" for k, v in start_metrics.items()))
     try:
@@ -84,7 +91,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
             metrics = trainer.train_iteration()
             if iteration % cfg.gan.eval_every == 0 or iteration == cfg.gan.iterations:
                 generator.load_state_dict(trainer.shipped_generator_state_dict())
-                metrics.update({f"eval/{k}": v for k, v in evaluate_during_training(generator, data, cfg).items()})
+                metrics.update({f"eval/{k}": v for k, v in evaluate().items()})
             _guard_divergence(cfg, metrics, iteration, folder)
             tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
             progress.update(iteration, **_headline(metrics))

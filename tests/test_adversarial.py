@@ -83,11 +83,17 @@ def sample_on_runner(trainer: AdversarialTrainer):
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(ray_session, run_dir, algo):
     cfg = tiny_config(run_dir, algo, runners=1)
+    cfg.gan.critic_warmup_iterations = 1
     data, generator_state = start(cfg)
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:
         d_before = ray.get(trainer.discriminator.get_state.remote())["model"]
-        metrics = [trainer.train_iteration() for _ in range(3)]
+        critic_before = trainer.critic_state_dict()
+        metrics = [trainer.train_iteration()]
+        # The warm-up iteration steps the critic only; the generator stays at its start.
+        assert changed(critic_before, trainer.critic_state_dict())
+        assert not changed(generator_state, trainer.generator_state_dict())
+        metrics += [trainer.train_iteration() for _ in range(2)]
         assert changed(generator_state, trainer.generator_state_dict())
         assert changed(d_before, ray.get(trainer.discriminator.get_state.remote())["model"])
         losses = [m["disc_loss"] for m in metrics if "disc_loss" in m]

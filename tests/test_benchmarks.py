@@ -52,3 +52,30 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     assert parts["learner update, in all"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
+
+
+def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch):
+    """The generator update follows its reward: with the oracle's own log-probability as the reward
+    (and a critic warmed up first), the oracle NLL of in-fills falls well below the MaskMLE start."""
+    from maskgan_rl.config import load_config
+    from maskgan_rl.train import run_pretraining
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # reward_check imports its sibling throughput.py
+    spec = importlib.util.spec_from_file_location("reward_check", BENCHMARKS / "reward_check.py")
+    reward_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reward_check)
+    settings = TINY + [f"run_dir={tmp_path / 'run'}", "data.synthetic_train=400", "data.synthetic_valid=64",
+                       "pretrain.lm_steps=20", "pretrain.mle_steps=20", "pretrain.eval_batches=4", "gan.gen_lr=3e-2",
+                       "gan.episodes_per_iteration=64",
+                       "gan.disc_pretrain_steps=4"]
+    torch.set_num_threads(1)
+    run_pretraining(load_config("synthetic", settings + ["tracking.enabled=false"]))
+    out = tmp_path / "check"
+    report = reward_check.main(["--preset", "synthetic", "--rewards", "oracle", "d", "--warmups", "5",
+                                "--iterations", "60", "--eval-every", "30", "--out", str(out), *settings])
+    rows = {(r["reward"], r["iteration"]): r for r in report["rows"]}
+    assert set(rows) == {(reward, i) for reward in ("oracle", "d") for i in (0, 30, 60)}
+    assert rows["oracle", 60]["oracle_nll"] < rows["oracle", 0]["oracle_nll"] - 0.3
+    assert all(-1 <= r["reward_oracle_corr"] <= 1 and 0 <= r["disc_heldout_accuracy"] <= 1 for r in rows.values())
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == report["rows"]
+    assert out.with_suffix(".md").read_text().count("\n| oracle | 5 |") == 3

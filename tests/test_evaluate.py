@@ -13,6 +13,7 @@ from maskgan_rl.config import ModelConfig, load_config
 from maskgan_rl.dataset import WindowDataset, prepare_data, write_windows
 from maskgan_rl.evaluate import (
     _md_cell,
+    discriminator_metrics,
     evaluate_during_training,
     lm_perplexity,
     masked_perplexity,
@@ -20,7 +21,7 @@ from maskgan_rl.evaluate import (
     oracle_nll,
     render,
 )
-from maskgan_rl.models import Generator, LanguageModel
+from maskgan_rl.models import Discriminator, Generator, LanguageModel
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.train import run_pretraining
 from maskgan_rl.vocab import Vocab
@@ -71,6 +72,35 @@ def test_oracle_nll_weighs_every_masked_token_equally():
     assert oracle_nll(oracle, windows, present) == pytest.approx(expected, rel=1e-5)
 
 
+class TokenIsTwo(torch.nn.Module):
+    """A discriminator that calls a token real exactly when it is token 2 (logit +1, else -1)."""
+
+    missing_id = 4
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(1, 1)  # where discriminator_metrics looks for the device
+
+    def forward(self, context, filled):
+        return torch.where(filled[:, 1:] == 2, 1.0, -1.0)
+
+
+def test_discriminator_metrics_on_a_hand_computed_case():
+    oracle = OracleLM(vocab_size=4, hidden=2, seed=0)
+    context_free(oracle.output, [0.1, 0.2, 0.3, 0.4])
+    windows = np.array([[0, 2, 2, 3], [0, 3, 2, 2]])
+    present = np.array([[True, False, False], [False, False, True]])
+    filled = np.array([[0, 2, 3, 1], [0, 2, 3, 2]])
+    # Masked real tokens 2 3 | 3 2: D right on the two 2s. Fakes 3 1 | 2 3: right on all but the 2.
+    # The present tokens (2 in both rows) would be right for real and wrong for fake: they must not count.
+    metrics = discriminator_metrics(TokenIsTwo(), windows, present, filled, oracle)
+    assert metrics["disc_heldout_accuracy"] == pytest.approx((2 / 4 + 3 / 4) / 2)
+    low, high = math.log(torch.sigmoid(torch.tensor(-1.0)).item() + 1e-7), math.log(torch.sigmoid(torch.tensor(1.0)).item() + 1e-7)
+    rewards, oracle_log_probs = [low, low, high, low], np.log([0.4, 0.2, 0.3, 0.4])
+    assert metrics["reward_oracle_corr"] == pytest.approx(np.corrcoef(rewards, oracle_log_probs)[0, 1], abs=1e-5)
+    assert "reward_oracle_corr" not in discriminator_metrics(TokenIsTwo(), windows, present, filled, None)
+
+
 def test_ngram_metrics_score_the_targets_only():
     # Targets b a b a (w[0] = <eos> is not generated): bigrams ba ab ba -> 2 of 3 unique;
     # trigrams bab aba -> all unique; the one quadgram -> unique.
@@ -114,6 +144,10 @@ def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
     generator, _, _ = load_generator(two_checkpoints[0])
     metrics = evaluate_during_training(generator, prepare_data(cfg), cfg)
     assert set(metrics) == {"masked_perplexity", "unique_2grams", "unique_3grams", "unique_4grams", "oracle_nll"}
+    discriminator = Discriminator(len(prepare_data(cfg).vocab), cfg.model)
+    with_disc = evaluate_during_training(generator, prepare_data(cfg), cfg, discriminator)
+    assert with_disc.items() > metrics.items()  # the same in-fills, plus D's two numbers
+    assert 0 <= with_disc["disc_heldout_accuracy"] <= 1 and -1 <= with_disc["reward_oracle_corr"] <= 1
     assert 1 < metrics["masked_perplexity"] < 40  # better than uniform over the 40 tokens
     assert 0 < metrics["oracle_nll"] < 20 and 0 < metrics["unique_2grams"] <= 100
     assert evaluate_during_training(generator, prepare_data(cfg), cfg) == metrics  # seeded: same weights, same numbers

@@ -99,6 +99,7 @@ class AdversarialTrainer:
         # gan.generator_ema: the moving average of the generator's weights, from MaskMLE's on.
         self._generator_average = _copy(generator_state) if cfg.gan.generator_ema else None
         self._eval_batch = self._fixed_validation_batch(data)
+        self._generator_frozen: Optional[bool] = None  # unknown to the learners until the first iteration
 
     # -- training -------------------------------------------------------------------------------
     def pretrain_discriminator(self) -> dict[str, float]:
@@ -113,6 +114,7 @@ class AdversarialTrainer:
         start = time.perf_counter()
         self.iteration += 1
         self._reseed()
+        self._freeze_generator(self.iteration <= self.cfg.gan.critic_warmup_iterations)
         result = self.algo.train()
         rl_s = time.perf_counter() - start
         # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
@@ -159,6 +161,12 @@ class AdversarialTrainer:
             if f"gradients_{network}_global_norm" in learner:
                 metrics[f"grad_norm_{network}"] = float(learner[f"gradients_{network}_global_norm"])
         return metrics
+
+    def _freeze_generator(self, frozen: bool) -> None:
+        """gan.critic_warmup_iterations: tell every learner whether to step the generator (on changes only)."""
+        if frozen != self._generator_frozen:
+            self.algo.learner_group.foreach_learner(lambda learner: setattr(learner, "generator_frozen", frozen))
+            self._generator_frozen = frozen
 
     def _finish_disc_update(self) -> tuple[dict[str, float], float]:
         """Wait for the running D update, then push its weights to every env runner: (D's stats, push seconds)."""
@@ -225,6 +233,10 @@ class AdversarialTrainer:
         generator = self.generator_state_dict()
         for name, average in self._generator_average.items():
             average.lerp_(generator[name], 1.0 - self.cfg.gan.generator_ema)
+
+    def discriminator_state_dict(self) -> dict[str, torch.Tensor]:
+        """The actor's current D (after any update still running)."""
+        return ray.get(self.discriminator.weights.remote())[0]
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         return _sub_state(self._module_weights(), "critic.")

@@ -5,6 +5,8 @@
   (policy + value) sends each optimiser exactly its own network's gradient.
 - Torch threads pinned to the learner's CPU share (`learner_config_dict["torch_threads"]`): two
   processes each spinning on all cores slow each other down several times.
+- `generator_frozen`: while the driver sets it (gan.critic_warmup_iterations), updates step the
+  critic only; the generator's parameters get no gradient, so Adam leaves them and their moments alone.
 - The `AddFinalFilled` learner connector, which lets the module run one pass per episode instead
   of one per step (see maskgan_rl/rl/module.py).
 """
@@ -48,11 +50,22 @@ class AddFinalFilled(ConnectorV2):
 class MaskGANLearnerMixin:
     """Put first in the bases of a TorchLearner subclass (it uses TorchLearner's optimiser registry)."""
 
+    generator_frozen = False
+
     def build(self) -> None:
         torch.set_num_threads(self.config.learner_config_dict["torch_threads"])
         super().build()
         if self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch, AddFinalFilled())
+
+    def apply_gradients(self, gradients_dict: dict) -> None:
+        if self.generator_frozen:
+            generator = [p for module in self.module.values() for p in module.unwrapped().generator.parameters()]
+            frozen = {self.get_param_ref(p) for p in generator}
+            gradients_dict = {ref: grad for ref, grad in gradients_dict.items() if ref not in frozen}
+            for param in generator:
+                param.grad = None  # torch's Adam skips a parameter without a gradient
+        super().apply_gradients(gradients_dict)
 
     def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
         module = self.module[module_id].unwrapped()
