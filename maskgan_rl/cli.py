@@ -1,7 +1,7 @@
 """`maskgan prepare|pretrain|train|infill|evaluate`: a thin layer over the library functions.
 
-Every training command takes `--preset NAME` (or a YAML path) and dotted overrides
-(`maskgan train --preset ptb gan.algo=ppo model.hidden=256`). A `MaskGANError` (bad config,
+Every training command takes `--preset NAME` (or a YAML path) and dotted overrides, before or after
+the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`). A `MaskGANError` (bad config,
 corpus, checkpoint...) is printed as one line and exits with status 2.
 """
 
@@ -16,7 +16,15 @@ from maskgan_rl.errors import MaskGANError
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Overrides may come before, between or after options (`train gan.algo=ppo --preset ptb`), as
+    # in Hydra; argparse alone stops collecting a positional list at the first option.
+    args, extra = parser.parse_known_args(argv)
+    listed = next((name for name in ("overrides", "checkpoints") if hasattr(args, name)), None)
+    stray = [arg for arg in extra if arg.startswith("-") or "=" not in arg or listed is None]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        setattr(args, listed, [*getattr(args, listed), *extra])
     try:
         return args.run(args) or 0
     except MaskGANError as err:

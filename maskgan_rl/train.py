@@ -42,6 +42,11 @@ def run_pretraining(cfg: Config) -> PretrainResult:
 def run_training(cfg: Config, resume: bool = False) -> Path:
     data = prepare_data(cfg)
     previous = _checkpoint_to_resume(cfg, data.vocab, resume)
+    if cfg.gan.iterations > 0:  # a cluster that cannot place this config fails now, not after pretraining
+        from maskgan_rl.resources import check_cluster_resources
+
+        init_ray(cfg)
+        check_cluster_resources(cfg)
     with Tracker(cfg, "train") as tracker:
         _log_run_files(cfg, tracker, data)
         pretrained = pretrain(cfg, data, tracker)
@@ -56,11 +61,8 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
     from maskgan_rl.evaluate import evaluate_during_training
     from maskgan_rl.models.discriminator import Discriminator
-    from maskgan_rl.resources import check_cluster_resources
     from maskgan_rl.rl.adversarial import AdversarialTrainer
 
-    init_ray(cfg)
-    check_cluster_resources(cfg)
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
     trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
     discriminator = Discriminator(len(data.vocab), cfg.model)  # a copy of the actor's D, for evaluation

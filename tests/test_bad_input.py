@@ -16,6 +16,7 @@ import torch
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.cli import main
 from maskgan_rl.config import load_config, to_dict
+from maskgan_rl.dataset import WindowDataset
 
 MASKGAN = str(Path(sys.executable).with_name("maskgan"))  # the console script of this environment
 
@@ -254,6 +255,19 @@ def test_untrusted_checkpoints_are_refused_without_running_their_code(capsys, tm
     with pytest.warns(UserWarning, match="gan-000003.pt cannot be read: it contains pickled Python objects"):
         fails(capsys, ["train", "--resume", *tiny(run_dir)], "no adversarial checkpoint", "can be read (gan-000003.pt)")
     assert not marker.exists()
+
+
+def test_overrides_may_come_before_between_and_after_options(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    settings = tiny(run_dir)  # run_dir and data.seq_len=8 before --preset, the rest after it
+    assert main(["prepare", *settings[:2], "--preset", "synthetic", *settings[2:]]) == 0
+    windows = WindowDataset(run_dir / "data" / "train.parquet")
+    assert windows.seq_len == 8 and len(windows) == 200
+    for stray in ("stray", "--stray"):  # after an option: neither is taken for an override
+        with pytest.raises(SystemExit):
+            main(["prepare", *settings, "--preset", "synthetic", stray])
+        assert f"unrecognized arguments: {stray}" in capsys.readouterr().err
+    fails(capsys, ["prepare", "stray", *settings], "override 'stray'")
 
 
 def test_json_vocabulary_file_that_is_not_a_list(capsys, tmp_path):

@@ -101,3 +101,14 @@ def test_against_a_live_local_ray(ray_session):
         check_cluster_resources(load_config("synthetic", ["resources.disc_num_gpus=1"]))
     with pytest.raises(ConfigError, match=r"num_gpus_per_learner=1 asks for a GPU for the driver-side learner"):
         check_cluster_resources(load_config("synthetic", ["resources.num_gpus_per_learner=1"]))
+
+
+def test_train_refuses_a_config_the_cluster_cannot_place_before_pretraining(ray_session, tmp_path, capsys):
+    from maskgan_rl.cli import main
+
+    run_dir = tmp_path / "run"
+    settings = [f"run_dir={run_dir}", "data.synthetic_train=100", "data.synthetic_valid=20", "data.synthetic_test=20",
+                "tracking.enabled=false", "resources.disc_num_gpus=1"]
+    assert main(["train", *settings]) == 2
+    assert "asks for a GPU" in capsys.readouterr().err
+    assert not (run_dir / "checkpoints").exists()  # no pretraining spent on a run that cannot start
