@@ -71,11 +71,12 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         discriminator.load_state_dict(trainer.discriminator_state_dict())
         return evaluate_during_training(generator, data, cfg, discriminator)
 
-    start = 0
+    start, history = 0, []  # history: one record of metrics per iteration, for the training curves
     if previous is not None:
         path, checkpoint = previous
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
+        history = list(checkpoint.get("history", []))
         print(f"[gan] resumed from {path} at iteration {start}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
@@ -87,6 +88,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
                   f"accuracy {disc['disc_pretrain_accuracy']:.3f}, {disc['disc_pretrain_s']:.0f} s")
         start_metrics = evaluate()
         tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
+        history.append({"iteration": 0, **{f"eval/{k}": v for k, v in start_metrics.items()}})
         print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"{k}={v:.4g}" for k, v in start_metrics.items()))
     try:
         for iteration in range(start + 1, cfg.gan.iterations + 1):
@@ -97,10 +99,15 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
             _guard_divergence(cfg, metrics, iteration, folder)
             tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
             progress.update(iteration, **_headline(metrics))
+            history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
             if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
-                _save_gan_checkpoint(cfg, data, trainer, iteration, folder)
-        final = _save_final(cfg, data, trainer, folder)
+                _save_gan_checkpoint(cfg, data, trainer, iteration, folder, history)
+        final = _save_final(cfg, data, trainer, folder, history)
         tracker.log_artifact(final, "checkpoints")
+        if history:  # (empty only when resuming a finished run from a checkpoint older than histories)
+            curves = _plot_curves(history, Path(cfg.run_dir) / "training_curves.png")
+            tracker.log_artifact(curves, "plots")
+            print(f"[gan] training curves: {curves}")
         return final
     finally:
         trainer.stop()
@@ -177,7 +184,7 @@ def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, fold
         )
 
 
-def _payload(cfg: Config, data, trainer, iteration: int) -> dict[str, Any]:
+def _payload(cfg: Config, data, trainer, iteration: int, history: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "kind": "maskgan",
         "config": to_dict(cfg),
@@ -185,21 +192,35 @@ def _payload(cfg: Config, data, trainer, iteration: int) -> dict[str, Any]:
         "iteration": iteration,
         "models": {"generator": trainer.shipped_generator_state_dict(), "critic": trainer.critic_state_dict()},
         "trainer": trainer.get_state(),
+        "history": history,
     }
 
 
-def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path) -> Path:
-    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", _payload(cfg, data, trainer, iteration))
+def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path, history: list[dict[str, float]]) -> Path:
+    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", _payload(cfg, data, trainer, iteration, history))
     # Keep the newest two: one may be half-way through being replaced when the process is killed.
     for old in sorted(folder.glob("gan-*.pt"))[:-2]:
         old.unlink()
     return path
 
 
-def _save_final(cfg: Config, data, trainer, folder: Path) -> Path:
-    payload = _payload(cfg, data, trainer, cfg.gan.iterations)
+def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str, float]]) -> Path:
+    payload = _payload(cfg, data, trainer, cfg.gan.iterations, history)
     payload.pop("trainer")  # the shipped model: generator (+ critic) only
     return save_checkpoint(folder / FINAL_CHECKPOINT, payload)
+
+
+CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval metrics every gan.eval_every
+    "episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity",
+    "eval/oracle_nll", "eval/unique_2grams", "eval/disc_heldout_accuracy", "eval/reward_oracle_corr",
+)
+
+
+def _plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+    from maskgan_rl.plots import plot_training_curves
+
+    keys = [key for key in CURVES if any(key in record for record in history)] or ["iteration"]
+    return plot_training_curves(history, keys, path)
 
 
 def _log_run_files(cfg: Config, tracker: Tracker, data) -> None:

@@ -233,6 +233,9 @@ def test_killed_driver_resumes_from_the_last_good_checkpoint_in_the_same_mlflow_
     assert_one_value_per_iteration(run_dir, iterations)
     _, _, final = load_generator(folder / "maskgan.pt")
     assert final["iteration"] == iterations
+    # The training curves cover the whole run once, across the kill: history came with the checkpoint.
+    assert [record["iteration"] for record in final["history"]] == list(range(iterations + 1))
+    assert (run_dir / "training_curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_resumed_run_never_logs_a_step_it_already_holds(tmp_path):
