@@ -3,10 +3,13 @@
 From one MaskMLE checkpoint, the fused single-process loop of `throughput.py` (the RL loop's networks,
 losses and D trainer, no Ray) trains the generator with REINFORCE and the critic baseline, rewarded by
 - `d`: log D, the discriminator's reward, as `maskgan train` does;
-- `oracle`: the oracle LM's own log-probability of each generated token, a perfect reward for quality.
-With the oracle reward the oracle NLL of in-fills must fall (else the update is broken); with log D
-it falls only as far as D's reward points at quality, which `reward_oracle_corr` (the correlation of
-log D with the oracle's log-probability over generated tokens) and `disc_heldout_accuracy` show.
+- `oracle`: the oracle LM's own log-probability of each generated token, a perfect reward for quality;
+- `noise`: log sigmoid of random logits, a reward that carries no information: the null control.
+With the oracle reward the oracle NLL of in-fills must fall (else the update is broken); with noise
+it wanders, and how far in either direction is what any single run of log D must be judged against;
+with log D it falls only as far as D's reward points at quality, which `reward_oracle_corr` (the
+correlation of log D with the oracle's log-probability over generated tokens) and
+`disc_heldout_accuracy` show.
 Every `--eval-every` iterations: `evaluate_during_training` on the validation windows (seeded).
 
     python benchmarks/reward_check.py --preset synthetic-gan run_dir=runs/synthetic-gan
@@ -21,6 +24,7 @@ from __future__ import annotations
 import maskgan_rl  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -33,10 +37,11 @@ from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
+from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.pretrain import load_generator
 from throughput import FusedLoop
 
-REWARDS = ("d", "oracle")
+REWARDS = ("d", "oracle", "noise")
 
 
 def reward_check(
@@ -49,10 +54,13 @@ def reward_check(
     d = cfg.data
     oracle = synthetic_oracle(d.oracle_vocab, d.oracle_hidden, d.oracle_seed)
 
-    def oracle_reward(context: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
-        return oracle.token_log_probs(filled)
-
-    loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=oracle_reward if reward == "oracle" else None)
+    noise = torch.Generator().manual_seed(cfg.seed)
+    rewards = {
+        "d": None,  # FusedLoop's default: log D
+        "oracle": lambda context, filled: oracle.token_log_probs(filled),
+        "noise": lambda context, filled: log_real_prob(0.3 * torch.randn(filled[:, 1:].shape, generator=noise)),
+    }
+    loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward])
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
         loop.discriminator.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
     for _ in range(warmup):
@@ -77,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. run_dir=runs/synthetic-gan")
     parser.add_argument("--preset", default="synthetic-gan")
     parser.add_argument("--rewards", nargs="+", choices=REWARDS, default=list(REWARDS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed and setting")
     parser.add_argument("--warmups", nargs="+", type=int, default=[0], help="critic-only iterations first")
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
@@ -89,10 +98,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     generator, _, _ = load_generator(checkpoint, prepare_data(cfg).vocab)
     start = time.time()
     rows = [
-        row
+        {"seed": seed, **row}
         for reward in args.rewards
         for warmup in args.warmups
-        for row in reward_check(cfg, generator.state_dict(), reward, warmup, args.iterations, args.eval_every)
+        for seed in args.seeds
+        for row in reward_check(
+            dataclasses.replace(cfg, seed=seed), generator.state_dict(), reward, warmup, args.iterations, args.eval_every
+        )
     ]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -110,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| reward | critic warm-up | iteration | oracle NLL | D held-out accuracy | corr(log D, oracle log p) | unique 2-grams % |",
-        "|---|---|---|---|---|---|---|",
+        "| reward | critic warm-up | seed | iteration | oracle NLL | D held-out accuracy | corr(log D, oracle log p) | unique 2-grams % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['reward']} | {r['warmup']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
+            f"| {r['reward']} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
             f"{r['disc_heldout_accuracy']:.3f} | {r['reward_oracle_corr']:+.3f} | {r['unique_2grams']:.1f} |"
         )
     return "\n".join(lines) + "\n"
