@@ -169,6 +169,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     shown = {k: metrics[k] for k in keys if k in metrics}
     # Processes restarted during the iteration: shown when it happens (MLflow has every iteration's count).
     shown.update({k: metrics[k] for k in ("env_runner_restarts", "disc_actor_restarts") if metrics.get(k)})
+    # Evaluated iterations also show quality, so a run can be judged from its log alone.
+    shown.update({k: metrics[k] for k in ("eval/oracle_nll", "eval/disc_heldout_accuracy") if k in metrics})
     return shown
 
 

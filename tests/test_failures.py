@@ -169,6 +169,9 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[gan] ")]
     assert any(line.startswith("[gan] 2/6") and "env_runner_restarts=1" in line for line in lines), lines
     assert any(line.startswith("[gan] 4/6") and "disc_actor_restarts=1" in line for line in lines), lines
+    # The evaluated (last) iteration's line also says how good the in-fills are and what D knows.
+    assert any(line.startswith("[gan] 6/6") and "eval/oracle_nll=" in line and "eval/disc_heldout_accuracy=" in line
+               for line in lines), lines
     assert metric_values(run_dir, "gan/env_runner_restarts") == {1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 0}
     assert metric_values(run_dir, "gan/disc_actor_restarts") == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 0}
     assert_one_value_per_iteration(run_dir, 6)
