@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import torch
 
 from maskgan_rl.config import Config, load_config
-from maskgan_rl.dataset import prepare_data
+from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.models.discriminator import log_real_prob
@@ -45,12 +45,17 @@ REWARDS = ("d", "oracle", "noise")
 
 
 def reward_check(
-    cfg: Config, generator_state: dict[str, torch.Tensor], reward: str, warmup: int, iterations: int, eval_every: int
+    cfg: Config,
+    data: PreparedData,
+    generator_state: dict[str, torch.Tensor],
+    reward: str,
+    warmup: int,
+    iterations: int,
+    eval_every: int,
 ) -> list[dict[str, Any]]:
     """One run: D pretrained as configured, `warmup` critic-only iterations, then `iterations` updates.
     Returns one row of evaluation metrics per evaluation, iteration 0 (the MaskMLE start) first."""
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg)
     d = cfg.data
     oracle = synthetic_oracle(d.oracle_vocab, d.oracle_hidden, d.oracle_seed)
 
@@ -95,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if cfg.data.dataset != "synthetic":
         raise ConfigError("reward_check needs the synthetic oracle: use --preset synthetic or synthetic-gan")
     checkpoint = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
-    generator, _, _ = load_generator(checkpoint, prepare_data(cfg).vocab)
+    data = prepare_data(cfg)
+    generator, _, _ = load_generator(checkpoint, data.vocab)
     start = time.time()
     rows = [
         {"seed": seed, **row}
@@ -103,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for warmup in args.warmups
         for seed in args.seeds
         for row in reward_check(
-            dataclasses.replace(cfg, seed=seed), generator.state_dict(), reward, warmup, args.iterations, args.eval_every
+            dataclasses.replace(cfg, seed=seed), data, generator.state_dict(), reward, warmup, args.iterations,
+            args.eval_every,
         )
     ]
     report = {

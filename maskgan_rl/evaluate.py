@@ -45,7 +45,7 @@ from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_
 from maskgan_rl.errors import ConfigError, DataError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.metrics import bleu, self_bleu, unique_ngram_fraction, validation_ngram_overlap
-from maskgan_rl.models.discriminator import Discriminator, log_real_prob
+from maskgan_rl.models.discriminator import Discriminator, log_real_prob, right_counts
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.oracle import OracleLM
@@ -163,16 +163,14 @@ def discriminator_metrics(
     """
     discriminator.eval()
     device = discriminator.head.weight.device
-    real_right, fake_right, rewards = [], [], []
+    right, rewards = np.zeros(3), []  # real right, fake right, masked targets
     for i in range(0, len(windows), _BATCH):
         window, fill, keep = (torch.as_tensor(a[i : i + _BATCH], device=device) for a in (windows, filled, present))
-        context, masked = mask_context(window, keep, discriminator.missing_id), ~keep
+        context = mask_context(window, keep, discriminator.missing_id)
         fake_logits = discriminator(context, fill)
-        real_right.append((discriminator(context, window) > 0)[masked].cpu())
-        fake_right.append((fake_logits <= 0)[masked].cpu())
-        rewards.append(log_real_prob(fake_logits)[masked].cpu())
-    accuracy = (torch.cat(real_right).float().mean() + torch.cat(fake_right).float().mean()) / 2
-    metrics = {"disc_heldout_accuracy": float(accuracy)}
+        right += right_counts(discriminator(context, window), fake_logits, keep)
+        rewards.append(log_real_prob(fake_logits)[~keep].cpu())
+    metrics = {"disc_heldout_accuracy": float((right[0] + right[1]) / (2 * max(right[2], 1.0)))}
     if oracle is not None:
         oracle_log_probs = oracle.token_log_probs(filled)[torch.as_tensor(~present)].cpu()
         metrics["reward_oracle_corr"] = float(torch.corrcoef(torch.stack([torch.cat(rewards), oracle_log_probs]))[0, 1])

@@ -193,13 +193,13 @@ def _payload(cfg: Config, data, trainer, iteration: int, history: list[dict[str,
         "vocab": data.vocab.tokens,
         "iteration": iteration,
         "models": {"generator": trainer.shipped_generator_state_dict(), "critic": trainer.critic_state_dict()},
-        "trainer": trainer.get_state(),
         "history": history,
     }
 
 
 def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path, history: list[dict[str, float]]) -> Path:
-    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", _payload(cfg, data, trainer, iteration, history))
+    payload = _payload(cfg, data, trainer, iteration, history) | {"trainer": trainer.get_state()}
+    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", payload)
     # Keep the newest two: one may be half-way through being replaced when the process is killed.
     for old in sorted(folder.glob("gan-*.pt"))[:-2]:
         old.unlink()
@@ -207,9 +207,8 @@ def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Pat
 
 
 def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str, float]]) -> Path:
-    payload = _payload(cfg, data, trainer, cfg.gan.iterations, history)
-    payload.pop("trainer")  # the shipped model: generator (+ critic) only
-    return save_checkpoint(folder / FINAL_CHECKPOINT, payload)
+    # The shipped model: generator (+ critic), without the trainer state a resume needs.
+    return save_checkpoint(folder / FINAL_CHECKPOINT, _payload(cfg, data, trainer, cfg.gan.iterations, history))
 
 
 CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval metrics every gan.eval_every
@@ -221,7 +220,7 @@ CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval
 def _plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     from maskgan_rl.plots import plot_training_curves
 
-    keys = [key for key in CURVES if any(key in record for record in history)] or ["iteration"]
+    keys = [key for key in CURVES if any(key in record for record in history)]
     return plot_training_curves(history, keys, path)
 
 

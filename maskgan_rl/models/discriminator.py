@@ -45,6 +45,13 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, present: Tensor
     return ((real * masked).sum() + (fake * masked).sum()) / count / 2
 
 
+def right_counts(real_logits: Tensor, fake_logits: Tensor, present: Tensor) -> tuple[float, float, float]:
+    """(real targets called real, fake targets called fake, masked targets): D's accuracy over masked
+    targets is (real + fake) / (2 * masked); counts, so that callers can sum them over batches."""
+    masked = ~present
+    return float((real_logits[masked] > 0).sum()), float((fake_logits[masked] <= 0).sum()), float(masked.sum())
+
+
 def log_real_prob(logits: Tensor) -> Tensor:
     """The generator's reward log D(x): the paper's code adds 1e-7 inside the log."""
     return torch.log(torch.sigmoid(logits) + 1e-7)

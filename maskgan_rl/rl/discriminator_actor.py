@@ -35,7 +35,7 @@ import torch
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
 from maskgan_rl.masking import make_present, mask_context
-from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
+from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
 
 DISC_MAX_RESTARTS = 5  # a D that keeps dying (out of memory...) should stop the run, not loop
@@ -167,10 +167,8 @@ class DiscriminatorTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gan.grad_clip)
             self.optimizer.step()
             # Accuracy of the D that took this step, on its own batch, masked targets only.
-            masked = ~present
-            real_right += float((real_logits[masked] > 0).sum())
-            fake_right += float((fake_logits[masked] <= 0).sum())
-            masked_total += float(masked.sum())
+            real, fake, masked = right_counts(real_logits, fake_logits, present)
+            real_right, fake_right, masked_total = real_right + real, fake_right + fake, masked_total + masked
             losses.append(loss.item())
         masked_total = max(masked_total, 1.0)
         return {
