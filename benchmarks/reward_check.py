@@ -4,8 +4,11 @@ From one MaskMLE checkpoint, the fused single-process loop of `throughput.py` (t
 losses and D trainer, no Ray) trains the generator with REINFORCE and the critic baseline, rewarded by
 - `d`: log D, the discriminator's reward, as `maskgan train` does;
 - `oracle`: the oracle LM's own log-probability of each generated token, a perfect reward for quality;
-- `noise`: log sigmoid of random logits, a reward that carries no information: the null control.
-With the oracle reward the oracle NLL of in-fills must fall (else the update is broken); with noise
+- `noise`: log sigmoid of random logits, a reward that carries no information: the null control;
+- `optimal`: log D of the Bayes-optimal discriminator between oracle data and the current generator,
+  logit = log p_oracle(token) - log p_G(token): MaskGAN's reward with a D that knows the data exactly,
+  the most any learned D could give.
+With the oracle and optimal rewards the oracle NLL of in-fills must fall (else the update is broken); with noise
 it wanders, and how far in either direction is what any single run of log D must be judged against;
 with log D it falls only as far as D's reward points at quality, which `reward_oracle_corr` (the
 correlation of log D with the oracle's log-probability over generated tokens) and
@@ -41,7 +44,7 @@ from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.pretrain import load_generator
 from throughput import FusedLoop
 
-REWARDS = ("d", "oracle", "noise")
+REWARDS = ("d", "oracle", "noise", "optimal")
 
 
 def reward_check(
@@ -64,6 +67,10 @@ def reward_check(
         "d": None,  # FusedLoop's default: log D
         "oracle": lambda context, filled: oracle.token_log_probs(filled),
         "noise": lambda context, filled: log_real_prob(0.3 * torch.randn(filled[:, 1:].shape, generator=noise)),
+        # `loop` is bound below, before the first call: the optimal D compares with the generator as it is now.
+        "optimal": lambda context, filled: log_real_prob(
+            oracle.token_log_probs(filled) - _token_log_probs(loop.generator, context, filled, cfg.gan.temperature)
+        ),
     }
     loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward])
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
@@ -83,6 +90,12 @@ def reward_check(
         if iteration % eval_every == 0 or iteration == iterations:
             rows.append(evaluate(iteration))
     return rows
+
+
+def _token_log_probs(generator: torch.nn.Module, context: torch.Tensor, filled: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p_G(filled[t+1] | filled[:t+1], context) at the sampling temperature: [B, T]."""
+    log_probs = torch.log_softmax(generator.logits(context, filled) / temperature, dim=-1)
+    return log_probs.gather(-1, filled[:, 1:, None])[..., 0]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

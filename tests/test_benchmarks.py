@@ -56,7 +56,8 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
 
 def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch):
     """The generator update follows its reward: with the oracle's own log-probability as the reward
-    (and a critic warmed up first), the oracle NLL of in-fills falls well below the MaskMLE start."""
+    (and a critic warmed up first), the oracle NLL of in-fills falls well below the MaskMLE start, and
+    so it does with MaskGAN's reward log D when D is the Bayes-optimal discriminator."""
     from maskgan_rl.config import load_config
     from maskgan_rl.train import run_pretraining
 
@@ -71,11 +72,12 @@ def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch)
     torch.set_num_threads(1)
     run_pretraining(load_config("synthetic", settings + ["tracking.enabled=false"]))
     out = tmp_path / "check"
-    report = reward_check.main(["--preset", "synthetic", "--rewards", "oracle", "d", "noise", "--warmups", "5",
+    report = reward_check.main(["--preset", "synthetic", "--rewards", "oracle", "optimal", "d", "noise", "--warmups", "5",
                                 "--iterations", "60", "--eval-every", "30", "--out", str(out), *settings])
     rows = {(r["reward"], r["iteration"]): r for r in report["rows"]}
-    assert set(rows) == {(reward, i) for reward in ("oracle", "d", "noise") for i in (0, 30, 60)}
+    assert set(rows) == {(reward, i) for reward in reward_check.REWARDS for i in (0, 30, 60)}
     assert rows["oracle", 60]["oracle_nll"] < rows["oracle", 0]["oracle_nll"] - 0.3
+    assert rows["optimal", 60]["oracle_nll"] < rows["optimal", 0]["oracle_nll"] - 0.1
     assert all(-1 <= r["reward_oracle_corr"] <= 1 and 0 <= r["disc_heldout_accuracy"] <= 1 for r in rows.values())
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == report["rows"]
     assert out.with_suffix(".md").read_text().count("\n| oracle | 5 | 0 |") == 3
