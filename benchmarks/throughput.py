@@ -131,8 +131,8 @@ class FusedLoop:
         self.gen_opt.zero_grad()
         self.critic_opt.zero_grad()
         loss.backward()
-        params = list(self.generator.parameters()) + list(self.critic.parameters())
-        torch.nn.utils.clip_grad_norm_(params, g.grad_clip)
+        for network in (self.generator, self.critic):  # per optimiser, as RLlib's learners clip
+            torch.nn.utils.clip_grad_norm_(network.parameters(), g.grad_clip)
         if update_generator:
             self.gen_opt.step()
         self.critic_opt.step()
