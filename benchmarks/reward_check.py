@@ -67,9 +67,11 @@ def reward_check(
         "d": None,  # FusedLoop's default: log D
         "oracle": lambda context, filled: oracle.token_log_probs(filled),
         "noise": lambda context, filled: log_real_prob(0.3 * torch.randn(filled[:, 1:].shape, generator=noise)),
-        # `loop` is bound below, before the first call: the optimal D compares with the generator as it is now.
+        # `loop` is bound below, before the first call: the optimal D compares with the generator as it is
+        # now, at every target (rewards at present targets are not used).
         "optimal": lambda context, filled: log_real_prob(
-            oracle.token_log_probs(filled) - _token_log_probs(loop.generator, context, filled, cfg.gan.temperature)
+            oracle.token_log_probs(filled)
+            - loop.sampled_log_probs(context, filled, torch.ones(filled[:, 1:].shape, dtype=torch.bool))
         ),
     }
     loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward])
@@ -90,12 +92,6 @@ def reward_check(
         if iteration % eval_every == 0 or iteration == iterations:
             rows.append(evaluate(iteration))
     return rows
-
-
-def _token_log_probs(generator: torch.nn.Module, context: torch.Tensor, filled: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p_G(filled[t+1] | filled[:t+1], context) at the sampling temperature: [B, T]."""
-    log_probs = torch.log_softmax(generator.logits(context, filled) / temperature, dim=-1)
-    return log_probs.gather(-1, filled[:, 1:, None])[..., 0]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

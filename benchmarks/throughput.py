@@ -101,6 +101,13 @@ class FusedLoop:
         self.rng = np.random.default_rng(cfg.seed)
         self.iteration = 0
 
+    def sampled_log_probs(self, context: torch.Tensor, filled: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """log p_G of the tokens in `filled` at the sampling temperature where `masked` [B, T], 0 elsewhere;
+        the generator's head runs only there."""
+        logits = self.generator.logits(context, filled, at=masked) / self.cfg.gan.temperature
+        picked = torch.log_softmax(logits, dim=-1).gather(1, filled[:, 1:][masked][:, None]).squeeze(1)
+        return torch.zeros(masked.shape, device=self.device).masked_scatter(masked, picked)
+
     def train_iteration(self, update_generator: bool = True) -> int:
         """One iteration; returns the number of masked tokens generated. With `update_generator` False
         only the critic and D learn (gan.critic_warmup_iterations)."""
@@ -120,10 +127,7 @@ class FusedLoop:
         # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
         self.generator.train()
         self.critic.train()
-        logp_masked = torch.log_softmax(self.generator.logits(context, filled, at=masked) / g.temperature, dim=-1)
-        logp = torch.zeros(present.shape, device=self.device).masked_scatter(
-            masked, logp_masked.gather(1, filled[:, 1:][masked][:, None]).squeeze(1)
-        )
+        logp = self.sampled_log_probs(context, filled, masked)
         values = self.critic(filled)
         returns = masked_returns(rewards, present, g.gamma)
         advantages = clipped_advantages(returns, values, present, g.advantage_clip)
