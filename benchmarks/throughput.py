@@ -46,6 +46,7 @@ from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
+from maskgan_rl.rl.module import policy_model_config
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, masked_returns, reinforce_loss
 
 SIZES = {  # model and vocabulary; T=20 and 128 windows per iteration for both
@@ -86,9 +87,10 @@ class FusedLoop:
         self.cfg, self.device = cfg, device
         self.reward = reward or (lambda context, filled: log_real_prob(self.discriminator.model(context, filled)))
         self.vocab_size = len(data.vocab)
-        self.generator = Generator(self.vocab_size, cfg.model).to(device)
+        policy = policy_model_config(cfg.model)  # no dropout, as the RL loop's policy
+        self.generator = Generator(self.vocab_size, policy).to(device)
         self.generator.load_state_dict(generator_state)
-        self.critic = Critic(self.vocab_size, cfg.model).to(device)
+        self.critic = Critic(self.vocab_size, policy).to(device)
         self.critic.init_from_generator(self.generator)
         threads = torch.get_num_threads()  # DiscriminatorTrainer pins the process to resources.torch_threads
         self.discriminator = DiscriminatorTrainer(cfg, self.vocab_size, generator_state)

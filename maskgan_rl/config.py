@@ -57,7 +57,9 @@ class ModelConfig:
     embed: int = 32
     hidden: int = 32
     layers: int = 1
-    keep_prob: float = 1.0  # variational dropout keep probability (the PTB GAN run used 0.34)
+    # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D; the
+    # adversarial policy runs without it (maskgan_rl.rl.module.policy_model_config says why).
+    keep_prob: float = 1.0
     attention: bool = True
     tie_weights: bool = True  # softmax weights = embedding (needs embed == hidden)
 

@@ -15,14 +15,15 @@ V, T, B = 13, 8, 6
 torch.set_num_threads(1)
 
 
-def config() -> Config:
+def config(keep_prob: float = 1.0) -> Config:
     cfg = Config()
     cfg.model.embed = cfg.model.hidden = 8
     cfg.model.layers = 2
+    cfg.model.keep_prob = keep_prob
     return cfg
 
 
-def build(inference_only: bool = False):
+def build(inference_only: bool = False, keep_prob: float = 1.0):
     spaces = gym.spaces.Dict(
         {
             "context": gym.spaces.Box(0, V, (T + 1,), np.int64),
@@ -30,7 +31,7 @@ def build(inference_only: bool = False):
             "position": gym.spaces.Box(0, T - 1, (1,), np.int64),
         }
     )
-    spec = module_spec(config(), V)
+    spec = module_spec(config(keep_prob), V)
     spec.observation_space, spec.action_space, spec.inference_only = spaces, gym.spaces.Discrete(V), inference_only
     torch.manual_seed(0)
     return spec.build()
@@ -59,6 +60,20 @@ def test_logits_are_the_generator_logits_at_position():
     assert torch.allclose(out, full[torch.arange(B), obs["position"][:, 0]], atol=1e-5)
     train = module.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
     assert train.requires_grad and torch.allclose(train, out, atol=1e-5)
+
+
+def test_the_learner_differentiates_the_policy_that_sampled_even_with_dropout_configured():
+    # RLlib samples in eval mode and computes losses in train mode: with dropout in the policy the
+    # learner's log-probabilities (PPO's ratio, V-trace's weights) would be another policy's.
+    module = build(keep_prob=0.5)
+    obs = observation()
+    module.eval()
+    sampled = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    values = module.compute_values({Columns.OBS: obs})
+    module.train()
+    for _ in range(3):
+        assert torch.allclose(module.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS], sampled, atol=1e-5)
+        assert torch.allclose(module.compute_values({Columns.OBS: obs}), values, atol=1e-5)
 
 
 def test_values_are_the_critic_values_at_position_and_ignore_later_blanks():

@@ -16,6 +16,7 @@ InferenceOnlyAPI drops the critic (and that copy) from the env runners' copies, 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import torch
@@ -167,10 +168,22 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
             self._target_generator.load_state_dict(generator_state)
 
 
+def policy_model_config(model: ModelConfig) -> ModelConfig:
+    """The generator's and critic's shape in the adversarial stage: `model` without dropout.
+
+    The policy the learner differentiates must be the one that sampled. RLlib samples in eval mode
+    (no dropout) and computes losses in train mode, where dropout would draw fresh masks: PPO's ratio
+    and V-trace's importance weights would compare against a different policy, and REINFORCE's
+    gradient would be another policy's. Dropout regularises pretraining and the discriminator.
+    """
+    return dataclasses.replace(model, keep_prob=1.0)
+
+
 def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
     """The RLModuleSpec every algorithm of the registry uses (only plain data: it travels to workers)."""
+    model = to_dict(policy_model_config(cfg.model))
     return RLModuleSpec(
         module_class=MaskGANModule,
-        model_config={"vocab_size": vocab_size, "model": to_dict(cfg)["model"], "temperature": cfg.gan.temperature},
+        model_config={"vocab_size": vocab_size, "model": model, "temperature": cfg.gan.temperature},
     )
 
