@@ -19,9 +19,22 @@ from typing import Any, Sequence
 
 import torch
 
-from maskgan_rl.errors import CheckpointError
+from maskgan_rl.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0o022)  # read (it can only be read by setting it), then restored
+os.umask(_UMASK)
+
+
+def writable_dir(path: str | os.PathLike, setting: str) -> Path:
+    """`path`, created if need be; a ConfigError naming `setting` when it cannot be written to."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise ConfigError(f"{setting}: cannot write to {path} ({err.strerror}): choose a folder you can write to") from None
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -29,6 +42,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; a checkpoint is as shareable as any file
         with os.fdopen(fd, "wb") as f:
             torch.save({"format_version": FORMAT_VERSION, **payload}, f)
             f.flush()

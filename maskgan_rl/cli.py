@@ -19,8 +19,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Overrides may come before, between or after options (`train gan.algo=ppo --preset ptb`), as
     # in Hydra; argparse alone stops collecting a positional list at the first option.
     args, extra = parser.parse_known_args(argv)
-    listed = next((name for name in ("overrides", "checkpoints") if hasattr(args, name)), None)
-    stray = [arg for arg in extra if arg.startswith("-") or "=" not in arg or listed is None]
+    listed = next((name for name in ("overrides", "checkpoints", "text") if hasattr(args, name)), None)
+    # Overrides must read key=value (a bare word is a typo); texts and checkpoint paths need not.
+    stray = [arg for arg in extra if listed is None or arg.startswith("-") or (listed == "overrides" and "=" not in arg)]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from maskgan_rl.checkpoint import writable_dir
 from maskgan_rl.config import Config, DataConfig
 from maskgan_rl.corpora import read_imdb, read_text_corpus, source_sha256
 from maskgan_rl.errors import DataError
@@ -56,7 +57,7 @@ class _Split:
 def prepare_data(cfg: Config) -> PreparedData:
     """Build the run's data files, or reuse them when the data config and source files are unchanged."""
     d = cfg.data
-    data_dir = Path(cfg.run_dir) / "data"
+    data_dir = writable_dir(Path(cfg.run_dir) / "data", f"run_dir={cfg.run_dir}")
     key = _config_key(d)
     reused = _reuse(data_dir, key)
     if reused is not None:
@@ -65,7 +66,6 @@ def prepare_data(cfg: Config) -> PreparedData:
     vocab, splits = _BUILDERS[d.dataset](d)
     if "valid" not in splits:
         splits["train"], splits["valid"] = _hold_out(splits["train"])
-    data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "manifest.json").unlink(missing_ok=True)  # the old files stop counting as complete
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     counts = {"vocab_size": len(vocab)}

@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from maskgan_rl.checkpoint import load_checkpoint
+from maskgan_rl.checkpoint import load_checkpoint, writable_dir
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
 from maskgan_rl.errors import ConfigError, DataError
@@ -298,8 +298,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         raise ConfigError(f"temperatures {list(settings.temperatures)} must be a non-empty list of values > 0")
     if settings.samples < 2:
         raise ConfigError(f"--samples {settings.samples}: give at least 2 (BLEU scores in-fills against each other)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out, "--out")
     data = prepare_data(cfg)
     models = _load_models(checkpoints, data.vocab, resolve_device(cfg))
     with Tracker(cfg, "evaluate", resume=False) as tracker, tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ How a text becomes a model window (the rules users see in `maskgan infill --help
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -33,6 +34,7 @@ from maskgan_rl.pretrain import load_generator
 from maskgan_rl.vocab import EOS, Vocab
 
 BLANK = "___"
+ROWS_PER_BATCH = 1024  # filled windows sampled at once: bounds memory whatever --samples asks
 _BLANK_TOKEN = re.compile(r"_{3,}")
 
 
@@ -70,10 +72,12 @@ class Infiller:
         self, texts: Sequence[str], temperature: float = 1.0, samples: int = 1, seed: Optional[int] = None
     ) -> list[list[str]]:
         """For each text, `samples` filled-in versions (tokens joined by single spaces)."""
-        if temperature <= 0:
-            raise MaskGANError(f"temperature={temperature} must be > 0 (1 samples the model as trained; lower is greedier)")
+        if not 0 < temperature < math.inf:
+            raise MaskGANError(f"temperature={temperature} must be > 0 and finite (1 samples the model as trained; lower is greedier)")
         if samples < 1:
             raise MaskGANError(f"samples={samples} must be >= 1")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise MaskGANError(f"seed={seed} must be an integer in [0, 2**63)")
         token_lists = [self._checked_tokens(text) for text in texts]
         if not token_lists:
             return []
@@ -81,13 +85,11 @@ class Infiller:
         windows, present = self._windows(token_lists)
         device = next(self.generator.parameters()).device
         rng = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        filled, _ = self.generator.infill(
-            windows.repeat_interleave(samples, 0).to(device),
-            present.repeat_interleave(samples, 0).to(device),
-            temperature=temperature,
-            generator=rng,
-        )
-        filled = filled.cpu()
+        windows, present = windows.repeat_interleave(samples, 0), present.repeat_interleave(samples, 0)
+        filled = torch.cat([
+            self.generator.infill(w.to(device), p.to(device), temperature=temperature, generator=rng)[0].cpu()
+            for w, p in zip(windows.split(ROWS_PER_BATCH), present.split(ROWS_PER_BATCH))
+        ])
         results = []
         for i, tokens in enumerate(token_lists):
             rows = filled[i * samples : (i + 1) * samples]

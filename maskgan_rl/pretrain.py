@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
-from maskgan_rl.errors import CheckpointError
+from maskgan_rl.errors import CheckpointError, ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
@@ -41,6 +41,8 @@ class PretrainResult:
 def resolve_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda, but torch finds no CUDA GPU here: use device=auto (GPU when there is one) or device=cpu")
     return torch.device(cfg.device)
 
 

@@ -192,6 +192,27 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     assert copy.version == 4 and not changed(trainer.weights()[0], copy.weights()[0])
 
 
+def test_discriminator_update_with_dropout_depends_on_seed_and_iteration_only(run_dir):
+    # A resumed run must redraw D's dropout masks as the uninterrupted one did, whatever else the
+    # process drew from torch's generator before.
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.model.keep_prob = 0.5
+    data, generator_state = start(cfg)
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, len(data.vocab), (6, cfg.data.seq_len + 1))
+    present = np.ones((6, cfg.data.seq_len), dtype=bool)
+    present[:, 2:5] = False
+    updated = []
+    for draws_before in (0, 3):
+        torch.manual_seed(0)  # the same D head to start from
+        trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+        trainer.add_rollouts(filled=windows[::-1].copy(), window=windows, present=present, disc_version=np.zeros(6, int))
+        torch.rand(draws_before)
+        trainer.train(iteration=5)
+        updated.append(trainer.weights()[0])
+    assert not changed(*updated)
+
+
 def test_discriminator_pretraining_learns_to_tell_maskmle_infills_from_real_windows(run_dir):
     cfg = tiny_config(run_dir, "reinforce", runners=0)
     cfg.gan.disc_lr = 3e-3

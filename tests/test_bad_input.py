@@ -133,6 +133,14 @@ def test_bad_config_override(capsys, tmp_path, override, words):
     fails(capsys, ["prepare", f"run_dir={tmp_path}", override], *words)
 
 
+def test_run_dir_that_cannot_be_written_to(capsys, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for command in ("prepare", "pretrain", "train"):
+        fails(capsys, [command, f"run_dir={a_file / 'run'}"], f"run_dir={a_file / 'run'}", "cannot write to",
+              "choose a folder you can write to")
+
+
 @pytest.mark.parametrize(
     "yaml_text, words",
     [

@@ -17,6 +17,15 @@ def test_round_trip_of_tensors_and_plain_data(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"], "no temporary file may be left behind"
 
 
+def test_checkpoints_get_the_usual_file_mode_not_the_temporary_files_owner_only_one(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "c.pt", {"x": 1})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # as open() would make it (mkstemp makes 0o600)
+
+
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"step": 1})
 

@@ -32,6 +32,11 @@ def test_round_trip_through_a_stored_dict():
         ("mask.strategy=middle", ["mask.strategy", "random | contiguous | blanks"]),
         ("model.tie_weights=true", ["model.tie_weights", "model.embed == model.hidden"]),
         ("hidden", ["not of the form key=value"]),
+        ("gan.eval_every=0", ["gan.eval_every=0"]),
+        ("model.embed=0", ["model.embed=0"]),
+        ("resources.disc_num_cpus=-1", ["resources.disc_num_cpus=-1"]),
+        ("resources.disc_num_gpus=-1", ["resources.disc_num_gpus=-1"]),
+        ("gan.temperature=nan", ["gan.temperature", "> 0"]),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_allowed_values(override, words):

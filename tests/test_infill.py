@@ -77,6 +77,19 @@ def test_text_without_blank_and_bad_settings_are_errors():
         model.fill(["the ___"], temperature=0.0)
     with pytest.raises(MaskGANError, match="samples"):
         model.fill(["the ___"], samples=0)
+    with pytest.raises(MaskGANError, match="finite"):
+        model.fill(["the ___"], temperature=float("nan"))
+    for seed in (-1, 2**64):
+        with pytest.raises(MaskGANError, match=r"seed=.* \[0, 2\*\*63\)"):
+            model.fill(["the ___"], seed=seed)
+
+
+def test_many_samples_are_drawn_in_batches_and_stay_grouped_per_text(monkeypatch):
+    monkeypatch.setattr("maskgan_rl.infill.ROWS_PER_BATCH", 4)
+    model = recording()
+    result = model.fill(["the ___", "___ rose ."], samples=5)
+    assert result == [["the stock"] * 5, ["stock rose ."] * 5]
+    assert model.generator.windows.shape == (2, T + 1)  # the last of three batches: 4 + 4 + 2 rows
 
 
 def test_unknown_words_become_unk_with_a_warning_and_are_kept_in_the_output():
@@ -134,6 +147,13 @@ def test_cli_reads_arguments_file_and_stdin(checkpoint, tmp_path, capsys, monkey
     captured = capsys.readouterr()
     assert captured.out.startswith("stock ") and captured.out.strip().endswith("Nasdaq")
     assert "warning" in captured.err and "Nasdaq" in captured.err
+
+
+def test_cli_takes_texts_before_between_and_after_options(checkpoint, capsys):
+    assert main(["infill", str(checkpoint), "the ___", "--seed", "3", "___ rose", "--samples", "2", "stock ___"]) == 0
+    groups = capsys.readouterr().out.strip().split("\n\n")
+    assert [len(g.splitlines()) for g in groups] == [2, 2, 2]
+    assert groups[1].splitlines()[0].endswith(" rose") and groups[2].startswith("stock ")
 
 
 def test_cli_reports_too_long_text_in_one_line(checkpoint, capsys):

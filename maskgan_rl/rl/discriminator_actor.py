@@ -112,6 +112,7 @@ class DiscriminatorTrainer:
         }
         if fresh.any() and self.gan.disc_steps > 0:
             rng = np.random.default_rng(iteration_seed(self.seed, iteration, 1))
+            torch.manual_seed(iteration_seed(self.seed, iteration, 2))  # D's dropout masks: a resumed run redraws them
             stats.update(self._steps({key: value[fresh] for key, value in data.items()}, rng, self.gan.disc_steps))
             self.version += 1
             if self.version % self.gan.checkpoint_every == 0:
@@ -133,6 +134,7 @@ class DiscriminatorTrainer:
         windows = WindowDataset(data_path)
         rng = np.random.default_rng(iteration_seed(self.seed, 0, 5))
         sampling = torch.Generator(device=self.device).manual_seed(iteration_seed(self.seed, 0, 6))
+        torch.manual_seed(iteration_seed(self.seed, 0, 7))  # D's dropout masks
         stats = []
         for _ in range(steps):
             window = windows.sample(self.gan.disc_batch_size, rng)
