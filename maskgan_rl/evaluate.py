@@ -301,7 +301,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
     out = writable_dir(out, "--out")
     data = prepare_data(cfg)
     models = _load_models(checkpoints, data.vocab, resolve_device(cfg))
-    with Tracker(cfg, "evaluate", resume=False) as tracker, tempfile.TemporaryDirectory() as tmp:
+    with Tracker(cfg, "evaluate", reopen="never") as tracker, tempfile.TemporaryDirectory() as tmp:
         tracker.log_params({f"eval.{k}": v for k, v in dataclasses.asdict(settings).items()})
         scorer = _Scorer(cfg, data, settings, out, Path(tmp), tracker)
         results: dict[str, Any] = {

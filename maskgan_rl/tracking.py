@@ -2,7 +2,7 @@
 
 One MLflow run per training (`run_dir`), holding the whole resolved config as params, every
 iteration's metrics and the artifacts. The run id is written into `run_dir`, so `--resume` continues
-the same run. The default store is a local sqlite database beside the run folders (works with no
+the same run (as does running an interrupted command again with the same config). The default store is a local sqlite database beside the run folders (works with no
 server); `MLFLOW_TRACKING_URI` or `tracking.tracking_uri` points it at a tracking server.
 """
 
@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional
 
 from maskgan_rl.config import Config, flatten
 
 RUN_ID_FILE = "mlflow_run_id"
+Reopen = Literal["always", "same_config", "never"]
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -33,9 +34,11 @@ class Tracker:
     a database; everything else goes to MLflow.
     """
 
-    def __init__(self, cfg: Config, command: str, tags: Optional[dict[str, str]] = None, resume: bool = True):
-        """`resume=False` always starts a new run (evaluations); training continues the run of its run_dir."""
-        self.cfg, self.command, self.resume = cfg, command, resume
+    def __init__(self, cfg: Config, command: str, tags: Optional[dict[str, str]] = None, reopen: Reopen = "same_config"):
+        """Whether the MLflow run this command last started in run_dir is continued: `"always"` (--resume),
+        `"same_config"` (a command that was interrupted and is run again; a changed config starts a new
+        run, so that params always describe the run's metrics) or `"never"` (evaluations)."""
+        self.cfg, self.command, self.reopen = cfg, command, reopen
         self.enabled = cfg.tracking.enabled
         self.run_id: Optional[str] = None
         self._resumed = False
@@ -58,7 +61,7 @@ class Tracker:
         mlflow.set_experiment(self.cfg.tracking.experiment)
         run_id_file = Path(self.cfg.run_dir) / f"{RUN_ID_FILE}.{self.command}"
         previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
-        if self.resume and previous and self._run_exists(previous):
+        if previous and self._may_reopen(previous):
             run = mlflow.start_run(run_id=previous)
             self._resumed = True
         else:
@@ -138,16 +141,17 @@ class Tracker:
             self._steps[key] = {m.step for m in history}
         return self._steps[key]
 
-    @staticmethod
-    def _run_exists(run_id: str) -> bool:
+    def _may_reopen(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        try:
-            MlflowClient().get_run(run_id)
-            return True
-        except MlflowException:
+        if self.reopen == "never":
             return False
+        try:
+            run = MlflowClient().get_run(run_id)
+        except MlflowException:  # deleted, or another tracking store
+            return False
+        return self.reopen == "always" or run.data.params == _params(self.cfg)
 
 
 def _params(cfg: Config) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from maskgan_rl.errors import CheckpointError, MaskGANError
 from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain
 from maskgan_rl.progress import Progress
 from maskgan_rl.tracking import Tracker
-from maskgan_rl.vocab import Vocab
 
 FINAL_CHECKPOINT = "maskgan.pt"
 
@@ -40,14 +39,19 @@ def run_pretraining(cfg: Config) -> PretrainResult:
 
 
 def run_training(cfg: Config, resume: bool = False) -> Path:
+    previous = _checkpoint_to_resume(cfg, resume)  # before the data are rebuilt for a config it refuses
     data = prepare_data(cfg)
-    previous = _checkpoint_to_resume(cfg, data.vocab, resume)
+    if previous is not None and previous[1].get("vocab") != data.vocab.tokens:
+        raise CheckpointError(
+            f"{previous[0]} was trained with another vocabulary ({len(previous[1].get('vocab') or [])} tokens there, "
+            f"{len(data.vocab)} here: the corpus changed): resume with the data it was trained on, or set run_dir=... for a new run"
+        )
     if cfg.gan.iterations > 0:  # a cluster that cannot place this config fails now, not after pretraining
         from maskgan_rl.resources import check_cluster_resources
 
         init_ray(cfg)
         check_cluster_resources(cfg)
-    with Tracker(cfg, "train") as tracker:
+    with Tracker(cfg, "train", reopen="always" if resume else "same_config") as tracker:
         _log_run_files(cfg, tracker, data)
         pretrained = pretrain(cfg, data, tracker)
         if cfg.gan.iterations == 0:
@@ -113,7 +117,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         trainer.stop()
 
 
-def _checkpoint_to_resume(cfg: Config, vocab: Vocab, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable adversarial checkpoint to continue, checked against this config before any
     work starts; None for a new run. Never silently starts over on top of existing checkpoints."""
     folder = Path(cfg.run_dir) / "checkpoints"
@@ -134,10 +138,11 @@ def _checkpoint_to_resume(cfg: Config, vocab: Vocab, resume: bool) -> tuple[Path
     path, checkpoint = previous
     stored = checkpoint.get("config", {})
     differences = []
-    if checkpoint.get("vocab") != vocab.tokens:
-        differences.append(f"vocabulary ({len(checkpoint.get('vocab') or [])} tokens there, {len(vocab)} here)")
-    # The trainer state holds weights of this model shape and optimiser state of this algorithm.
-    here = {f"model.{key}": value for key, value in to_dict(cfg)["model"].items()} | {"gan.algo": cfg.gan.algo}
+    # The trainer state holds weights of this model shape and optimiser state of this algorithm, for
+    # a vocabulary built from these data settings (paths may differ: the cluster may see other ones).
+    settings = to_dict(cfg)
+    here = {f"model.{key}": value for key, value in settings["model"].items()} | {"gan.algo": cfg.gan.algo}
+    here |= {f"data.{key}": value for key, value in settings["data"].items() if not key.endswith("_path")}
     for key, value in here.items():
         section, name = key.split(".")
         there = stored.get(section, {}).get(name)

@@ -172,9 +172,15 @@ def test_resume_refuses_a_checkpoint_of_another_vocabulary_or_model(capsys, tmp_
     oracle_vocab = ["<eos>", "<unk>"] + [f"w{i}" for i in range(2, 30)]
     fake_gan_checkpoint(run_dir, tiny(run_dir), ["<eos>", "<unk>", "the", "cat"])
     # Refused before any pretraining or Ray: the run folder gets no model checkpoint.
-    fails(capsys, ["train", "--resume", *tiny(run_dir)], "gan-000001.pt does not match this run",
-          "vocabulary (4 tokens there, 30 here)", "resume with the config it was trained with")
+    fails(capsys, ["train", "--resume", *tiny(run_dir)], "gan-000001.pt was trained with another vocabulary",
+          "4 tokens there, 30 here", "resume with the data it was trained on")
     assert not (run_dir / "checkpoints" / "lm.pt").exists()
+
+    # Another data setting: refused before the run's data are rebuilt for it.
+    fake_gan_checkpoint(run_dir, tiny(run_dir), oracle_vocab)
+    manifest = (run_dir / "data" / "manifest.json").read_text()
+    fails(capsys, ["train", "--resume", *tiny(run_dir), "data.oracle_vocab=60"], "data.oracle_vocab (30 there, 60 here)")
+    assert (run_dir / "data" / "manifest.json").read_text() == manifest
 
     fake_gan_checkpoint(run_dir, [*tiny(run_dir), "model.embed=16", "model.hidden=16", "gan.algo=ppo"], oracle_vocab)
     fails(capsys, ["train", "--resume", *tiny(run_dir)],

@@ -82,3 +82,28 @@ def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_pat
     assert len(seen) == 5 and seen[-1] > min(seen)
     assert checkpoint["metrics"]["valid_perplexity"] == pytest.approx(min(seen), rel=1e-3)
     assert checkpoint["metrics"]["best_step"] == 20 * (seen.index(min(seen)) + 1)
+
+
+def test_mlflow_run_is_continued_only_with_the_config_it_was_started_with(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from maskgan_rl.tracking import RUN_ID_FILE, tracking_uri
+
+    run_dir = tmp_path / "run"
+    small = [o for o in TINY if o != "tracking.enabled=false"] + [f"run_dir={run_dir}", "pretrain.lm_steps=5", "pretrain.mle_steps=5"]
+    torch.set_num_threads(1)
+
+    def pretrain(*overrides: str) -> str:
+        cfg = load_config("synthetic", small + list(overrides))
+        run_pretraining(cfg)
+        return (run_dir / f"{RUN_ID_FILE}.pretrain").read_text(), cfg
+
+    first, cfg = pretrain()
+    again, _ = pretrain()  # the same command run again (after an interruption, say): the same run
+    assert again == first
+    changed, _ = pretrain("model.hidden=16", "model.embed=16")  # another model: a new run, its own params
+    assert changed != first
+    client = MlflowClient(tracking_uri(cfg))
+    assert client.get_run(changed).data.params["model.hidden"] == "16"
+    assert client.get_run(first).data.params["model.hidden"] == "32"
+    assert [m.step for m in client.get_metric_history(changed, "mle/valid_perplexity")] == [5]
