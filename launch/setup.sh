@@ -7,6 +7,8 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on machines without a GPU.
-.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+# Where the default index serves the CUDA build (Linux PyPI), TORCH_INDEX_URL picks another, e.g.
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU one.
+.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 echo "maskgan-rl is installed in .venv ($(.venv/bin/python -c 'import torch, ray; print(f"torch {torch.__version__}, ray {ray.__version__}")'))"

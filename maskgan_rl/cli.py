@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def configured(name: str, run, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
-        sub.add_argument("--preset", default="synthetic", help="synthetic (default) | ptb | imdb | path/to/config.yaml")
+        sub.add_argument("--preset", default="synthetic", help="synthetic (default) | synthetic-gan | ptb | imdb | path/to/config.yaml")
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. gan.algo=ppo")
         sub.set_defaults(run=run)
         return sub

@@ -32,7 +32,7 @@ class DataConfig:
     valid_path: Optional[str] = None
     test_path: Optional[str] = None
     seq_len: int = 20  # T: a window is T+1 tokens, inputs x[0:T], targets x[1:T+1]
-    vocab_size: int = 10000  # cap on the vocabulary, special tokens included
+    vocab_size: int = 10000  # text/imdb: cap on the vocabulary, special tokens included (synthetic: oracle_vocab)
     min_freq: int = 1
     lowercase: bool = False  # text corpora; IMDB is always lower-cased
     imdb_max_reviews: int = 0  # 0 = all reviews of a split
@@ -58,7 +58,7 @@ class ModelConfig:
     hidden: int = 32
     layers: int = 1
     # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D; the
-    # adversarial policy runs without it (maskgan_rl.rl.module.policy_model_config says why).
+    # adversarial policy and critic run without it (maskgan_rl.rl.module.policy_model_config says why).
     keep_prob: float = 1.0
     attention: bool = True
     tie_weights: bool = True  # softmax weights = embedding (needs embed == hidden)
@@ -85,7 +85,7 @@ class GanConfig:
     gen_lr: float = 5e-4
     critic_lr: float = 1e-3
     disc_lr: float = 1e-3
-    disc_steps: int = 2  # k: discriminator (and critic) steps per generator update
+    disc_steps: int = 2  # k: discriminator steps per generator update (the critic learns with the generator)
     disc_pretrain_steps: int = 0  # D steps on MaskMLE in-fills before adversarial training (paper's step 3)
     # Iterations at the start in which only the critic (and D) learn, the generator held at MaskMLE:
     # a fresh critic predicts ~0, so until it has learned the returns every advantage is negative and
@@ -98,7 +98,9 @@ class GanConfig:
     # (0 = off, 0.95 ~ the last 20 iterations). The average is what is evaluated and shipped;
     # training goes on from the current weights.
     generator_ema: float = 0.0
-    max_disc_lag: int = 1  # async algorithms: most D versions a rollout's rewards may lag behind
+    # Most D versions a rollout's rewards may lag behind D's; older episodes are not used to train D
+    # (lag comes from the asynchronous algorithms and from gan.disc_overlap).
+    max_disc_lag: int = 1
     disc_overlap: bool = False  # run D's update alongside the next iteration's sampling (lag 1, faster)
     max_masked_perplexity: float = 1e4  # divergence guard
     eval_every: int = 5
@@ -107,7 +109,7 @@ class GanConfig:
 
 @dataclass
 class ResourcesConfig:
-    ray_address: Optional[str] = None  # None: start a local Ray; "auto" or ray://...: join a cluster
+    ray_address: Optional[str] = None  # None: $RAY_ADDRESS if set, else a local Ray; "auto" or ray://...: join a cluster
     num_cpus: Optional[int] = None  # local Ray only
     num_env_runners: int = 0  # 0: sample in the driver's local env runner
     num_envs_per_env_runner: int = 16
@@ -181,6 +183,8 @@ def _merged(cfg: DictConfig, layer: DictConfig, where: str) -> DictConfig:
         return OmegaConf.merge(cfg, layer)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{where}{_describe(err)}") from None
+    except TypeError as err:  # OmegaConf's own words for a list given to a mapping key, or the reverse
+        raise ConfigError(f"{where}{err}: give a mapping key sub-keys (key.name=value), a list key a list") from None
 
 
 def _resolved_and_validated(cfg: DictConfig, where: str) -> Config:
@@ -322,6 +326,10 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_gpus_per_learner >= 0, "resources.num_gpus_per_learner", ">= 0")
     need(r.disc_num_gpus >= 0, "resources.disc_num_gpus", ">= 0")
     need(r.torch_threads >= 1, "resources.torch_threads", "an integer >= 1")
+    for key in ("env_runner_resources", "learner_resources", "disc_resources"):
+        amounts = getattr(r, key).values()
+        need(all(isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0 for a in amounts),
+             f"resources.{key}", "a mapping of custom resource names to amounts >= 0, e.g. {cpu_node: 0.1}")
     need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto | cpu | cuda")
 
 

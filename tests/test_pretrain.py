@@ -90,7 +90,9 @@ def test_mlflow_run_is_continued_only_with_the_config_it_was_started_with(tmp_pa
     from maskgan_rl.tracking import RUN_ID_FILE, tracking_uri
 
     run_dir = tmp_path / "run"
-    small = [o for o in TINY if o != "tracking.enabled=false"] + [f"run_dir={run_dir}", "pretrain.lm_steps=5", "pretrain.mle_steps=5"]
+    small = [o for o in TINY if o != "tracking.enabled=false"] + [
+        f"run_dir={run_dir}", "pretrain.lm_steps=5", "pretrain.mle_steps=5", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     torch.set_num_threads(1)
 
     def pretrain(*overrides: str) -> str:
