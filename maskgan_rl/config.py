@@ -61,7 +61,7 @@ class ModelConfig:
     # adversarial policy and critic run without it (maskgan_rl.rl.module.policy_model_config says why).
     keep_prob: float = 1.0
     attention: bool = True
-    tie_weights: bool = True  # softmax weights = embedding (needs embed == hidden)
+    tie_weights: bool = True  # softmax weights = embedding (hidden -> embed by a linear map if they differ)
 
 
 @dataclass
@@ -290,8 +290,6 @@ def validate(cfg: Config | DictConfig) -> None:
     need(mo.hidden >= 1, "model.hidden", "an integer >= 1")
     need(mo.layers >= 1, "model.layers", "an integer >= 1")
     need(0.0 < mo.keep_prob <= 1.0, "model.keep_prob", "in (0, 1]")
-    need(not mo.tie_weights or mo.embed == mo.hidden, "model.tie_weights",
-         "false unless model.embed == model.hidden (tied softmax reuses the embedding)")
     for key in ("lm_steps", "mle_steps"):
         need(getattr(p, key) >= 0, f"pretrain.{key}", "an integer >= 0")
     need(p.batch_size >= 1, "pretrain.batch_size", "an integer >= 1")

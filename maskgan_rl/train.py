@@ -148,6 +148,11 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
         there = stored.get(section, {}).get(name)
         if there != value:
             differences.append(f"{key} ({there} there, {value} here)")
+    if checkpoint.get("iteration", 0) > cfg.gan.iterations:
+        raise CheckpointError(
+            f"{path} is at iteration {checkpoint['iteration']}, past gan.iterations={cfg.gan.iterations}: "
+            f"set gan.iterations={checkpoint['iteration']} or more to continue it"
+        )
     if differences or "trainer" not in checkpoint:
         raise CheckpointError(
             f"{path} does not match this run ({', '.join(differences) or 'no trainer state'}): "

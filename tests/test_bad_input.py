@@ -186,6 +186,8 @@ def test_resume_refuses_a_checkpoint_of_another_vocabulary_or_model(capsys, tmp_
     fails(capsys, ["train", "--resume", *tiny(run_dir)],
           "model.embed (16 there, 8 here)", "model.hidden (16 there, 8 here)", "gan.algo (ppo there, reinforce here)")
     fails(capsys, ["train", *tiny(run_dir)], "already holds adversarial checkpoints", "--resume")
+    fails(capsys, ["train", "--resume", *tiny(run_dir), "gan.iterations=0"],
+          "gan-000001.pt is at iteration 1, past gan.iterations=0", "set gan.iterations=1 or more")
 
 
 def test_evaluate_refuses_data_of_another_vocabulary(capsys, tmp_path, pretrained):

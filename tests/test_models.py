@@ -209,6 +209,17 @@ def test_tied_softmax_shares_the_embedding():
     assert untied.head.weight.data_ptr() != untied.seq2seq.embedding.weight.data_ptr()
 
 
+def test_tied_softmax_with_a_hidden_size_of_its_own_projects_to_the_embedding_size():
+    cfg = config(embed=4, hidden=12)
+    gen, lm = Generator(V, cfg), LanguageModel(V, cfg)
+    assert gen.head.weight is gen.seq2seq.embedding.weight and gen.head.project.weight.shape == (4, 12)
+    windows = torch.randint(0, V, (3, T + 1))
+    assert gen.logits(windows, windows).shape == (3, T, V) and lm(windows[:, :-1]).shape == (3, T, V)
+    gen.init_from_language_model(lm)  # the projection travels with the head
+    assert torch.equal(gen.head.project.weight, lm.head.project.weight)
+    assert Generator(V, config()).head.project is None  # equal sizes: the plain tied softmax
+
+
 def test_dropout_mask_is_locked_across_time_and_off_in_eval():
     lm = LanguageModel(V, config(keep_prob=0.5))
     inputs = torch.zeros(1, T, dtype=torch.long)  # same input each step: a locked mask zeroes the same units

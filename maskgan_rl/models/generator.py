@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.language_model import LanguageModel
-from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, infill_left_to_right, vocab_head
+from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, VocabHead, infill_left_to_right
 
 
 class Generator(nn.Module):
@@ -25,7 +25,7 @@ class Generator(nn.Module):
         self.vocab_size = vocab_size
         self.missing_id = vocab_size
         self.seq2seq = Seq2Seq(vocab_size, cfg)
-        self.head = vocab_head(cfg.hidden, self.seq2seq.embedding, cfg.tie_weights)
+        self.head = VocabHead(cfg.hidden, self.seq2seq.embedding, cfg.tie_weights)
 
     def logits(self, context: Tensor, filled: Tensor, at: Optional[Tensor] = None) -> Tensor:
         """context, filled [B, T+1] -> logits [B, T, V]; output t is the distribution of filled[t+1].

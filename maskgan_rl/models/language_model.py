@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from maskgan_rl.config import ModelConfig
-from maskgan_rl.models.layers import Embedding, LSTMStack, infill_left_to_right, vocab_head
+from maskgan_rl.models.layers import Embedding, LSTMStack, VocabHead, infill_left_to_right
 
 
 class LanguageModel(nn.Module):
@@ -24,7 +24,7 @@ class LanguageModel(nn.Module):
         self.missing_id = vocab_size  # generator-compatible masked contexts (which `logits` ignores)
         self.embedding = Embedding(vocab_size, cfg.embed)
         self.lstm = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
-        self.head = vocab_head(cfg.hidden, self.embedding, cfg.tie_weights)
+        self.head = VocabHead(cfg.hidden, self.embedding, cfg.tie_weights)
 
     def forward(self, inputs: Tensor, at: Optional[Tensor] = None) -> Tensor:
         """inputs [B, T] -> logits [B, T, V] of the next token at every position (only where `at`, bool

@@ -41,14 +41,22 @@ class MaskedEmbedding(Embedding):
         return torch.where(is_missing.unsqueeze(-1), self.missing, vectors)
 
 
-def vocab_head(hidden: int, embedding: nn.Embedding, tie: bool) -> nn.Linear:
+class VocabHead(nn.Linear):
     """Hidden state -> vocabulary logits. Tied: the weight *is* the embedding matrix (shared
-    Parameter, so also after `.to(device)`), with a bias of its own."""
-    head = nn.Linear(hidden, embedding.num_embeddings)
-    nn.init.zeros_(head.bias)
-    if tie:
-        head.weight = embedding.weight
-    return head
+    Parameter, so also after `.to(device)`), with a bias of its own; when the hidden size differs
+    from the embedding size, a linear map without bias (`project`) takes the hidden state to the
+    embedding size first, so that `model.hidden` can change alone."""
+
+    def __init__(self, hidden: int, embedding: nn.Embedding, tie: bool):
+        width = embedding.embedding_dim if tie else hidden
+        super().__init__(width, embedding.num_embeddings)
+        nn.init.zeros_(self.bias)
+        self.project = nn.Linear(hidden, width, bias=False) if width != hidden else None
+        if tie:
+            self.weight = embedding.weight
+
+    def forward(self, features: Tensor) -> Tensor:
+        return super().forward(features if self.project is None else self.project(features))
 
 
 class LockedDropout(nn.Module):
