@@ -98,8 +98,6 @@ class InfillEpisodes:
         """Episode i starts on a random window with a fresh mask drawn from `rng`."""
         window = self.dataset.sample(1, rng)[0]
         present = make_present(1, self.seq_len, self.mask_cfg, rng)[0]
-        while present.all():  # the random strategy can mask nothing: that would be an episode without a step
-            present = make_present(1, self.seq_len, self.mask_cfg, rng)[0]
         self.window[i] = window
         self.present[i] = present
         self.context[i] = mask_context(window[None], present[None], self.missing_id)[0]

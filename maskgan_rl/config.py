@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class MaskConfig:
-    strategy: str = "contiguous"  # random | contiguous (one block, as in the paper) | blanks (several)
+    strategy: str = "contiguous"  # random (scattered targets) | contiguous (one block, as in the paper) | blanks (several)
     present_rate: float = 0.5  # fraction of targets kept; the paper used 0.5 everywhere
     num_blanks: int = 2  # blanks strategy only
 

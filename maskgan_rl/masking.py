@@ -18,22 +18,26 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
 def num_masked(cfg: MaskConfig, seq_len: int) -> int:
-    """Masked targets per window: exact for contiguous and blanks, the expectation rounded for random.
+    """Masked targets per window, the same for every window of a strategy.
 
     The paper's code masks int((1 - p) * T) - 1 targets in its contiguous block (T=20, p=0.5 -> 9);
     blanks masks the same number, split into several blocks, so the strategies are comparable.
+    Random masks (1 - p) * T, rounded, at least 1.
     """
     if cfg.strategy == "random":
-        return round((1.0 - cfg.present_rate) * seq_len)
+        return min(seq_len, max(1, round((1.0 - cfg.present_rate) * seq_len)))
     return max(1, int((1.0 - cfg.present_rate) * seq_len) - 1)
 
 
 def make_present(batch: int, seq_len: int, cfg: MaskConfig, rng: np.random.Generator) -> np.ndarray:
     """A fresh mask bool [batch, seq_len] for `cfg.strategy` (random | contiguous | blanks)."""
-    if cfg.strategy == "random":
-        # As in the paper's code: independent coin flips, so a row may (rarely) have nothing masked.
-        return rng.random((batch, seq_len)) < cfg.present_rate
     masked = num_masked(cfg, seq_len)
+    if cfg.strategy == "random":
+        # A uniformly random set of `masked` targets. The paper's code flips a coin per target instead,
+        # but episodes of varying length would bias RLlib's sampling of a number of finished episodes
+        # towards the short ones (sub-environments that finish early start and finish another).
+        order = rng.random((batch, seq_len)).argsort(axis=1)
+        return order >= masked
     if cfg.strategy == "contiguous":
         # One block; it never starts at target 0, so the first target is always real.
         start = rng.integers(1, seq_len - masked + 1, size=(batch, 1))

@@ -26,7 +26,7 @@ def config(tmp_path_factory) -> dict:
     windows = np.random.default_rng(0).integers(0, V, size=(40, T + 1))
     path = tmp_path_factory.mktemp("data") / "train.parquet"
     write_windows(path, windows, vocab, {"dataset": "test"})
-    # The random strategy gives episodes of varying length with gaps between masked targets.
+    # The random strategy gives episodes with gaps between masked targets.
     return {
         "data_path": str(path),
         "vocab_size": V,
@@ -65,12 +65,12 @@ def test_episode_fills_masked_targets_in_order_and_rewards_are_discriminator_log
     env, d = InfillEnv(config), discriminator(seed=7)
     env.set_discriminator_weights(d.state_dict(), version=1)
     actions = np.random.default_rng(1)
-    lengths = set()
+    layouts = set()
     for _ in range(8):
         ep = play(env, actions)
         window, present = ep["info"]["window"], ep["info"]["present"]
         masked = np.flatnonzero(~present)
-        lengths.add(len(masked))
+        layouts.add(tuple(masked))
         # Only masked targets are steps, left to right; present targets were copied in from the start.
         assert ep["positions"] == masked.tolist()
         context = np.where(np.r_[True, present], window, V)
@@ -84,7 +84,7 @@ def test_episode_fills_masked_targets_in_order_and_rewards_are_discriminator_log
             logits = d(torch.from_numpy(context)[None], torch.from_numpy(filled)[None])[0]
         np.testing.assert_allclose(ep["rewards"], log_real_prob(logits).numpy()[masked], rtol=1e-5, atol=1e-6)
         assert ep["info"]["disc_version"] == 1
-    assert len(lengths) > 1  # the stream really varied the mask
+    assert len(layouts) > 1  # the stream really varied the mask
 
 
 def test_new_discriminator_weights_change_rewards_and_version(config):

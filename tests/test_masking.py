@@ -27,11 +27,13 @@ def test_contiguous_masks_one_block_of_l_after_the_first_target():
     assert {r[0][0] for r in runs} == set(range(1, 12))  # start uniform over 1..T-L
 
 
-def test_random_rate_is_near_present_rate():
-    for rate in (0.5, 0.8):
-        present = make_present(1000, 20, MaskConfig("random", rate), np.random.default_rng(1))
-        assert abs(present.mean() - rate) < 0.01  # 20k coin flips: std 0.0035
-    assert num_masked(MaskConfig("random", 0.8), 20) == 4
+def test_random_masks_the_rate_exactly_at_uniformly_random_targets():
+    for rate, masked in ((0.5, 10), (0.8, 4), (0.99, 1)):  # (1 - rate) * 20 rounded, at least one
+        present = make_present(2000, 20, MaskConfig("random", rate), np.random.default_rng(1))
+        assert num_masked(MaskConfig("random", rate), 20) == masked
+        assert ((~present).sum(1) == masked).all()  # every episode the same length
+        per_target = (~present).mean(0)  # each target masked with probability masked / 20
+        assert np.abs(per_target - masked / 20).max() < 0.04  # 2000 rows: std <= 0.011
 
 
 def test_blanks_are_separate_blocks_totalling_num_masked():
