@@ -2,8 +2,9 @@
 
 One MLflow run per training (`run_dir`), holding the whole resolved config as params, every
 iteration's metrics and the artifacts. The run id is written into `run_dir`, so `--resume` continues
-the same run (as does running an interrupted command again with the same config). The default store is a local sqlite database beside the run folders (works with no
-server); `MLFLOW_TRACKING_URI` or `tracking.tracking_uri` points it at a tracking server.
+the same run (as does running an interrupted command again with the same config). The default store
+is a local sqlite database beside the run folders (works with no server); `MLFLOW_TRACKING_URI` or
+`tracking.tracking_uri` points it at a tracking server.
 """
 
 from __future__ import annotations
