@@ -4,6 +4,7 @@ Tiny everything (vocabulary 30, T=8, 8-unit LSTMs, 16 episodes per iteration) so
 trains a few iterations in seconds; the cost is mostly starting the env-runner and D processes.
 """
 
+import copy
 import io
 import math
 
@@ -179,6 +180,7 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     present = np.ones((6, cfg.data.seq_len), dtype=bool)
     present[:, 2:5] = False
     trainer.version = 3
+    before = copy.deepcopy(trainer.get_state())  # get_state hands out the live tensors
     trainer.add_rollouts(filled=windows[::-1].copy(), window=windows, present=present, disc_version=np.array([3, 3, 2, 2, 1, 0]))
     stats = trainer.train(iteration=1)
     assert (stats["disc_episodes"], stats["disc_episodes_too_old"]) == (4, 2)
@@ -187,9 +189,16 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     idle = trainer.train(iteration=2)  # nothing new: no step, no new version
     assert idle["disc_version"] == 4 and idle["disc_episodes"] == 0 and "disc_loss" not in idle
 
-    copy = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
-    copy.set_state(trainer.get_state())
-    assert copy.version == 4 and not changed(trainer.weights()[0], copy.weights()[0])
+    restored = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+    restored.set_state(trainer.get_state())
+    assert restored.version == 4 and not changed(trainer.weights()[0], restored.weights()[0])
+
+    # The update used the 4 fresh episodes only: given just those, a twin takes the same step.
+    twin = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
+    twin.set_state(before)
+    twin.add_rollouts(filled=windows[::-1][:4].copy(), window=windows[:4], present=present[:4], disc_version=np.array([3, 3, 2, 2]))
+    twin.train(iteration=1)
+    assert not changed(restored.weights()[0], twin.weights()[0])
 
 
 def test_discriminator_update_with_dropout_depends_on_seed_and_iteration_only(run_dir):
@@ -203,14 +212,15 @@ def test_discriminator_update_with_dropout_depends_on_seed_and_iteration_only(ru
     present = np.ones((6, cfg.data.seq_len), dtype=bool)
     present[:, 2:5] = False
     updated = []
-    for draws_before in (0, 3):
+    for draws_before, iteration in ((0, 5), (3, 5), (0, 6)):
         torch.manual_seed(0)  # the same D head to start from
         trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
         trainer.add_rollouts(filled=windows[::-1].copy(), window=windows, present=present, disc_version=np.zeros(6, int))
         torch.rand(draws_before)
-        trainer.train(iteration=5)
+        trainer.train(iteration=iteration)
         updated.append(trainer.weights()[0])
-    assert not changed(*updated)
+    assert not changed(updated[0], updated[1])
+    assert changed(updated[0], updated[2])  # another iteration, other dropout masks (and batches)
 
 
 def test_discriminator_pretraining_learns_to_tell_maskmle_infills_from_real_windows(run_dir):
@@ -240,3 +250,33 @@ def test_overlapped_discriminator_update_runs_one_iteration_behind(ray_session, 
         assert trainer.get_state()["discriminator"]["version"] == 3  # a checkpoint waits for the running update
     finally:
         trainer.stop()
+
+
+def test_runners_send_each_finished_episode_to_the_discriminator_actor(ray_session, run_dir):
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from maskgan_rl.rl.callbacks import MaskGANCallbacks
+
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    data, generator_state = start(cfg)
+    rng = np.random.default_rng(0)
+    T, V = cfg.data.seq_len, len(data.vocab)
+    windows, filled = rng.integers(0, V, (2, 3, T + 1))
+    present = np.ones((3, T), dtype=bool)
+    present[:, 2:5] = False
+
+    def episode(i: int, terminated: bool) -> SingleAgentEpisode:
+        observations = [{"filled": filled[i]}] * 4  # only the last observation and info are read
+        info = {"window": windows[i], "present": present[i], "disc_version": 0}
+        return SingleAgentEpisode(observations=observations, actions=[0] * 3, rewards=[0.0] * 3,
+                                  infos=[{}] * 3 + [info], terminated=terminated, len_lookback_buffer=0)
+
+    actor = ray.remote(DiscriminatorTrainer).remote(cfg, V, generator_state)
+    local = DiscriminatorTrainer(cfg, V, generator_state)
+    local.set_state(ray.get(actor.get_state.remote()))  # the same D to start from
+    MaskGANCallbacks(discriminator=actor).on_sample_end(samples=[episode(0, True), episode(1, False), episode(2, True)])
+    ray.get(actor.train.remote(1))
+    # The same update, given the two finished episodes' in-fills and real windows directly:
+    local.add_rollouts(filled=filled[[0, 2]], window=windows[[0, 2]], present=present[[0, 2]], disc_version=np.zeros(2, int))
+    local.train(1)
+    assert not changed(local.weights()[0], ray.get(actor.weights.remote())[0])

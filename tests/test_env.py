@@ -174,3 +174,19 @@ def test_config_problems_are_named(config):
         InfillEnv({**config, "seq_len": T + 1})
     with pytest.raises(ConfigError, match="mask"):
         InfillEnv({**config, "mask": {"strategy": "random", "rate": 0.5}})
+
+
+def test_misuse_is_refused_with_what_to_do(config):
+    env = InfillEnv(config)
+    env.reset(seed=1)
+    with pytest.raises(ValueError, match=rf"token ids in \[0, {V}\), got \[{V}\]"):
+        env.step(V)  # the missing id is no action
+    play(env, np.random.default_rng(0), seed=1)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(2)
+    vec = InfillVectorEnv(config, num_envs=3)
+    with pytest.raises(ValueError, match="got 2 seeds for 3 sub-envs"):
+        vec.reseed([1, 2])
+    vec.reset(seed=4)
+    with pytest.raises(ValueError, match="token ids"):
+        vec.step(np.array([0, -1, 0]))

@@ -52,11 +52,14 @@ def test_masked_perplexity_counts_every_held_out_window(tmp_path):
     generator = Generator(4, ModelConfig(embed=4, hidden=4, tie_weights=False))
     context_free(generator.head, [0.5, 0.2, 0.2, 0.1])
     path = tmp_path / "valid.parquet"
-    # 5 windows > one batch of 2: all of them are scored. Every target is "a" (p = 0.2), so whichever
-    # targets the masks pick, the perplexity is 1 / 0.2.
-    write_windows(path, np.full((5, 7), 2), VOCAB, {"test": True})
+    # 5 windows > one batch of 2: all of them are scored. Every mask hides 2 targets; the targets of
+    # windows 0-3 are all "a" (p = 0.2), those of the last one all "b" (p = 0.1), so whichever targets
+    # the masks pick: exp((8 log 5 + 2 log 10) / 10). The first batch alone would give 5.
+    windows = np.full((5, 7), 2)
+    windows[4, 1:] = 3
+    write_windows(path, windows, VOCAB, {"test": True})
     cfg = load_config("synthetic", ["data.seq_len=6", "pretrain.batch_size=2", "pretrain.eval_batches=1"])
-    assert masked_perplexity(generator, WindowDataset(path), cfg) == pytest.approx(5.0, rel=1e-5)
+    assert masked_perplexity(generator, WindowDataset(path), cfg) == pytest.approx(5**0.8 * 10**0.2, rel=1e-5)
 
 
 def test_oracle_nll_weighs_every_masked_token_equally():

@@ -1,0 +1,98 @@
+"""The RLlib learners around the hand-checked maths: what they compute from real episodes."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from maskgan_rl.config import load_config
+from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config
+from maskgan_rl.rl.reinforce import RETURNS, MaskedReturnsToGo
+from maskgan_rl.rl.returns import clipped_advantages, critic_loss, reinforce_loss
+
+V, T, MISSING = 13, 6, 13
+torch.set_num_threads(1)
+
+
+def build_learner(algo: str, *overrides: str):
+    cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8", f"gan.algo={algo}", *overrides])
+    box = gym.spaces.Box(0, V, (T + 1,), np.int64)
+    spaces = gym.spaces.Dict({"context": box, "filled": box, "position": gym.spaces.Box(0, T - 1, (1,), np.int64)})
+    learner = algorithm_config(cfg, V, {}, discriminator=None).build_learner(  # built, as RLlib's LearnerGroup does
+        env=None, spaces={"default_policy": (spaces, gym.spaces.Discrete(V))}
+    )
+    return cfg, learner
+
+
+def episode(window: np.ndarray, present: np.ndarray, actions: list[int], rewards: list[float]) -> SingleAgentEpisode:
+    """The episode InfillEnv would record: one step per masked target, left to right."""
+    context = np.where(np.r_[True, present], window, MISSING)
+    masked = np.flatnonzero(~present)
+    filled, observations = context.copy(), []
+    for position, action in zip(masked, actions):
+        observations.append({"context": context, "filled": filled.copy(), "position": np.array([position])})
+        filled[position + 1] = action
+    observations.append({"context": context, "filled": filled.copy(), "position": np.array([masked[-1]])})
+    # What an env runner stores beside each action (PPO's ratio and KL read them): a uniform policy.
+    sampled_by = {"action_logp": np.full(len(actions), -np.log(V), np.float32),
+                  "action_dist_inputs": np.zeros((len(actions), V), np.float32)}
+    return SingleAgentEpisode(
+        observations=observations, actions=actions, rewards=rewards, extra_model_outputs=sampled_by,
+        terminated=True, len_lookback_buffer=0,
+    ).to_numpy()
+
+
+def test_returns_connector_discounts_over_target_positions():
+    # Masked targets 0, 2, 3 with rewards 1, 2, 4 and gamma 0.5 (test_returns.py's row 0):
+    # R = [1 + 0.5^2 * 2 + 0.5^3 * 4, 2 + 0.5 * 4, 4] = [2, 4, 4].
+    present = np.array([False, True, False, False, True, True])
+    ep = episode(np.arange(T + 1), present, [5, 6, 7], [1.0, 2.0, 4.0])
+    batch = MaskedReturnsToGo(gamma=0.5)(rl_module=None, episodes=[ep], batch={})
+    (returns,) = batch[RETURNS].values()
+    np.testing.assert_allclose(np.concatenate(returns), [2.0, 4.0, 4.0])
+
+
+def test_reinforce_learner_loss_is_the_hand_checked_loss_of_the_episode():
+    cfg, learner = build_learner("reinforce", "gan.gamma=0.5", "gan.advantage_clip=1.5")
+    module = learner.module["default_policy"].unwrapped()
+    present = np.array([False, True, False, False, True, True])
+    window = np.random.default_rng(0).integers(0, V, T + 1)
+    actions, rewards = [5, 6, 7], [-1.0, -2.0, -0.5]
+    ep = episode(window, present, actions, rewards)
+    final = torch.as_tensor(ep.get_observations(-1)["filled"])[None]
+    context = torch.as_tensor(ep.get_observations(0)["context"])[None]
+    with torch.no_grad():  # the same networks, by hand, before the update
+        masked = torch.as_tensor(~present)[None]
+        logp = torch.log_softmax(module.generator.logits(context, final), -1)[0, masked[0], actions][None]
+        values = module.critic(final)[0, masked[0]][None]
+    returns = torch.tensor([[-1.0 - 0.25 * 2.0 - 0.125 * 0.5, -2.0 - 0.5 * 0.5, -0.5]])
+    nothing_present = torch.zeros_like(returns, dtype=torch.bool)
+    advantages = clipped_advantages(returns, values, nothing_present, cfg.gan.advantage_clip)
+    assert advantages.abs().max() == pytest.approx(1.5)  # the clip is in play
+
+    results = learner.update(episodes=[ep])["default_policy"]
+    assert results["policy_loss"].peek() == pytest.approx(float(reinforce_loss(logp, advantages, nothing_present)), rel=1e-4)
+    assert results["vf_loss"].peek() == pytest.approx(float(critic_loss(values, returns, nothing_present)), rel=1e-4)
+    assert results["mean_return"].peek() == pytest.approx(float(returns.mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_generator_and_critic_learn_at_their_own_rates(algo):
+    _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007")
+    module = learner.module["default_policy"].unwrapped()
+    for name, network, lr in (("generator", module.generator, 0.003), ("critic", module.critic, 0.0007)):
+        optimizer = learner.get_optimizer("default_policy", name)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in network.parameters()}
+
+
+def test_ppo_fits_the_critic_to_large_returns_without_clipping_its_error():
+    # Returns are sums of log D <= 0 and reach -10 and below; RLlib's PPO clips the squared value
+    # error at vf_clip_param (10 by default), which would leave the critic no gradient there.
+    _, learner = build_learner("ppo")
+    present = np.array([False, True, False, False, True, True])
+    ep = episode(np.arange(T + 1), present, [5, 6, 7], [-10.0, -10.0, -10.0])
+    results = learner.update(episodes=[ep])["default_policy"]
+    assert results["vf_loss_unclipped"].peek() > 10.0
+    assert results["vf_loss"].peek() == pytest.approx(results["vf_loss_unclipped"].peek())
