@@ -228,7 +228,10 @@ def _model_from(
             f"{stored.fingerprint()[:12]}) than the data ({len(vocab)} tokens, {vocab.fingerprint()[:12]}): "
             "prepare the data with the checkpoint's config or use a matching checkpoint"
         )
-    cfg = config_from_dict(checkpoint["config"])
+    try:
+        cfg = config_from_dict(checkpoint["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}: it comes from another version of maskgan-rl, or is damaged") from None
     models = checkpoint["models"] if isinstance(checkpoint["models"], dict) else {}
     state = models.get(key)
     if state is None:

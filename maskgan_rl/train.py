@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
-from maskgan_rl.config import Config, to_dict, to_yaml
+from maskgan_rl.config import Config, config_from_dict, flatten, to_dict, to_yaml
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.errors import CheckpointError, MaskGANError
 from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain
@@ -81,7 +81,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
         history = list(checkpoint.get("history", []))
-        print(f"[gan] resumed from {path} at iteration {start}")
+        print(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint['config'], cfg)}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
@@ -159,6 +159,13 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
             "resume with the config it was trained with, or set run_dir=... for a new run"
         )
     return previous
+
+
+def _changed_settings(stored: dict[str, Any], cfg: Config) -> str:
+    """", with gan.gen_lr 0.001 -> 0.003, ...": what a resumed run does differently (said, not refused)."""
+    before, now = flatten(config_from_dict(stored)), flatten(cfg)
+    changes = [f"{key} {before.get(key)} -> {value}" for key, value in now.items() if before.get(key) != value]
+    return f", with {', '.join(changes)}" if changes else ""
 
 
 def init_ray(cfg: Config) -> None:

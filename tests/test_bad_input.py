@@ -190,6 +190,15 @@ def test_resume_refuses_a_checkpoint_of_another_vocabulary_or_model(capsys, tmp_
           "gan-000001.pt is at iteration 1, past gan.iterations=0", "set gan.iterations=1 or more")
 
 
+def test_resume_says_which_settings_changed():
+    from maskgan_rl.train import _changed_settings
+
+    before = load_config("synthetic", [])
+    assert _changed_settings(to_dict(before), before) == ""
+    after = load_config("synthetic", ["gan.gen_lr=0.003", "gan.iterations=40"])
+    assert _changed_settings(to_dict(before), after) == ", with gan.iterations 20 -> 40, gan.gen_lr 0.0005 -> 0.003"
+
+
 def test_evaluate_refuses_data_of_another_vocabulary(capsys, tmp_path, pretrained):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat .\n" * 40)
@@ -234,6 +243,9 @@ def test_infill_bad_files_and_checkpoints(capsys, tmp_path, pretrained):
     resized = dict(payload, config={**payload["config"], "model": {**payload["config"]["model"], "hidden": 16, "embed": 16}})
     fails(capsys, ["infill", str(save_checkpoint(tmp_path / "resized.pt", resized)), "w2 ___"],
           "generator weights do not fit its own config", "size mismatch")
+    foreign = dict(payload, config={**payload["config"], "gan": {**payload["config"]["gan"], "warp_drive": 1}})
+    fails(capsys, ["infill", str(save_checkpoint(tmp_path / "foreign.pt", foreign)), "w2 ___"],
+          "foreign.pt", "unknown key 'gan.warp_drive'", "another version of maskgan-rl")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(mle.read_bytes()[:200])
     fails(capsys, ["infill", str(truncated), "w2 ___"], "truncated or corrupt")
