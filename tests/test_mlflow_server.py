@@ -2,6 +2,7 @@
 iterations on the shared local Ray) logs params, metric history, artifacts and the generator as a
 pyfunc model, which loads back through `runs:/` and fills in text; `--resume` continues the same run."""
 
+import dataclasses
 import os
 import signal
 import socket
@@ -97,9 +98,11 @@ def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, t
     assert len(filled) == 1 and filled[0].startswith("w5 ") and filled[0].endswith(" w9")
     assert len(filled[0].split()) == 4 and "___" not in filled[0]
 
-    # --resume continues the same MLflow run and logs no step twice.
-    run_training(cfg, resume=True)
+    # --resume for one more iteration continues the same MLflow run: the new step, and none twice.
+    run_training(dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, iterations=3)), resume=True)
     assert (tmp_path / "run" / f"{RUN_ID_FILE}.train").read_text().strip() == run_id
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]
-    assert len(client.get_metric_history(run_id, "gan/episode_reward_mean")) == 2
+    for key in ("gan/episode_reward_mean", "gan/disc_loss", "gan/eval/oracle_nll"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert sorted(steps) == ([0, 1, 2, 3] if "eval" in key else [1, 2, 3]), key
