@@ -4,7 +4,6 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
 from maskgan_rl.checkpoint import save_checkpoint
 from maskgan_rl.cli import main
@@ -18,19 +17,18 @@ VOCAB = Vocab(["<eos>", "<unk>", "the", "stock", "rose", "sharply", "in", "early
 T = 6
 
 
-class RecordingGenerator(nn.Module):
-    """Stands in for Generator: remembers what it was given and fills every blank with token `fill_id`."""
+class RecordingGenerator(Generator):
+    """A real (untrained) generator whose output bias makes it fill every blank with `fill_id`, and
+    which remembers the last batch it was given."""
 
     def __init__(self, fill_id: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))  # Infiller reads the device from the parameters
-        self.fill_id = fill_id
+        super().__init__(len(VOCAB), ModelConfig(embed=4, hidden=4))
+        with torch.no_grad():
+            self.head.bias[fill_id] = 100.0
 
     def infill(self, windows, present, temperature=1.0, generator=None):
         self.windows, self.present, self.temperature = windows, present, temperature
-        filled = windows.clone()
-        filled[:, 1:][~present] = self.fill_id
-        return filled, torch.zeros(present.shape)
+        return super().infill(windows, present, temperature, generator)
 
 
 def recording(fill_id: int = 3, **data) -> Infiller:
