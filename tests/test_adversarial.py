@@ -99,7 +99,11 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         assert changed(d_before, ray.get(trainer.discriminator.get_state.remote())["model"])
         losses = [m["disc_loss"] for m in metrics if "disc_loss" in m]
         assert len(losses) >= 2 and len(set(losses)) > 1
-        assert all(np.isfinite(m["episode_reward_mean"]) and m["masked_tokens"] > 0 for m in metrics)
+        # Rewards are log D < 0 at each of an episode's 3 masked targets; the synchronous algorithms
+        # fill (at least) 16 windows an iteration, the asynchronous ones what their runners sent.
+        assert all(m["episode_reward_mean"] < 0 for m in metrics)
+        least = 16 * 3 if algo in ("reinforce", "ppo") else 1
+        assert all(m["masked_tokens"] >= least for m in metrics), [m["masked_tokens"] for m in metrics]
         assert any(m.get("grad_norm_generator", 0) > 0 and m.get("grad_norm_critic", 0) > 0 for m in metrics)
         # The divergence guard's masked perplexity (computed on the learner) is the current generator's.
         windows, present = trainer._eval_batch
