@@ -252,6 +252,8 @@ def test_overlapped_discriminator_update_runs_one_iteration_behind(ray_session, 
         assert [m["disc_version"] for m in later] == [1, 2]  # each reports the previous iteration's update
         assert [m["disc_lag_max"] for m in later] == [0, 1] and all(m["disc_episodes_too_old"] == 0 for m in later)
         assert trainer.get_state()["discriminator"]["version"] == 3  # a checkpoint waits for the running update
+        after_checkpoint = trainer.train_iteration()  # ... and the update it waited for is still reported
+        assert after_checkpoint["disc_version"] == 3 and "disc_loss" in after_checkpoint
     finally:
         trainer.stop()
 

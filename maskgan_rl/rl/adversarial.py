@@ -95,6 +95,7 @@ class AdversarialTrainer:
         self._push_all_weights()
         self._steps_sampled = 0
         self._disc_update = None  # ObjectRef of a D update still running (gan.disc_overlap)
+        self._disc_result: Optional[tuple[dict[str, float], float]] = None  # a finished one, not yet reported
         self._runner_restarts = 0  # lifetime count at the end of the previous iteration
         # gan.generator_ema: the moving average of the generator's weights, from MaskMLE's on.
         self._generator_average = _copy(generator_state) if cfg.gan.generator_ema else None
@@ -119,10 +120,10 @@ class AdversarialTrainer:
         rl_s = time.perf_counter() - start
         # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
         # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
-        disc, push_s = self._finish_disc_update() if self._disc_update is not None else ({}, 0.0)
+        disc, push_s = self._collect_disc_update()
         self._disc_update = self.discriminator.train.remote(self.iteration)
         if not self.cfg.gan.disc_overlap:
-            disc, push_s = self._finish_disc_update()
+            disc, push_s = self._collect_disc_update()
         disc_s = time.perf_counter() - start - rl_s
 
         runners = result.get(ENV_RUNNER_RESULTS, {})
@@ -168,13 +169,21 @@ class AdversarialTrainer:
             self.algo.learner_group.foreach_learner(lambda learner: setattr(learner, "generator_frozen", frozen))
             self._generator_frozen = frozen
 
-    def _finish_disc_update(self) -> tuple[dict[str, float], float]:
-        """Wait for the running D update, then push its weights to every env runner: (D's stats, push seconds)."""
+    def _finish_disc_update(self) -> None:
+        """Wait for the running D update, then push its weights to every env runner; its (stats, push
+        seconds) wait in `_disc_result` for the iteration that reports them."""
         disc = ray.get(self._disc_update)
         self._disc_update = None
         pushed = time.perf_counter()
         push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
-        return disc, time.perf_counter() - pushed
+        self._disc_result = (disc, time.perf_counter() - pushed)
+
+    def _collect_disc_update(self) -> tuple[dict[str, float], float]:
+        """(stats, push seconds) of the last D update, waiting for it if it still runs; ({}, 0) if none."""
+        if self._disc_update is not None:
+            self._finish_disc_update()
+        result, self._disc_result = self._disc_result or ({}, 0.0), None
+        return result
 
     def _reseed(self) -> None:
         """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""
