@@ -97,4 +97,3 @@ def test_reinforce_loss_value_and_gradients():
     # d loss / d logp_t = -A_t / 3 at masked t: [-2/3, 0, 1/3, -4/3]; exactly 0 at the present position.
     torch.testing.assert_close(logp.grad, torch.tensor([[-2.0 / 3.0, 0.0, 1.0 / 3.0, -4.0 / 3.0]]))
     assert critic_values.grad is None  # stop-gradient: the advantage is not differentiated
-
