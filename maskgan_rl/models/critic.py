@@ -1,7 +1,10 @@
-"""The critic (baseline) of the actor-critic generator update, as in the authors' code.
+"""The critic (baseline) of the actor-critic generator update.
 
-An LSTM from zero state over the filled prefix (no encoder, no attention) and a linear head:
-value t estimates the discounted return from target t on, having seen filled[:t+1].
+As in the authors' code, an LSTM from zero state over the filled prefix (no encoder, no attention)
+and a linear head: value t estimates the discounted return from target t on, having seen
+filled[:t+1]. Unlike it, the LSTM is the critic's own (started from the generator's decoder) and
+learns with the generator, not a head on D's decoder: the value function is part of the RLlib policy
+module on the learner, while D lives in its own actor.
 """
 
 from __future__ import annotations
