@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +23,6 @@ import torch
 from maskgan_rl.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
-_UMASK = os.umask(0o022)  # read (it can only be read by setting it), then restored
-os.umask(_UMASK)
 
 
 def writable_dir(path: str | os.PathLike, setting: str) -> Path:
@@ -40,9 +39,10 @@ def writable_dir(path: str | os.PathLike, setting: str) -> Path:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    # Not mkstemp: its files are owner-only, where a checkpoint gets the mode any new file gets (umask).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; a checkpoint is as shareable as any file
         with os.fdopen(fd, "wb") as f:
             torch.save({"format_version": FORMAT_VERSION, **payload}, f)
             f.flush()
