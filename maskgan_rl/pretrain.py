@@ -216,11 +216,19 @@ def load_infiller(
     return model.to(device).eval(), stored, checkpoint
 
 
+def stored_config(checkpoint: dict, path: str | Path) -> Config:
+    """The config `checkpoint` (read from `path`) was written with, as this version reads it."""
+    from maskgan_rl.config import config_from_dict
+
+    try:
+        return config_from_dict(checkpoint["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}: it comes from another version of maskgan-rl, or is damaged") from None
+
+
 def _model_from(
     checkpoint: dict, path: str | Path, vocab: Optional[Vocab], key: str, model_class: type, wanted: str
 ) -> tuple[torch.nn.Module, Vocab]:
-    from maskgan_rl.config import config_from_dict
-
     stored = Vocab(checkpoint["vocab"])
     if vocab is not None and stored.tokens != vocab.tokens:
         raise CheckpointError(
@@ -228,10 +236,7 @@ def _model_from(
             f"{stored.fingerprint()[:12]}) than the data ({len(vocab)} tokens, {vocab.fingerprint()[:12]}): "
             "prepare the data with the checkpoint's config or use a matching checkpoint"
         )
-    try:
-        cfg = config_from_dict(checkpoint["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path}: {err}: it comes from another version of maskgan-rl, or is damaged") from None
+    cfg = stored_config(checkpoint, path)
     models = checkpoint["models"] if isinstance(checkpoint["models"], dict) else {}
     state = models.get(key)
     if state is None:

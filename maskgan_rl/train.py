@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
-from maskgan_rl.config import Config, config_from_dict, flatten, to_dict, to_yaml
+from maskgan_rl.config import Config, flatten, to_dict, to_yaml
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.errors import CheckpointError, MaskGANError
-from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain
+from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain, stored_config
 from maskgan_rl.progress import Progress
 from maskgan_rl.tracking import Tracker
 
@@ -81,7 +81,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
         history = list(checkpoint.get("history", []))
-        print(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint['config'], cfg)}")
+        print(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint, path, cfg)}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
     folder = Path(cfg.run_dir) / "checkpoints"
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
@@ -136,18 +136,13 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
             "move them away to start over, or set run_dir=... for a new run"
         )
     path, checkpoint = previous
-    stored = checkpoint.get("config", {})
-    differences = []
     # The trainer state holds weights of this model shape and optimiser state of this algorithm, for
     # a vocabulary built from these data settings (paths may differ: the cluster may see other ones).
-    settings = to_dict(cfg)
-    here = {f"model.{key}": value for key, value in settings["model"].items()} | {"gan.algo": cfg.gan.algo}
-    here |= {f"data.{key}": value for key, value in settings["data"].items() if not key.endswith("_path")}
-    for key, value in here.items():
-        section, name = key.split(".")
-        there = stored.get(section, {}).get(name)
-        if there != value:
-            differences.append(f"{key} ({there} there, {value} here)")
+    differences = [
+        f"{key} ({there} there, {here} here)"
+        for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()
+        if key.startswith("model.") or key == "gan.algo" or (key.startswith("data.") and not key.endswith("_path"))
+    ]
     if checkpoint.get("iteration", 0) > cfg.gan.iterations:
         raise CheckpointError(
             f"{path} is at iteration {checkpoint['iteration']}, past gan.iterations={cfg.gan.iterations}: "
@@ -161,10 +156,15 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     return previous
 
 
-def _changed_settings(stored: dict[str, Any], cfg: Config) -> str:
+def _setting_changes(checkpoint: dict[str, Any], path: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (value in the checkpoint's config, value here)} for every setting that differs."""
+    before, now = flatten(stored_config(checkpoint, path)), flatten(cfg)
+    return {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
+
+
+def _changed_settings(checkpoint: dict[str, Any], path: Path, cfg: Config) -> str:
     """", with gan.gen_lr 0.001 -> 0.003, ...": what a resumed run does differently (said, not refused)."""
-    before, now = flatten(config_from_dict(stored)), flatten(cfg)
-    changes = [f"{key} {before.get(key)} -> {value}" for key, value in now.items() if before.get(key) != value]
+    changes = [f"{key} {there} -> {here}" for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()]
     return f", with {', '.join(changes)}" if changes else ""
 
 

@@ -194,9 +194,10 @@ def test_resume_says_which_settings_changed():
     from maskgan_rl.train import _changed_settings
 
     before = load_config("synthetic", [])
-    assert _changed_settings(to_dict(before), before) == ""
+    checkpoint = {"config": to_dict(before)}
+    assert _changed_settings(checkpoint, Path("gan-000001.pt"), before) == ""
     after = load_config("synthetic", ["gan.gen_lr=0.003", "gan.iterations=40"])
-    assert _changed_settings(to_dict(before), after) == ", with gan.iterations 20 -> 40, gan.gen_lr 0.0005 -> 0.003"
+    assert _changed_settings(checkpoint, Path("gan-000001.pt"), after) == ", with gan.iterations 20 -> 40, gan.gen_lr 0.0005 -> 0.003"
 
 
 def test_evaluate_refuses_data_of_another_vocabulary(capsys, tmp_path, pretrained):
