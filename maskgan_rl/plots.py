@@ -42,6 +42,17 @@ def plot_quality_diversity(
     x_better: Better = "low",
     y_better: Better = "low",
 ) -> Path:
+    """Save `quality_diversity_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
+    return _save(quality_diversity_figure(curves, x, y, x_better, y_better), path)
+
+
+def quality_diversity_figure(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    x: str,
+    y: str,
+    x_better: Better = "low",
+    y_better: Better = "low",
+) -> Figure:
     """One line per model (checkpoint) through its points at several softmax temperatures.
 
     A single temperature can make any model look better (Caccia et al. 2018); comparing whole curves
@@ -82,7 +93,7 @@ def plot_quality_diversity(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_training_curves(
@@ -91,6 +102,15 @@ def plot_training_curves(
     path: str | Path,
     x_key: str | None = "iteration",
 ) -> Path:
+    """Save `training_curves_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
+    return _save(training_curves_figure(history, keys, x_key), path)
+
+
+def training_curves_figure(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str],
+    x_key: str | None = "iteration",
+) -> Figure:
     """One subplot per metric in ``keys`` against the iteration, sharing the x axis.
 
     The iteration is each record's ``x_key`` value (every record must have it), or the record's
@@ -119,4 +139,4 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(x_key or "iteration")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

@@ -11,7 +11,7 @@ from maskgan_rl.metrics import (
     unique_ngram_fraction,
     validation_ngram_overlap,
 )
-from maskgan_rl.plots import plot_quality_diversity, plot_training_curves
+from maskgan_rl.plots import plot_quality_diversity, plot_training_curves, quality_diversity_figure, training_curves_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -165,6 +165,22 @@ def test_plot_quality_diversity_writes_png(tmp_path):
     _assert_png(out)
 
 
+def test_quality_diversity_figure_joins_each_models_points_in_temperature_order():
+    curves = {
+        "mle": [{"temperature": t, "nll_oracle": 9 - t, "reverse_nll": 5 + t} for t in (1.0, 0.7, 1.3)],
+        "maskgan": [{"temperature": t, "nll_oracle": 8 - t, "reverse_nll": 6 + t} for t in (1.0, 0.7)],
+    }
+    ax = quality_diversity_figure(curves, x="nll_oracle", y="reverse_nll", x_better="low", y_better="high").axes[0]
+    mle, maskgan = ax.get_lines()
+    assert mle.get_label() == "mle" and maskgan.get_label() == "maskgan"
+    assert list(mle.get_xdata()) == pytest.approx([8.3, 8.0, 7.7])  # T = 0.7, 1.0, 1.3
+    assert list(mle.get_ydata()) == pytest.approx([5.7, 6.0, 6.3])
+    assert list(maskgan.get_xdata()) == pytest.approx([7.3, 7.0])
+    assert sorted(t.get_text() for t in ax.texts) == ["T=0.7", "T=0.7", "T=1", "T=1", "T=1.3"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("nll_oracle", "reverse_nll")
+    assert "upper-left is better" in ax.get_title()
+
+
 def test_plot_quality_diversity_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="`curves` is empty"):
         plot_quality_diversity({}, x="bleu", y="self_bleu", path=tmp_path / "x.png")
@@ -181,6 +197,20 @@ def test_plot_training_curves_writes_png(tmp_path):
     history[4]["eval_ppl"] = 70.0
     out = plot_training_curves(history, ["d_loss", "g_loss", "eval_ppl"], tmp_path / "train.png")
     _assert_png(out)
+
+
+def test_training_curves_figure_plots_each_metric_where_it_was_logged():
+    history = [{"iteration": 10 + i, "d_loss": 1 / (i + 1)} for i in range(4)]
+    history[1]["eval_ppl"] = 80.0
+    history[3]["eval_ppl"] = 70.0
+    axes = training_curves_figure(history, ["d_loss", "eval_ppl"]).axes
+    assert [ax.get_ylabel() for ax in axes] == ["d_loss", "eval_ppl"]
+    (d_loss,), (eval_ppl,) = (ax.get_lines() for ax in axes)
+    assert list(d_loss.get_xdata()) == [10, 11, 12, 13]
+    assert list(d_loss.get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    assert list(eval_ppl.get_xdata()) == [11, 13] and list(eval_ppl.get_ydata()) == [80.0, 70.0]
+    (by_position,) = training_curves_figure(history, ["d_loss"], x_key=None).axes[0].get_lines()
+    assert list(by_position.get_xdata()) == [0, 1, 2, 3]
 
 
 def test_plot_training_curves_rejects_bad_input(tmp_path):
