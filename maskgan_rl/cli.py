@@ -1,7 +1,8 @@
 """`maskgan prepare|pretrain|train|infill|evaluate`: a thin layer over the library functions.
 
 Every training command takes `--preset NAME` (or a YAML path) and dotted overrides, before or after
-the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`). A `MaskGANError` (bad config,
+the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`); `--print-config` shows the
+config they resolve to, as YAML that `--preset` reads back, without running anything. A `MaskGANError` (bad config,
 corpus, checkpoint...) is printed as one line and exits with status 2.
 """
 
@@ -27,6 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         setattr(args, listed, [*getattr(args, listed), *extra])
     try:
+        if getattr(args, "print_config", False):
+            return _print_config(args)
         return args.run(args) or 0
     except MaskGANError as err:
         print(f"maskgan {args.command}: error: {err}", file=sys.stderr)
@@ -40,6 +43,13 @@ def _config(args: argparse.Namespace):
     from maskgan_rl.config import load_config
 
     return load_config(args.preset, args.overrides)
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    from maskgan_rl.config import to_yaml
+
+    print(to_yaml(_config(args)), end="")
+    return 0
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -82,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
         sub.add_argument("--preset", default="synthetic", help="synthetic (default) | synthetic-gan | ptb | imdb | path/to/config.yaml")
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. gan.algo=ppo")
+        sub.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit (runs nothing)")
         sub.set_defaults(run=run)
         return sub
 

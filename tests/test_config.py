@@ -11,6 +11,18 @@ def test_presets_and_dotted_overrides():
     assert (cfg.model.hidden, cfg.gan.algo, cfg.mask.present_rate) == (256, "ppo", 0.25)
 
 
+def test_print_config_shows_the_resolved_config_and_preset_reads_it_back(tmp_path, capsys):
+    from maskgan_rl.cli import main
+
+    args = ["--preset", "synthetic-gan", "gan.algo=ppo", f"run_dir={tmp_path / 'run'}"]
+    assert main(["train", "--print-config", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "algo: ppo" in printed and "synthetic_train: 50000" in printed
+    assert not (tmp_path / "run").exists()  # printed, nothing run
+    (tmp_path / "resolved.yaml").write_text(printed)
+    assert load_config(str(tmp_path / "resolved.yaml")) == load_config("synthetic-gan", args[2:])
+
+
 def test_round_trip_through_a_stored_dict():
     cfg = load_config("imdb", ["seed=7"])
     again = config_from_dict(to_dict(cfg))
