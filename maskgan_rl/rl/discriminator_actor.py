@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -84,7 +85,10 @@ class DiscriminatorTrainer:
         if self.state_path is not None:
             import ray
 
-            if ray.get_runtime_context().was_current_actor_reconstructed:
+            with warnings.catch_warnings():  # Ray's property reads its own deprecated `actor_id` inside
+                warnings.simplefilter("ignore", DeprecationWarning)
+                restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            if restarted:
                 self._resume_after_restart()
             else:  # a restart before the first update must not find a file of an earlier run
                 self._save_state()
