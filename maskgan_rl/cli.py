@@ -67,9 +67,10 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from maskgan_rl.train import run_training
+    from maskgan_rl.train import next_steps, run_training
 
-    run_training(_config(args), resume=args.resume)
+    cfg = _config(args)
+    print(next_steps(cfg, run_training(cfg, resume=args.resume)))
 
 
 def _infill(args: argparse.Namespace) -> None:

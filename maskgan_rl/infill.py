@@ -31,11 +31,18 @@ from maskgan_rl.corpora import tokenize_review
 from maskgan_rl.errors import MaskGANError
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import load_generator
-from maskgan_rl.vocab import EOS, Vocab
+from maskgan_rl.vocab import EOS, SPECIALS, Vocab
 
 BLANK = "___"
 ROWS_PER_BATCH = 1024  # filled windows sampled at once: bounds memory whatever --samples asks
 _BLANK_TOKEN = re.compile(r"_{3,}")
+
+
+def example_text(tokens: Sequence[str]) -> str:
+    """Two words of a vocabulary around two blanks: a text every model with that vocabulary reads
+    without unknown words (shown after training, and MLflow's serving example)."""
+    words = [token for token in tokens if token not in SPECIALS]
+    return f"{words[0]} {BLANK} {BLANK} {words[-1]}"
 
 
 class UnknownWordWarning(UserWarning):

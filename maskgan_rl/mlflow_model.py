@@ -36,9 +36,10 @@ class InfillModel(PythonModel):
 
         self.infiller = Infiller.from_checkpoint(context.artifacts["checkpoint"])
 
-    # `model_input` is deliberately unannotated: MLflow turns an annotation into the input schema,
-    # replacing SIGNATURE (and its temperature/seed params); _texts accepts every form below.
-    def predict(self, context: PythonModelContext, model_input, params: Optional[dict[str, Any]] = None) -> list[str]:  # noqa: ANN001
+    # MLflow applies SIGNATURE first, so texts arrive as a one-column DataFrame. It infers no schema from
+    # a DataFrame hint (most hints would replace SIGNATURE and drop its params); called directly,
+    # predict also takes what _texts accepts.
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> list[str]:
         params = params or {}
         seed = int(params.get("seed", NO_SEED))
         filled = self.infiller.fill(
@@ -71,9 +72,18 @@ def log_infill_model(checkpoint: str | os.PathLike) -> None:
         python_model=__file__,
         artifacts={"checkpoint": str(checkpoint)},
         signature=SIGNATURE,
+        input_example=_input_example(checkpoint),
         # Named outright: MLflow's inference would load the model in a subprocess just to list imports.
         pip_requirements=_requirements(),
     )
+
+
+def _input_example(checkpoint: str | os.PathLike) -> list[str]:
+    """Shown to users of the logged model (MLflow's serving example); MLflow also runs it once."""
+    from maskgan_rl.checkpoint import load_checkpoint
+    from maskgan_rl.infill import example_text
+
+    return [example_text(load_checkpoint(checkpoint, require=("vocab",))["vocab"])]
 
 
 def _requirements() -> list[str]:

@@ -62,6 +62,26 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
         return final
 
 
+def next_steps(cfg: Config, final: Path) -> str:
+    """What a finished `maskgan train` made and the commands that use it, for the end of its output."""
+    from maskgan_rl.checkpoint import load_checkpoint
+    from maskgan_rl.infill import example_text
+    from maskgan_rl.tracking import tracking_uri
+
+    mle = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
+    lines = [
+        f"done: generator in {final}",
+        f'  fill in blanks:  maskgan infill {final} "{example_text(load_checkpoint(final, require=("vocab",))["vocab"])}"',
+    ]
+    if final != mle and mle.is_file():
+        lines.append(f"  compare:         maskgan evaluate {final} {mle}")
+    if cfg.tracking.enabled:
+        uri = tracking_uri(cfg)
+        browse = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+        lines.append(f"  runs and curves: {browse}  (experiment {cfg.tracking.experiment!r})")
+    return "\n".join(lines)
+
+
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
     from maskgan_rl.evaluate import evaluate_during_training
     from maskgan_rl.models.discriminator import Discriminator

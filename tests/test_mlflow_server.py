@@ -97,6 +97,10 @@ def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, t
     filled = model.predict(["w5 ___ ___ w9"], params={"seed": 0})
     assert len(filled) == 1 and filled[0].startswith("w5 ") and filled[0].endswith(" w9")
     assert len(filled[0].split()) == 4 and "___" not in filled[0]
+    example = mlflow.models.Model.load(f"runs:/{run_id}/model").load_input_example()  # what serving users see
+    assert example == ["w2 ___ ___ w29"]  # first and last words of its vocabulary (30)
+    (served,) = model.predict(example, params={"seed": 0})
+    assert served.startswith("w2 ") and served.endswith(" w29") and "___" not in served
 
     # --resume for one more iteration continues the same MLflow run: the new step, and none twice.
     run_training(dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, iterations=3)), resume=True)

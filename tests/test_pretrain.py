@@ -109,3 +109,32 @@ def test_mlflow_run_is_continued_only_with_the_config_it_was_started_with(tmp_pa
     assert client.get_run(changed).data.params["model.hidden"] == "16"
     assert client.get_run(first).data.params["model.hidden"] == "32"
     assert [m.step for m in client.get_metric_history(changed, "mle/valid_perplexity")] == [5]
+
+
+
+def test_next_steps_names_the_generator_and_commands_that_run(pretrained, tmp_path, capsys):
+    import dataclasses
+    import shlex
+    import shutil
+
+    from maskgan_rl.cli import main
+    from maskgan_rl.train import next_steps
+
+    cfg, result = pretrained
+    lines = next_steps(cfg, result.mle_path).splitlines()
+    assert lines[0] == f"done: generator in {result.mle_path}" and len(lines) == 2  # no compare, no tracking
+    command = shlex.split(lines[1].split(":", 1)[1])
+    assert command[:3] == ["maskgan", "infill", str(result.mle_path)]
+    capsys.readouterr()
+    assert main([*command[1:], "--seed", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err  # the example uses the model's own words only
+    filled, example = out.split(), command[3].split()
+    assert (filled[0], filled[-1], len(filled)) == (example[0], example[-1], len(example)) and "___" not in filled
+
+    final = tmp_path / "maskgan.pt"  # an adversarial result beside its MaskMLE, tracked on a server
+    shutil.copy(result.mle_path, final)
+    tracked = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, tracking_uri="http://mlflow:5000"))
+    text = next_steps(tracked, final)
+    assert f"maskgan evaluate {final} {result.mle_path}" in text
+    assert "runs and curves: http://mlflow:5000" in text
