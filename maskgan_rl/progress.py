@@ -8,10 +8,16 @@ from typing import Any, TextIO
 
 
 class Progress:
-    """`Progress("mle", total=3000)`; `.update(step, loss=2.3)` prints at most every `every_s` seconds."""
+    """`Progress("mle", total=3000)`; `.update(step, loss=2.3)` prints at most every `every_s` seconds.
 
-    def __init__(self, name: str, total: int, unit: str = "step", every_s: float = 2.0, stream: TextIO | None = None):
-        self.name, self.total, self.unit, self.every_s = name, total, unit, every_s
+    `initial`: steps already done before this process started (a resumed run); the rate and ETA
+    count only the steps done since.
+    """
+
+    def __init__(
+        self, name: str, total: int, unit: str = "step", every_s: float = 2.0, stream: TextIO | None = None, initial: int = 0
+    ):
+        self.name, self.total, self.unit, self.every_s, self.initial = name, total, unit, every_s, initial
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
         self.last_print = -float("inf")
@@ -22,11 +28,11 @@ class Progress:
             return
         self.last_print = now
         elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.initial) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        shown = "".join(f" {k}={_fmt(v)}" for k, v in metrics.items())
         print(
-            f"[{self.name}] {done}/{self.total} {shown} | {rate:.2f} {self.unit}/s, "
+            f"[{self.name}] {done}/{self.total}{shown} | {rate:.2f} {self.unit}/s, "
             f"elapsed {_clock(elapsed)}, eta {_clock(eta)}",
             file=self.stream,
             flush=True,

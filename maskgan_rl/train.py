@@ -102,7 +102,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         start = int(checkpoint["iteration"])
         history = list(checkpoint.get("history", []))
         print(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint, path, cfg)}")
-    progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0)
+    progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0, initial=start)
     folder = Path(cfg.run_dir) / "checkpoints"
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
         if cfg.gan.disc_pretrain_steps:
