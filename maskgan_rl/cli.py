@@ -61,9 +61,10 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from maskgan_rl.train import run_pretraining
+    from maskgan_rl.train import next_steps, run_pretraining
 
-    run_pretraining(_config(args))
+    cfg = _config(args)
+    print(next_steps(cfg, run_pretraining(cfg).mle_path))
 
 
 def _train(args: argparse.Namespace) -> None:

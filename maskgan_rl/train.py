@@ -63,7 +63,7 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
 
 
 def next_steps(cfg: Config, final: Path) -> str:
-    """What a finished `maskgan train` made and the commands that use it, for the end of its output."""
+    """What a finished `maskgan train` (or `pretrain`) made and the commands that use it, for the end of its output."""
     from maskgan_rl.checkpoint import load_checkpoint
     from maskgan_rl.infill import example_text
     from maskgan_rl.tracking import tracking_uri
