@@ -87,7 +87,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskgan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="maskgan",
+        description="Train and use MaskGAN text in-filling models (adversarial training on Ray RLlib).",
+        epilog="examples:\n"
+        "  maskgan train                                  # the whole pipeline on the synthetic default\n"
+        "  maskgan train --preset ptb gan.algo=ppo        # a preset, with dotted overrides\n"
+        '  maskgan infill runs/ptb/checkpoints/maskgan.pt "the ___ rose sharply"\n'
+        "  maskgan evaluate runs/ptb/checkpoints/maskgan.pt runs/ptb/checkpoints/mle.pt\n"
+        "`maskgan COMMAND --help` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def configured(name: str, run, help: str) -> argparse.ArgumentParser:
