@@ -7,7 +7,10 @@ losses and D trainer, no Ray) trains the generator with REINFORCE and the critic
 - `noise`: log sigmoid of random logits, a reward that carries no information: the null control;
 - `optimal`: log D of the Bayes-optimal discriminator between oracle data and the current generator,
   logit = log p_oracle(token) - log p_G(token): MaskGAN's reward with a D that knows the data exactly,
-  the most any learned D could give.
+  the most any learned D could give;
+- `d_prob`: D's probability that the token is real, SeqGAN's positive reward (use with `--baselines none`);
+- `constant`: 0.5 for every token: the null control of that positive form.
+`--baselines critic` (MaskGAN) subtracts the critic's value; `none` (SeqGAN) uses the returns as they are.
 With the oracle and optimal rewards the oracle NLL of in-fills must fall (else the update is broken); with noise
 it wanders, and how far in either direction is what any single run of log D must be judged against;
 with log D it falls only as far as D's reward points at quality, which `reward_oracle_corr` (the
@@ -44,7 +47,8 @@ from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.pretrain import load_generator
 from throughput import FusedLoop
 
-REWARDS = ("d", "oracle", "noise", "optimal")
+REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant")
+BASELINES = ("critic", "none")
 
 
 def reward_check(
@@ -55,6 +59,7 @@ def reward_check(
     warmup: int,
     iterations: int,
     eval_every: int,
+    baseline: str = "critic",
 ) -> list[dict[str, Any]]:
     """One run: D pretrained as configured, `warmup` critic-only iterations, then `iterations` updates.
     Returns one row of evaluation metrics per evaluation, iteration 0 (the MaskMLE start) first."""
@@ -73,15 +78,17 @@ def reward_check(
             oracle.token_log_probs(filled)
             - loop.sampled_log_probs(context, filled, torch.ones(filled[:, 1:].shape, dtype=torch.bool))
         ),
+        "d_prob": lambda context, filled: torch.sigmoid(loop.discriminator.model(context, filled)),
+        "constant": lambda context, filled: torch.full(filled[:, 1:].shape, 0.5),
     }
-    loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward])
+    loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward], baseline=baseline == "critic")
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
         loop.discriminator.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
     for _ in range(warmup):
         loop.train_iteration(update_generator=False)
 
     def evaluate(iteration: int) -> dict[str, Any]:
-        row = {"reward": reward, "warmup": warmup, "iteration": iteration}
+        row = {"reward": reward, "baseline": baseline, "warmup": warmup, "iteration": iteration}
         row |= evaluate_during_training(loop.generator, data, cfg, loop.discriminator.model)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         return row
@@ -101,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rewards", nargs="+", choices=REWARDS, default=list(REWARDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed and setting")
     parser.add_argument("--warmups", nargs="+", type=int, default=[0], help="critic-only iterations first")
+    parser.add_argument("--baselines", nargs="+", choices=BASELINES, default=["critic"])
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward_check"))
@@ -115,11 +123,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = [
         {"seed": seed, **row}
         for reward in args.rewards
+        for baseline in args.baselines
         for warmup in args.warmups
         for seed in args.seeds
         for row in reward_check(
             dataclasses.replace(cfg, seed=seed), data, generator.state_dict(), reward, warmup, args.iterations,
-            args.eval_every,
+            args.eval_every, baseline,
         )
     ]
     report = {
@@ -138,12 +147,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| reward | critic warm-up | seed | iteration | oracle NLL | D held-out accuracy | corr(log D, oracle log p) | unique 2-grams % |",
-        "|---|---|---|---|---|---|---|---|",
+        "| reward | baseline | critic warm-up | seed | iteration | oracle NLL | masked ppl | D held-out accuracy | corr(log D, oracle log p) | unique 2-grams % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['reward']} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
+            f"| {r['reward']} | {r.get('baseline', 'critic')} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
+            f"{r['masked_perplexity']:.0f} | "
             f"{r['disc_heldout_accuracy']:.3f} | {r['reward_oracle_corr']:+.3f} | {r['unique_2grams']:.1f} |"
         )
     return "\n".join(lines) + "\n"

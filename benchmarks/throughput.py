@@ -82,9 +82,12 @@ class FusedLoop:
         generator_state: dict[str, torch.Tensor],
         device: torch.device,
         reward: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+        baseline: bool = True,
     ):
-        """`reward(context, filled) -> [B, T]` per-target rewards; default log D, as MaskGAN trains."""
-        self.cfg, self.device = cfg, device
+        """`reward(context, filled) -> [B, T]` per-target rewards; default log D, as MaskGAN trains.
+        `baseline` False: advantages are the clipped returns themselves, as in SeqGAN (the critic
+        still learns, unused)."""
+        self.cfg, self.device, self.baseline = cfg, device, baseline
         self.reward = reward or (lambda context, filled: log_real_prob(self.discriminator.model(context, filled)))
         self.vocab_size = len(data.vocab)
         policy = policy_model_config(cfg.model)  # no dropout, as the RL loop's policy
@@ -132,7 +135,8 @@ class FusedLoop:
         logp = self.sampled_log_probs(context, filled, masked)
         values = self.critic(filled)
         returns = masked_returns(rewards, present, g.gamma)
-        advantages = clipped_advantages(returns, values, present, g.advantage_clip)
+        baseline = values if self.baseline else torch.zeros_like(values)
+        advantages = clipped_advantages(returns, baseline, present, g.advantage_clip)
         loss = reinforce_loss(logp, advantages, present) + critic_loss(values, returns, present)
         self.gen_opt.zero_grad()
         self.critic_opt.zero_grad()
