@@ -152,7 +152,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['reward']} | {r.get('baseline', 'critic')} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
+            f"| {r['reward']} | {r['baseline']} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
             f"{r['masked_perplexity']:.0f} | "
             f"{r['disc_heldout_accuracy']:.3f} | {r['reward_oracle_corr']:+.3f} | {r['unique_2grams']:.1f} |"
         )

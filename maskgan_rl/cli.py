@@ -61,17 +61,15 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from maskgan_rl.train import next_steps, run_pretraining
+    from maskgan_rl.train import run_pretraining
 
-    cfg = _config(args)
-    print(next_steps(cfg, run_pretraining(cfg).mle_path))
+    run_pretraining(_config(args))
 
 
 def _train(args: argparse.Namespace) -> None:
-    from maskgan_rl.train import next_steps, run_training
+    from maskgan_rl.train import run_training
 
-    cfg = _config(args)
-    print(next_steps(cfg, run_training(cfg, resume=args.resume)))
+    run_training(_config(args), resume=args.resume)
 
 
 def _infill(args: argparse.Namespace) -> None:

@@ -18,6 +18,8 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from maskgan_rl.vocab import Vocab
+
 MODEL_NAME = "model"  # the artifact path under the run: runs:/<run_id>/model
 NO_SEED = -1  # MLflow params cannot default to None; a negative seed means "draw fresh randomness"
 
@@ -61,9 +63,11 @@ def _texts(model_input: Any) -> list[str]:
     return [str(text) for text in model_input]
 
 
-def log_infill_model(checkpoint: str | os.PathLike) -> None:
-    """Log `checkpoint`'s generator as a pyfunc model in the active MLflow run."""
+def log_infill_model(checkpoint: str | os.PathLike, vocab: Vocab) -> None:
+    """Log `checkpoint`'s generator (trained on `vocab`) as a pyfunc model in the active MLflow run."""
     import mlflow
+
+    from maskgan_rl.infill import example_text
 
     mlflow.pyfunc.log_model(
         name=MODEL_NAME,
@@ -72,18 +76,10 @@ def log_infill_model(checkpoint: str | os.PathLike) -> None:
         python_model=__file__,
         artifacts={"checkpoint": str(checkpoint)},
         signature=SIGNATURE,
-        input_example=_input_example(checkpoint),
+        input_example=[example_text(vocab.tokens)],  # MLflow's serving example; it also runs it once
         # Named outright: MLflow's inference would load the model in a subprocess just to list imports.
         pip_requirements=_requirements(),
     )
-
-
-def _input_example(checkpoint: str | os.PathLike) -> list[str]:
-    """Shown to users of the logged model (MLflow's serving example); MLflow also runs it once."""
-    from maskgan_rl.checkpoint import load_checkpoint
-    from maskgan_rl.infill import example_text
-
-    return [example_text(load_checkpoint(checkpoint, require=("vocab",))["vocab"])]
 
 
 def _requirements() -> list[str]:

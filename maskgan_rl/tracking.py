@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 from maskgan_rl.config import Config, flatten
+from maskgan_rl.vocab import Vocab
 
 RUN_ID_FILE = "mlflow_run_id"
 Reopen = Literal["always", "same_config", "never"]
@@ -107,12 +108,13 @@ class Tracker:
 
             mlflow.log_params({key: ("" if value is None else str(value)) for key, value in params.items()})
 
-    def log_model(self, checkpoint: str | os.PathLike) -> None:
-        """The generator of `checkpoint` as an MLflow pyfunc model at `runs:/<run_id>/model` (tracking.log_model)."""
+    def log_model(self, checkpoint: str | os.PathLike, vocab: Vocab) -> None:
+        """The generator of `checkpoint` (trained on `vocab`) as an MLflow pyfunc model at `runs:/<run_id>/model`
+        (tracking.log_model)."""
         if self.enabled and self.cfg.tracking.log_model:
             from maskgan_rl.mlflow_model import log_infill_model
 
-            log_infill_model(checkpoint)
+            log_infill_model(checkpoint, vocab)
 
     @contextmanager
     def nested(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[None]:

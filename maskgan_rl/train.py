@@ -20,7 +20,8 @@ from maskgan_rl.dataset import prepare_data
 from maskgan_rl.errors import CheckpointError, MaskGANError
 from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain, stored_config
 from maskgan_rl.progress import Progress
-from maskgan_rl.tracking import Tracker
+from maskgan_rl.tracking import Tracker, tracking_uri
+from maskgan_rl.vocab import Vocab
 
 FINAL_CHECKPOINT = "maskgan.pt"
 
@@ -34,8 +35,9 @@ def run_pretraining(cfg: Config) -> PretrainResult:
     with Tracker(cfg, "pretrain") as tracker:
         _log_run_files(cfg, tracker, data)
         result = pretrain(cfg, data, tracker)
-        tracker.log_model(result.mle_path)
-        return result
+        tracker.log_model(result.mle_path, data.vocab)
+    print(next_steps(cfg, result.mle_path, data.vocab))
+    return result
 
 
 def run_training(cfg: Config, resume: bool = False) -> Path:
@@ -58,20 +60,19 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
             final = pretrained.mle_path
         else:
             final = _adversarial(cfg, data, pretrained, tracker, previous)
-        tracker.log_model(final)
-        return final
+        tracker.log_model(final, data.vocab)
+    print(next_steps(cfg, final, data.vocab))
+    return final
 
 
-def next_steps(cfg: Config, final: Path) -> str:
-    """What a finished `maskgan train` (or `pretrain`) made and the commands that use it, for the end of its output."""
-    from maskgan_rl.checkpoint import load_checkpoint
+def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
+    """What a finished training (or pretraining) made and the commands that use it, for the end of its output."""
     from maskgan_rl.infill import example_text
-    from maskgan_rl.tracking import tracking_uri
 
     mle = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
     lines = [
         f"done: generator in {final}",
-        f'  fill in blanks:  maskgan infill {final} "{example_text(load_checkpoint(final, require=("vocab",))["vocab"])}"',
+        f'  fill in blanks:  maskgan infill {final} "{example_text(vocab.tokens)}"',
     ]
     if final != mle and mle.is_file():
         lines.append(f"  compare:         maskgan evaluate {final} {mle}")

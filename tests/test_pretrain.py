@@ -121,7 +121,8 @@ def test_next_steps_names_the_generator_and_commands_that_run(pretrained, tmp_pa
     from maskgan_rl.train import next_steps
 
     cfg, result = pretrained
-    lines = next_steps(cfg, result.mle_path).splitlines()
+    vocab = Vocab(load_checkpoint(result.mle_path)["vocab"])
+    lines = next_steps(cfg, result.mle_path, vocab).splitlines()
     assert lines[0] == f"done: generator in {result.mle_path}" and len(lines) == 2  # no compare, no tracking
     command = shlex.split(lines[1].split(":", 1)[1])
     assert command[:3] == ["maskgan", "infill", str(result.mle_path)]
@@ -135,6 +136,6 @@ def test_next_steps_names_the_generator_and_commands_that_run(pretrained, tmp_pa
     final = tmp_path / "maskgan.pt"  # an adversarial result beside its MaskMLE, tracked on a server
     shutil.copy(result.mle_path, final)
     tracked = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, tracking_uri="http://mlflow:5000"))
-    text = next_steps(tracked, final)
+    text = next_steps(tracked, final, vocab)
     assert f"maskgan evaluate {final} {result.mle_path}" in text
     assert "runs and curves: http://mlflow:5000" in text
