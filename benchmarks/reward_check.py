@@ -9,7 +9,10 @@ losses and D trainer, no Ray) trains the generator with REINFORCE and the critic
   logit = log p_oracle(token) - log p_G(token): MaskGAN's reward with a D that knows the data exactly,
   the most any learned D could give;
 - `d_prob`: D's probability that the token is real, SeqGAN's positive reward (use with `--baselines none`);
-- `constant`: 0.5 for every token: the null control of that positive form.
+- `constant`: 0.5 for every token: the null control of that positive form;
+- `ratio`: log D with logit = log q(token) - log p_G(token), q another MaskMLE checkpoint (`--ratio-model`,
+  e.g. a larger one trained on the same corpus): the optimal D's form with q in place of the oracle, what a
+  D that knew the data exactly as well as q would say.
 `--baselines critic` (MaskGAN) subtracts the critic's value; `none` (SeqGAN) uses the returns as they are.
 With the oracle and optimal rewards the oracle NLL of in-fills must fall (else the update is broken); with noise
 it wanders, and how far in either direction is what any single run of log D must be judged against;
@@ -35,7 +38,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -44,10 +47,11 @@ from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.models.discriminator import log_real_prob
+from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import load_generator
 from throughput import FusedLoop
 
-REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant")
+REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant", "ratio")
 BASELINES = ("critic", "none")
 
 
@@ -60,6 +64,7 @@ def reward_check(
     iterations: int,
     eval_every: int,
     baseline: str = "critic",
+    ratio_model: Optional[Generator] = None,
 ) -> list[dict[str, Any]]:
     """One run: D pretrained as configured, `warmup` critic-only iterations, then `iterations` updates.
     Returns one row of evaluation metrics per evaluation, iteration 0 (the MaskMLE start) first."""
@@ -68,6 +73,7 @@ def reward_check(
     oracle = synthetic_oracle(d.oracle_vocab, d.oracle_hidden, d.oracle_seed)
 
     noise = torch.Generator().manual_seed(cfg.seed)
+    everywhere = lambda filled: torch.ones(filled[:, 1:].shape, dtype=torch.bool)  # noqa: E731
     rewards = {
         "d": None,  # FusedLoop's default: log D
         "oracle": lambda context, filled: oracle.token_log_probs(filled),
@@ -76,11 +82,16 @@ def reward_check(
         # now, at every target (rewards at present targets are not used).
         "optimal": lambda context, filled: log_real_prob(
             oracle.token_log_probs(filled)
-            - loop.sampled_log_probs(context, filled, torch.ones(filled[:, 1:].shape, dtype=torch.bool))
+            - loop.sampled_log_probs(context, filled, everywhere(filled))
         ),
         "d_prob": lambda context, filled: torch.sigmoid(loop.discriminator.model(context, filled)),
         "constant": lambda context, filled: torch.full(filled[:, 1:].shape, 0.5),
+        "ratio": lambda context, filled: log_real_prob(
+            _token_log_probs(ratio_model, context, filled) - loop.sampled_log_probs(context, filled, everywhere(filled))
+        ),
     }
+    if reward == "ratio" and ratio_model is None:
+        raise ConfigError("--rewards ratio needs --ratio-model: the path of another MaskMLE checkpoint (mle.pt)")
     loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward], baseline=baseline == "critic")
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
         loop.discriminator.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
@@ -101,6 +112,12 @@ def reward_check(
     return rows
 
 
+@torch.no_grad()
+def _token_log_probs(model: Generator, context: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+    """log q(filled[t+1] | filled[:t+1], context) [B, T] under another generator q."""
+    return torch.log_softmax(model.logits(context, filled), dim=-1).gather(2, filled[:, 1:, None]).squeeze(2)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. run_dir=runs/synthetic-gan")
@@ -109,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed and setting")
     parser.add_argument("--warmups", nargs="+", type=int, default=[0], help="critic-only iterations first")
     parser.add_argument("--baselines", nargs="+", choices=BASELINES, default=["critic"])
+    parser.add_argument("--ratio-model", help="another MaskMLE checkpoint: q of --rewards ratio")
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward_check"))
@@ -119,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     checkpoint = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
     data = prepare_data(cfg)
     generator, _, _ = load_generator(checkpoint, data.vocab)
+    ratio_model = load_generator(args.ratio_model, data.vocab)[0] if args.ratio_model else None
     start = time.time()
     rows = [
         {"seed": seed, **row}
@@ -128,12 +147,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for seed in args.seeds
         for row in reward_check(
             dataclasses.replace(cfg, seed=seed), data, generator.state_dict(), reward, warmup, args.iterations,
-            args.eval_every, baseline,
+            args.eval_every, baseline, ratio_model,
         )
     ]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "checkpoint": str(checkpoint),
+        "ratio_model": args.ratio_model,
         "seconds": round(time.time() - start, 1),
         "rows": rows,
     }

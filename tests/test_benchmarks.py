@@ -54,6 +54,32 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
 
 
+def load_reward_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # reward_check imports its sibling throughput.py
+    spec = importlib.util.spec_from_file_location("reward_check", BENCHMARKS / "reward_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reward_check_ratio_reward_scores_tokens_as_the_sampler_does(monkeypatch):
+    """The `ratio` reward's log q, computed teacher-forced over whole windows, is the log-probability
+    the same model gave each token when it sampled it step by step (so q = G gives logit 0)."""
+    from maskgan_rl.config import ModelConfig
+    from maskgan_rl.masking import mask_context
+
+    reward_check = load_reward_check(monkeypatch)
+    torch.manual_seed(0)
+    generator = Generator(30, ModelConfig(embed=8, hidden=8)).eval()
+    windows = torch.randint(0, 30, (6, 9))
+    present = torch.rand(6, 8) < 0.5
+    with torch.no_grad():
+        filled, sampled_log_probs = generator.infill(windows, present)
+    scored = reward_check._token_log_probs(generator, mask_context(windows, present, generator.missing_id), filled)
+    torch.testing.assert_close(scored[~present], sampled_log_probs[~present], atol=1e-5, rtol=1e-5)
+    assert (scored[~present] < 0).all()
+
+
 def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch):
     """The generator update follows its reward: with the oracle's own log-probability as the reward
     (and a critic warmed up first), the oracle NLL of in-fills falls well below the MaskMLE start, and
@@ -61,10 +87,7 @@ def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch)
     from maskgan_rl.config import load_config
     from maskgan_rl.train import run_pretraining
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # reward_check imports its sibling throughput.py
-    spec = importlib.util.spec_from_file_location("reward_check", BENCHMARKS / "reward_check.py")
-    reward_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reward_check)
+    reward_check = load_reward_check(monkeypatch)
     settings = TINY + [f"run_dir={tmp_path / 'run'}", "data.synthetic_train=400", "data.synthetic_valid=64",
                        "pretrain.lm_steps=20", "pretrain.mle_steps=20", "pretrain.eval_batches=4", "gan.gen_lr=3e-2",
                        "gan.episodes_per_iteration=64",
