@@ -31,5 +31,6 @@ finished=$(date +%s)
 
 mkdir -p "docs/results/$dataset"
 cp "$run_dir"/eval/{metrics.md,samples.md,results.json,quality_diversity_lm.png,quality_diversity_bleu.png} "docs/results/$dataset/"
+[ -f "$run_dir/eval/quality_diversity_oracle.png" ] && cp "$run_dir/eval/quality_diversity_oracle.png" "docs/results/$dataset/"
 echo "[quality] $dataset: training $(( (trained - started) / 60 )) min, evaluation $(( (finished - trained) / 60 )) min;" \
   "results in docs/results/$dataset/" | tee "docs/results/$dataset/timing.txt"

@@ -18,7 +18,8 @@ copying a prompt's own real tokens. A "real data" row scores the unmasked prompt
 
 Outputs in `<out>` (default `<run_dir>/eval`): results.json, metrics.csv/.md, samples.csv/.md
 (masked input, real text, then one column of in-fills per checkpoint), and the quality-diversity
-plots quality_diversity_lm.png / quality_diversity_bleu.png; all logged to MLflow, one nested run
+plots quality_diversity_lm.png / quality_diversity_bleu.png (and, on the synthetic preset,
+quality_diversity_oracle.png: oracle NLL against reverse-LM perplexity); all logged to MLflow, one nested run
 per checkpoint and temperature so the UI can compare them.
 """
 
@@ -390,6 +391,8 @@ def _write_outputs(out: Path, results: dict[str, Any], scorer: _Scorer, fills: d
     curves = {e["label"]: e["points"] for e in results["checkpoints"]}
     if scorer.settings.reverse_lm_steps > 0:
         plot_quality_diversity(curves, "eval_lm_perplexity", "reverse_lm_perplexity", out / "quality_diversity_lm.png")
+        if scorer.oracle is not None:  # the synthetic benchmark's exact quality against the same diversity
+            plot_quality_diversity(curves, "oracle_nll", "reverse_lm_perplexity", out / "quality_diversity_oracle.png")
     n = scorer.settings.bleu_order
     plot_quality_diversity(curves, f"self_bleu{n}", f"bleu{n}", out / "quality_diversity_bleu.png", x_better="low", y_better="high")
 

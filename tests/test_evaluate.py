@@ -169,7 +169,7 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
     assert code == 0
     for name in ("results.json", "metrics.csv", "metrics.md", "samples.csv", "samples.md", "eval_lm.pt"):
         assert (out / name).is_file(), name
-    for name in ("quality_diversity_lm.png", "quality_diversity_bleu.png"):
+    for name in ("quality_diversity_lm.png", "quality_diversity_bleu.png", "quality_diversity_oracle.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
 
     results = json.loads((out / "results.json").read_text())
