@@ -160,7 +160,7 @@ def discriminator_metrics(
     overstates this (on synthetic-gan with 10 steps per batch: 0.70 logged against 0.52 held out).
     reward_oracle_corr (synthetic data): the correlation, over generated tokens, between the reward
     log D and the oracle's log-probability. Only where it is positive does the adversarial reward
-    point the generator at better text; see README "Results".
+    point the generator at better text; see docs/oracle-nll.md.
     """
     discriminator.eval()
     device = discriminator.head.weight.device
