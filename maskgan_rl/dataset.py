@@ -27,6 +27,7 @@ from maskgan_rl.config import Config, DataConfig
 from maskgan_rl.corpora import read_imdb, read_text_corpus, source_sha256
 from maskgan_rl.errors import DataError
 from maskgan_rl.oracle import OracleLM, oracle_vocab
+from maskgan_rl.progress import Progress
 from maskgan_rl.vocab import EOS, Vocab, check_vocab
 
 SPLITS = ("train", "valid", "test")
@@ -183,10 +184,19 @@ def _build_synthetic(d: DataConfig) -> tuple[Vocab, dict[str, _Split]]:
     # seed + 1: the weights already used `seed`'s stream; sharing it would correlate data and weights.
     rng = torch.Generator(device="cpu").manual_seed(d.oracle_seed + 1)
     source = f"oracle LSTM LM (vocab {d.oracle_vocab}, hidden {d.oracle_hidden}, seed {d.oracle_seed})"
-    splits = {}
-    for name in SPLITS:
-        count = getattr(d, f"synthetic_{name}")
-        splits[name] = _Split(oracle.sample(count, d.seq_len, rng).numpy(), count * d.seq_len, source)
+    counts = {name: getattr(d, f"synthetic_{name}") for name in SPLITS}
+    progress = Progress("data", total=sum(counts.values()), unit="seq")
+    sampled = 0
+
+    def advance(rows: int) -> None:
+        nonlocal sampled
+        sampled += rows
+        progress.update(sampled)
+
+    splits = {
+        name: _Split(oracle.sample(count, d.seq_len, rng, advance).numpy(), count * d.seq_len, source)
+        for name, count in counts.items()
+    }
     return oracle_vocab(d.oracle_vocab), splits
 
 

@@ -7,7 +7,7 @@ generated sequence is measured exactly by its NLL under the oracle.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -40,10 +40,13 @@ class OracleLM(nn.Module):
         return self.output(out), state
 
     @torch.no_grad()
-    def sample(self, n: int, length: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(
+        self, n: int, length: int, generator: Optional[torch.Generator] = None, on_rows: Optional[Callable[[int], None]] = None
+    ) -> torch.Tensor:
         """n sequences [n, length + 1]: the boundary token, then `length` tokens sampled from the oracle.
 
         All uniforms are drawn up front, so the result depends only on `generator`, not on chunking.
+        `on_rows(count)` is called after each chunk of rows is sampled (progress for large n).
         """
         device = self.output.weight.device
         uniforms = torch.rand(n, length, generator=generator, device="cpu").to(device)
@@ -53,6 +56,8 @@ class OracleLM(nn.Module):
             for t in range(length):
                 logits, state = self.logits(seqs[rows, t : t + 1], state)
                 seqs[rows, t + 1] = inverse_cdf_sample(torch.softmax(logits[:, 0], dim=-1), uniforms[rows, t])
+            if on_rows is not None:
+                on_rows(len(rows))
         return seqs
 
     @torch.no_grad()

@@ -28,6 +28,14 @@ def test_sample_shape_boundary_and_determinism():
     assert not torch.equal(first, oracle.sample(300, 7, torch.Generator().manual_seed(2)))
 
 
+def test_sample_reports_each_chunk_of_rows_without_changing_the_samples():
+    oracle = OracleLM(50, 8, seed=3)
+    reported = []
+    with_progress = oracle.sample(600, 5, torch.Generator().manual_seed(1), reported.append)
+    assert sum(reported) == 600 and len(reported) == 3  # chunks of 256 rows: 256, 256, 88
+    assert torch.equal(with_progress, oracle.sample(600, 5, torch.Generator().manual_seed(1)))
+
+
 def _hand_token_nlls(oracle, window):
     """The chain rule written out: LSTM equations (PyTorch gate order i, f, g, o), then log-softmax."""
     lstm = oracle.lstm
