@@ -1,6 +1,6 @@
 import pytest
 
-from maskgan_rl.config import available_presets, config_from_dict, flatten, load_config, to_dict
+from maskgan_rl.config import Config, available_presets, config_from_dict, flatten, load_config, to_dict
 from maskgan_rl.errors import ConfigError
 
 
@@ -17,7 +17,9 @@ def test_print_config_shows_the_resolved_config_and_preset_reads_it_back(tmp_pat
     args = ["--preset", "synthetic-gan", "gan.algo=ppo", f"run_dir={tmp_path / 'run'}"]
     assert main(["train", "--print-config", *args]) == 0
     printed = capsys.readouterr().out
-    assert "algo: ppo" in printed and "synthetic_train: 50000" in printed
+    preset_size = load_config("synthetic-gan", []).data.synthetic_train
+    assert preset_size != Config().data.synthetic_train  # so the line below tells the preset from the defaults
+    assert "algo: ppo" in printed and f"synthetic_train: {preset_size}" in printed
     assert not (tmp_path / "run").exists()  # printed, nothing run
     (tmp_path / "resolved.yaml").write_text(printed)
     assert load_config(str(tmp_path / "resolved.yaml")) == load_config("synthetic-gan", args[2:])
