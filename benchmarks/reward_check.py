@@ -49,7 +49,7 @@ from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import load_generator
-from throughput import FusedLoop
+from throughput import FusedLoop, token_log_probs
 
 REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant", "ratio")
 BASELINES = ("critic", "none")
@@ -87,7 +87,8 @@ def reward_check(
         "d_prob": lambda context, filled: torch.sigmoid(loop.discriminator.model(context, filled)),
         "constant": lambda context, filled: torch.full(filled[:, 1:].shape, 0.5),
         "ratio": lambda context, filled: log_real_prob(
-            _token_log_probs(ratio_model, context, filled) - loop.sampled_log_probs(context, filled, everywhere(filled))
+            token_log_probs(ratio_model, context, filled, everywhere(filled))
+            - loop.sampled_log_probs(context, filled, everywhere(filled))
         ),
     }
     if reward == "ratio" and ratio_model is None:
@@ -110,12 +111,6 @@ def reward_check(
         if iteration % eval_every == 0 or iteration == iterations:
             rows.append(evaluate(iteration))
     return rows
-
-
-@torch.no_grad()
-def _token_log_probs(model: Generator, context: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
-    """log q(filled[t+1] | filled[:t+1], context) [B, T] under another generator q."""
-    return torch.log_softmax(model.logits(context, filled), dim=-1).gather(2, filled[:, 1:, None]).squeeze(2)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

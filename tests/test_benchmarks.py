@@ -75,7 +75,7 @@ def test_reward_check_ratio_reward_scores_tokens_as_the_sampler_does(monkeypatch
     present = torch.rand(6, 8) < 0.5
     with torch.no_grad():
         filled, sampled_log_probs = generator.infill(windows, present)
-    scored = reward_check._token_log_probs(generator, mask_context(windows, present, generator.missing_id), filled)
+    scored = reward_check.token_log_probs(generator, mask_context(windows, present, generator.missing_id), filled, ~present)
     torch.testing.assert_close(scored[~present], sampled_log_probs[~present], atol=1e-5, rtol=1e-5)
     assert (scored[~present] < 0).all()
 

@@ -111,7 +111,6 @@ def test_mlflow_run_is_continued_only_with_the_config_it_was_started_with(tmp_pa
     assert [m.step for m in client.get_metric_history(changed, "mle/valid_perplexity")] == [5]
 
 
-
 def test_next_steps_names_the_generator_and_commands_that_run(pretrained, tmp_path, capsys):
     import dataclasses
     import shlex
