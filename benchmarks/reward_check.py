@@ -17,8 +17,10 @@ losses and D trainer, no Ray) trains the generator with REINFORCE and the critic
 With the oracle and optimal rewards the oracle NLL of in-fills must fall (else the update is broken); with noise
 it wanders, and how far in either direction is what any single run of log D must be judged against;
 with log D it falls only as far as D's reward points at quality, which `reward_oracle_corr` (the
-correlation of log D with the oracle's log-probability over generated tokens) and
-`disc_heldout_accuracy` show.
+correlation of log D with the oracle's log-probability over generated tokens),
+`disc_heldout_accuracy` and, against the optimal D's own accuracy, `disc_optimal_corr` (D's logit
+against the optimal D's, over generated tokens) show. `--iterations 0` measures D alone: after
+gan.disc_pretrain_steps, how much of what could be known it has learned.
 Every `--eval-every` iterations: `evaluate_during_training` on the validation windows (seeded).
 
     python benchmarks/reward_check.py --preset synthetic-gan run_dir=runs/synthetic-gan
@@ -49,7 +51,7 @@ from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.pretrain import load_generator
-from throughput import FusedLoop, token_log_probs
+from throughput import FusedLoop
 
 REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant", "ratio")
 BASELINES = ("critic", "none")
@@ -87,7 +89,7 @@ def reward_check(
         "d_prob": lambda context, filled: torch.sigmoid(loop.discriminator.model(context, filled)),
         "constant": lambda context, filled: torch.full(filled[:, 1:].shape, 0.5),
         "ratio": lambda context, filled: log_real_prob(
-            token_log_probs(ratio_model, context, filled, everywhere(filled))
+            ratio_model.token_log_probs(context, filled, everywhere(filled))
             - loop.sampled_log_probs(context, filled, everywhere(filled))
         ),
     }
@@ -162,14 +164,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| reward | baseline | critic warm-up | seed | iteration | oracle NLL | masked ppl | D held-out accuracy | corr(log D, oracle log p) | unique 2-grams % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| reward | baseline | critic warm-up | seed | iteration | oracle NLL | masked ppl | D held-out accuracy "
+        "| optimal D accuracy | corr(D, optimal D) | corr(log D, oracle log p) | unique 2-grams % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['reward']} | {r['baseline']} | {r['warmup']} | {r['seed']} | {r['iteration']} | {r['oracle_nll']:.3f} | "
             f"{r['masked_perplexity']:.0f} | "
-            f"{r['disc_heldout_accuracy']:.3f} | {r['reward_oracle_corr']:+.3f} | {r['unique_2grams']:.1f} |"
+            f"{r['disc_heldout_accuracy']:.3f} | {r['optimal_disc_accuracy']:.3f} | {r['disc_optimal_corr']:+.3f} | "
+            f"{r['reward_oracle_corr']:+.3f} | {r['unique_2grams']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -72,16 +72,6 @@ def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
 # ------------------------------------------------------------------------------ the fused loop
 
 
-def token_log_probs(
-    generator: Generator, context: torch.Tensor, filled: torch.Tensor, at: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """log p(filled[t+1] | filled[:t+1], context) under `generator` where `at` [B, T], 0 elsewhere; the
-    generator's head runs only there."""
-    logits = generator.logits(context, filled, at=at) / temperature
-    picked = torch.log_softmax(logits, dim=-1).gather(1, filled[:, 1:][at][:, None]).squeeze(1)
-    return torch.zeros(at.shape, device=picked.device).masked_scatter(at, picked)
-
-
 class FusedLoop:
     """MaskGAN's adversarial iteration in one process: what the RL loop is measured against."""
 
@@ -118,7 +108,7 @@ class FusedLoop:
 
     def sampled_log_probs(self, context: torch.Tensor, filled: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """log p_G of the tokens in `filled` at the sampling temperature where `masked` [B, T], 0 elsewhere."""
-        return token_log_probs(self.generator, context, filled, masked, self.cfg.gan.temperature)
+        return self.generator.token_log_probs(context, filled, masked, self.cfg.gan.temperature)
 
     def train_iteration(self, update_generator: bool = True) -> int:
         """One iteration; returns the number of masked tokens generated. With `update_generator` False

@@ -39,6 +39,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from maskgan_rl.checkpoint import load_checkpoint, writable_dir
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
@@ -151,7 +152,13 @@ def ngram_metrics(windows: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def discriminator_metrics(
-    discriminator: Discriminator, windows: np.ndarray, present: np.ndarray, filled: np.ndarray, oracle: Optional[OracleLM]
+    discriminator: Discriminator,
+    windows: np.ndarray,
+    present: np.ndarray,
+    filled: np.ndarray,
+    oracle: Optional[OracleLM],
+    generator: Optional[Generator] = None,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
     """What the discriminator knows about text it never trained on, over masked targets only.
 
@@ -161,20 +168,40 @@ def discriminator_metrics(
     reward_oracle_corr (synthetic data): the correlation, over generated tokens, between the reward
     log D and the oracle's log-probability. Only where it is positive does the adversarial reward
     point the generator at better text; see docs/oracle-nll.md.
+    With the `generator` that sampled `filled` (at `temperature`), also what D could know: the optimal
+    discriminator between the oracle and that generator has logit log p_oracle(token) - log p_G(token)
+    (the oracle reads the left context only, as the reward_check benchmark's `optimal` reward);
+    optimal_disc_accuracy is its accuracy on the same windows, disc_optimal_corr the correlation, over
+    generated tokens, of D's logit with its logit: how much of the learnable signal D has found.
     """
     discriminator.eval()
-    device = discriminator.head.weight.device
-    right, rewards = np.zeros(3), []  # real right, fake right, masked targets
+    device = next(discriminator.parameters()).device
+    masked = torch.as_tensor(~present)
+    logits: dict[str, list[Tensor]] = {"real": [], "fake": [], "optimal_real": [], "optimal_fake": []}
     for i in range(0, len(windows), _BATCH):
         window, fill, keep = (torch.as_tensor(a[i : i + _BATCH], device=device) for a in (windows, filled, present))
         context = mask_context(window, keep, discriminator.missing_id)
-        fake_logits = discriminator(context, fill)
-        right += right_counts(discriminator(context, window), fake_logits, keep)
-        rewards.append(log_real_prob(fake_logits)[~keep].cpu())
-    metrics = {"disc_heldout_accuracy": float((right[0] + right[1]) / (2 * max(right[2], 1.0)))}
+        logits["real"].append(discriminator(context, window).cpu())
+        logits["fake"].append(discriminator(context, fill).cpu())
+        if oracle is not None and generator is not None:
+            for kind, tokens in (("optimal_real", window), ("optimal_fake", fill)):
+                p_g = generator.token_log_probs(context, tokens, ~keep, temperature)
+                logits[kind].append(oracle.token_log_probs(tokens.cpu()) - p_g.cpu())
+    logits = {kind: torch.cat(parts) for kind, parts in logits.items() if parts}
+
+    def accuracy(real: Tensor, fake: Tensor) -> float:
+        right_real, right_fake, count = right_counts(real, fake, ~masked)
+        return (right_real + right_fake) / (2 * max(count, 1.0))
+
+    def correlation(a: Tensor, b: Tensor) -> float:
+        return float(torch.corrcoef(torch.stack([a[masked], b[masked]]))[0, 1])
+
+    metrics = {"disc_heldout_accuracy": accuracy(logits["real"], logits["fake"])}
     if oracle is not None:
-        oracle_log_probs = oracle.token_log_probs(filled)[torch.as_tensor(~present)].cpu()
-        metrics["reward_oracle_corr"] = float(torch.corrcoef(torch.stack([torch.cat(rewards), oracle_log_probs]))[0, 1])
+        metrics["reward_oracle_corr"] = correlation(log_real_prob(logits["fake"]), oracle.token_log_probs(filled))
+    if "optimal_fake" in logits:
+        metrics["optimal_disc_accuracy"] = accuracy(logits["optimal_real"], logits["optimal_fake"])
+        metrics["disc_optimal_corr"] = correlation(logits["fake"], logits["optimal_fake"])
     return metrics
 
 
@@ -198,7 +225,7 @@ def evaluate_during_training(
     if oracle is not None:
         metrics["oracle_nll"] = oracle_nll(oracle, filled, present)
     if discriminator is not None:
-        metrics.update(discriminator_metrics(discriminator, windows, present, filled, oracle))
+        metrics.update(discriminator_metrics(discriminator, windows, present, filled, oracle, generator, cfg.gan.temperature))
     return metrics
 
 

@@ -251,7 +251,7 @@ def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str
 
 CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval metrics every gan.eval_every
     "episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity",
-    "eval/oracle_nll", "eval/unique_2grams", "eval/disc_heldout_accuracy", "eval/reward_oracle_corr",
+    "eval/oracle_nll", "eval/unique_2grams", "eval/disc_heldout_accuracy", "eval/reward_oracle_corr", "eval/disc_optimal_corr",
 )
 
 

@@ -102,6 +102,18 @@ def test_discriminator_metrics_on_a_hand_computed_case():
     rewards, oracle_log_probs = [low, low, high, low], np.log([0.4, 0.2, 0.3, 0.4])
     assert metrics["reward_oracle_corr"] == pytest.approx(np.corrcoef(rewards, oracle_log_probs)[0, 1], abs=1e-5)
     assert "reward_oracle_corr" not in discriminator_metrics(TokenIsTwo(), windows, present, filled, None)
+    assert "disc_optimal_corr" not in metrics  # no generator given: what D could know is unknown
+
+    # A generator uniform over the 4 tokens at T=1 (at T=0.5 too: uniform stays uniform): the optimal
+    # logit is log(p_oracle / 0.25), positive for tokens 2 and 3 only. Real 2 3 | 3 2 all called real;
+    # fakes 3 1 | 2 3: only the 1 called fake.
+    generator = Generator(4, ModelConfig(embed=2, hidden=2, tie_weights=False)).eval()
+    context_free(generator.head, [0.25] * 4)
+    for temperature in (1.0, 0.5):
+        metrics = discriminator_metrics(TokenIsTwo(), windows, present, filled, oracle, generator, temperature)
+        assert metrics["optimal_disc_accuracy"] == pytest.approx((4 / 4 + 1 / 4) / 2)
+        d_logits, optimal_logits = [-1, -1, 1, -1], np.log(np.array([0.4, 0.2, 0.3, 0.4]) / 0.25)
+        assert metrics["disc_optimal_corr"] == pytest.approx(np.corrcoef(d_logits, optimal_logits)[0, 1], abs=1e-5)
 
 
 def test_ngram_metrics_score_the_targets_only():
@@ -149,8 +161,11 @@ def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
     assert set(metrics) == {"masked_perplexity", "unique_2grams", "unique_3grams", "unique_4grams", "oracle_nll"}
     discriminator = Discriminator(len(prepare_data(cfg).vocab), cfg.model)
     with_disc = evaluate_during_training(generator, prepare_data(cfg), cfg, discriminator)
-    assert with_disc.items() > metrics.items()  # the same in-fills, plus D's two numbers
+    assert with_disc.items() > metrics.items()  # the same in-fills, plus D's numbers
     assert 0 <= with_disc["disc_heldout_accuracy"] <= 1 and -1 <= with_disc["reward_oracle_corr"] <= 1
+    # What D could know: the optimal D tells the oracle's text from a barely trained generator's well.
+    assert with_disc["optimal_disc_accuracy"] > max(0.6, with_disc["disc_heldout_accuracy"])
+    assert -1 <= with_disc["disc_optimal_corr"] <= 1
     assert 1 < metrics["masked_perplexity"] < 40  # better than uniform over the 40 tokens
     assert 0 < metrics["oracle_nll"] < 20 and 0 < metrics["unique_2grams"] <= 100
     assert evaluate_during_training(generator, prepare_data(cfg), cfg) == metrics  # seeded: same weights, same numbers

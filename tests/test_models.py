@@ -86,14 +86,19 @@ def test_infill_copies_present_tokens_and_samples_only_blanks(attention):
 
 
 def test_infill_logp_matches_teacher_forced_logits():
+    """...and `token_log_probs`, the one-pass recomputation that rewards and metrics use, gives the same
+    numbers at the masked targets and 0 at the present ones."""
     gen = eval_generator()
     windows, present = batch()
     for temperature in (1.0, 0.7):
         with torch.no_grad():
             filled, logp = gen.infill(windows, present, temperature, torch.Generator().manual_seed(1))
             logits = gen.logits(mask_context(windows, present, V), filled)
+            recomputed = gen.token_log_probs(mask_context(windows, present, V), filled, ~present, temperature)
         teacher = F.log_softmax(logits / temperature, -1).gather(2, filled[:, 1:, None]).squeeze(2)
         assert torch.allclose(logp[~present], teacher[~present], atol=1e-5)
+        assert torch.allclose(recomputed[~present], teacher[~present], atol=1e-5)
+        assert (recomputed[present] == 0).all() and (recomputed[~present] < 0).all()
 
 
 @pytest.mark.parametrize("model_class", [Generator, LanguageModel])

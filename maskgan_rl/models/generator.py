@@ -37,6 +37,13 @@ class Generator(nn.Module):
         features, _ = self.seq2seq.decode(enc, filled[:, :-1], enc.state)
         return self.head(features if at is None else features[at])
 
+    def token_log_probs(self, context: Tensor, filled: Tensor, at: Tensor, temperature: float = 1.0) -> Tensor:
+        """log p(filled[t+1] | filled[:t+1], context) at `temperature` where `at` [B, T] is True, 0 elsewhere:
+        the log-probability each token had when `infill` sampled it, recomputed teacher-forced in one pass."""
+        picked = torch.log_softmax(self.logits(context, filled, at=at) / temperature, dim=-1)
+        picked = picked.gather(1, filled[:, 1:][at][:, None]).squeeze(1)
+        return torch.zeros(at.shape, device=picked.device).masked_scatter(at, picked)
+
     def encode(self, context: Tensor) -> EncoderState:
         """Start of step-by-step decoding; the first decoder state is `encode(context).state`."""
         return self.seq2seq.encode(context)
