@@ -178,17 +178,18 @@ def discriminator_metrics(
     discriminator.eval()
     device = next(discriminator.parameters()).device
     masked = torch.as_tensor(~present)
-    logits: dict[str, list[Tensor]] = {"real": [], "fake": [], "optimal_real": [], "optimal_fake": []}
+    batches: dict[str, list[Tensor]] = {"real": [], "fake": [], "optimal_real": [], "optimal_fake": []}
     for i in range(0, len(windows), _BATCH):
         window, fill, keep = (torch.as_tensor(a[i : i + _BATCH], device=device) for a in (windows, filled, present))
         context = mask_context(window, keep, discriminator.missing_id)
-        logits["real"].append(discriminator(context, window).cpu())
-        logits["fake"].append(discriminator(context, fill).cpu())
+        batches["real"].append(discriminator(context, window).cpu())
+        batches["fake"].append(discriminator(context, fill).cpu())
         if oracle is not None and generator is not None:
+            on_g = next(generator.parameters()).device  # D and G may live on different devices
             for kind, tokens in (("optimal_real", window), ("optimal_fake", fill)):
-                p_g = generator.token_log_probs(context, tokens, ~keep, temperature)
-                logits[kind].append(oracle.token_log_probs(tokens.cpu()) - p_g.cpu())
-    logits = {kind: torch.cat(parts) for kind, parts in logits.items() if parts}
+                p_g = generator.token_log_probs(context.to(on_g), tokens.to(on_g), (~keep).to(on_g), temperature)
+                batches[kind].append(oracle.token_log_probs(tokens.cpu()) - p_g.cpu())
+    logits = {kind: torch.cat(parts) for kind, parts in batches.items() if parts}
 
     def accuracy(real: Tensor, fake: Tensor) -> float:
         right_real, right_fake, count = right_counts(real, fake, ~masked)
