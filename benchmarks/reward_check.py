@@ -35,6 +35,7 @@ from __future__ import annotations
 import maskgan_rl  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -67,9 +68,12 @@ def reward_check(
     eval_every: int,
     baseline: str = "critic",
     ratio_model: Optional[Generator] = None,
+    evaluate_average: bool = False,
 ) -> list[dict[str, Any]]:
     """One run: D pretrained as configured, `warmup` critic-only iterations, then `iterations` updates.
-    Returns one row of evaluation metrics per evaluation, iteration 0 (the MaskMLE start) first."""
+    Returns one row of evaluation metrics per evaluation, iteration 0 (the MaskMLE start) first.
+    `evaluate_average`: evaluate the moving average of the generator's weights (gan.generator_ema), the
+    generator `maskgan train` evaluates and ships, instead of the generator being trained."""
     torch.manual_seed(cfg.seed)
     d = cfg.data
     oracle = synthetic_oracle(d.oracle_vocab, d.oracle_hidden, d.oracle_seed)
@@ -100,16 +104,22 @@ def reward_check(
         loop.discriminator.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
     for _ in range(warmup):
         loop.train_iteration(update_generator=False)
+    average = copy.deepcopy(loop.generator) if evaluate_average else None
 
     def evaluate(iteration: int) -> dict[str, Any]:
         row = {"reward": reward, "baseline": baseline, "warmup": warmup, "iteration": iteration}
-        row |= evaluate_during_training(loop.generator, data, cfg, loop.discriminator.model)
+        row |= evaluate_during_training(average or loop.generator, data, cfg, loop.discriminator.model)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         return row
 
     rows = [evaluate(0)]
     for iteration in range(1, iterations + 1):
         loop.train_iteration()
+        if average is not None:
+            trained = loop.generator.state_dict()
+            with torch.no_grad():
+                for name, weight in average.state_dict().items():
+                    weight.lerp_(trained[name], 1.0 - cfg.gan.generator_ema)
         if iteration % eval_every == 0 or iteration == iterations:
             rows.append(evaluate(iteration))
     return rows
@@ -124,11 +134,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmups", nargs="+", type=int, default=[0], help="critic-only iterations first")
     parser.add_argument("--baselines", nargs="+", choices=BASELINES, default=["critic"])
     parser.add_argument("--ratio-model", help="another MaskMLE checkpoint: q of --rewards ratio")
+    parser.add_argument(
+        "--evaluate", choices=("generator", "average"), default="generator",
+        help="evaluate the generator being trained, or the moving average of its weights (gan.generator_ema) as maskgan train does",
+    )
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward_check"))
     args = parser.parse_args(argv)
     cfg = load_config(args.preset, [*args.overrides, "tracking.enabled=false"])
+    if args.evaluate == "average" and not cfg.gan.generator_ema:
+        raise ConfigError("--evaluate average needs gan.generator_ema > 0 (e.g. gan.generator_ema=0.98)")
     if cfg.data.dataset != "synthetic":
         raise ConfigError("reward_check needs the synthetic oracle: use --preset synthetic or synthetic-gan")
     checkpoint = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
@@ -144,13 +160,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for seed in args.seeds
         for row in reward_check(
             dataclasses.replace(cfg, seed=seed), data, generator.state_dict(), reward, warmup, args.iterations,
-            args.eval_every, baseline, ratio_model,
+            args.eval_every, baseline, ratio_model, args.evaluate == "average",
         )
     ]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "checkpoint": str(checkpoint),
         "ratio_model": args.ratio_model,
+        "evaluated": args.evaluate,
         "seconds": round(time.time() - start, 1),
         "rows": rows,
     }

@@ -23,9 +23,12 @@ class OracleLM(nn.Module):
     def __init__(self, vocab_size: int = 5000, hidden: int = 32, seed: int = 88) -> None:
         super().__init__()
         self.vocab_size = vocab_size
-        self.embedding = nn.Embedding(vocab_size, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
-        self.output = nn.Linear(hidden, vocab_size)
+        # The layers' default initialisation is overwritten below; it must not consume the global RNG
+        # either (a cached oracle would make the first run of a session draw differently from the next).
+        with torch.random.fork_rng(devices=[]):
+            self.embedding = nn.Embedding(vocab_size, hidden)
+            self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+            self.output = nn.Linear(hidden, vocab_size)
         # Draw weights on the CPU from a private generator in a fixed parameter order, so the same
         # seed gives the same oracle on every machine, whatever else consumed the global RNG.
         weights = torch.Generator(device="cpu").manual_seed(seed)

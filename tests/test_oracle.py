@@ -13,6 +13,12 @@ def test_same_seed_same_weights_other_seed_differs():
     assert not any(p.requires_grad for p in a.parameters())
 
 
+def test_building_an_oracle_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    OracleLM(50, 8, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_weights_are_standard_normal():
     weights = torch.cat([p.flatten() for p in OracleLM(500, 32, seed=0).parameters()])
     assert abs(weights.mean().item()) < 0.02 and abs(weights.std().item() - 1.0) < 0.02
