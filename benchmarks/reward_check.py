@@ -25,9 +25,10 @@ Every `--eval-every` iterations: `evaluate_during_training` on the validation wi
 
     python benchmarks/reward_check.py --preset synthetic-gan run_dir=runs/synthetic-gan
     python benchmarks/reward_check.py --rewards oracle d --warmups 0 100 --iterations 120 ...
+    python benchmarks/reward_check.py --plot a.json b.json --out both     # one figure of earlier reports
 
-Needs `<run_dir>/checkpoints/mle.pt` (run `maskgan pretrain` first). Writes <out>.json and <out>.md
-(default benchmarks/results/reward_check.*).
+Needs `<run_dir>/checkpoints/mle.pt` (run `maskgan pretrain` first). Writes <out>.json, <out>.md and
+<out>.png, the oracle NLL curves (default benchmarks/results/reward_check.*).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+from matplotlib.figure import Figure
 
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
@@ -51,6 +53,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.plots import new_figure, save_figure
 from maskgan_rl.pretrain import load_generator
 from throughput import FusedLoop
 
@@ -107,7 +110,8 @@ def reward_check(
     average = copy.deepcopy(loop.generator) if evaluate_average else None
 
     def evaluate(iteration: int) -> dict[str, Any]:
-        row = {"reward": reward, "baseline": baseline, "warmup": warmup, "iteration": iteration}
+        row = {"reward": reward, "baseline": baseline, "warmup": warmup,
+               "disc_pretrain_steps": cfg.gan.disc_pretrain_steps, "iteration": iteration}
         row |= evaluate_during_training(average or loop.generator, data, cfg, loop.discriminator.model)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         return row
@@ -141,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward_check"))
+    parser.add_argument("--plot", nargs="+", metavar="JSON", help="train nothing: plot these reports' rows together as <out>.png")
     args = parser.parse_args(argv)
+    if args.plot:
+        rows = [row for report in args.plot for row in json.loads(Path(report).read_text())["rows"]]
+        print(f"wrote {save_figure(_oracle_nll_figure(rows), Path(args.out).with_suffix('.png'))}")
+        return {"rows": rows}
     cfg = load_config(args.preset, [*args.overrides, "tracking.enabled=false"])
     if args.evaluate == "average" and not cfg.gan.generator_ema:
         raise ConfigError("--evaluate average needs gan.generator_ema > 0 (e.g. gan.generator_ema=0.98)")
@@ -175,8 +184,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(_markdown(rows))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    save_figure(_oracle_nll_figure(rows), out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
     return report
+
+
+def _oracle_nll_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Oracle NLL change from each run's start against the iteration: a thin line per seed, the mean
+    over seeds thick, one colour per setting; below zero is better than the MaskMLE start."""
+    runs: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for r in rows:
+        setting = f"{r['reward']}, {r['baseline']} baseline, warm-up {r['warmup']}"
+        if r["reward"] in ("d", "d_prob"):
+            setting += f", D pretrained {r.get('disc_pretrain_steps', '?')} steps"  # ('?': reports older than the field)
+        runs.setdefault(setting, {}).setdefault(r["seed"], []).append((r["iteration"], r["oracle_nll"]))
+    fig = new_figure(7, 4)
+    ax = fig.subplots()
+    for colour, (setting, seeds) in enumerate(runs.items()):
+        changes = {seed: [(i, nll - points[0][1]) for i, nll in points] for seed, points in seeds.items()}
+        for points in changes.values():
+            ax.plot(*zip(*points), color=f"C{colour}", alpha=0.35, linewidth=0.8)
+        iterations = [i for i, _ in next(iter(changes.values()))]
+        mean = [sum(points[k][1] for points in changes.values()) / len(changes) for k in range(len(iterations))]
+        ax.plot(iterations, mean, color=f"C{colour}", linewidth=2.2,
+                label=f"{setting} ({len(changes)} seeds)")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("generator update")
+    ax.set_ylabel("oracle NLL of in-fills - start (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

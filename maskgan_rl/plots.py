@@ -16,13 +16,15 @@ from matplotlib.figure import Figure
 Better = Literal["low", "high"]
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib Figure drawn by Agg, not registered with pyplot."""
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)  # attaches itself to fig: layout and saving render with Agg
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """`fig` as a PNG at ``path`` (parent folders made); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=120)
@@ -43,7 +45,7 @@ def plot_quality_diversity(
     y_better: Better = "low",
 ) -> Path:
     """Save `quality_diversity_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
-    return _save(quality_diversity_figure(curves, x, y, x_better, y_better), path)
+    return save_figure(quality_diversity_figure(curves, x, y, x_better, y_better), path)
 
 
 def quality_diversity_figure(
@@ -64,7 +66,7 @@ def quality_diversity_figure(
         raise ValueError("plot_quality_diversity: `curves` is empty; pass {model name: [points...]}")
     _check_better("x_better", x_better)
     _check_better("y_better", y_better)
-    fig = _new_figure(7, 5.5)
+    fig = new_figure(7, 5.5)
     ax = fig.add_subplot()
     for name, points in curves.items():
         if not points:
@@ -103,7 +105,7 @@ def plot_training_curves(
     x_key: str | None = "iteration",
 ) -> Path:
     """Save `training_curves_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
-    return _save(training_curves_figure(history, keys, x_key), path)
+    return save_figure(training_curves_figure(history, keys, x_key), path)
 
 
 def training_curves_figure(
@@ -128,7 +130,7 @@ def training_curves_figure(
                 f"plot_training_curves: records {missing[:5]} lack {x_key!r}; pass x_key=None to use positions"
             )
     iterations = [record[x_key] if x_key is not None else i for i, record in enumerate(history)]
-    fig = _new_figure(7, 2.4 * len(keys) + 0.6)
+    fig = new_figure(7, 2.4 * len(keys) + 0.6)
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys):
         points = [(it, record[key]) for it, record in zip(iterations, history) if key in record]

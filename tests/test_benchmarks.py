@@ -87,6 +87,9 @@ def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch)
     assert all(-1 <= r["disc_optimal_corr"] <= 1 and 0.5 < r["optimal_disc_accuracy"] <= 1 for r in rows.values())
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == report["rows"]
     assert out.with_suffix(".md").read_text().count("\n| oracle | critic | 5 | 0 |") == 3
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    replot = reward_check.main(["--plot", str(out.with_suffix(".json")), "--out", str(tmp_path / "replot")])
+    assert replot["rows"] == report["rows"] and (tmp_path / "replot.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_reward_check_can_evaluate_the_moving_average_of_the_generator(tmp_path, monkeypatch):
