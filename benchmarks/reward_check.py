@@ -55,6 +55,7 @@ from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.plots import new_figure, save_figure
 from maskgan_rl.pretrain import load_generator
+from maskgan_rl.rl.adversarial import update_moving_average
 from throughput import FusedLoop
 
 REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant", "ratio")
@@ -112,7 +113,8 @@ def reward_check(
     def evaluate(iteration: int) -> dict[str, Any]:
         row = {"reward": reward, "baseline": baseline, "warmup": warmup,
                "disc_pretrain_steps": cfg.gan.disc_pretrain_steps, "iteration": iteration}
-        row |= evaluate_during_training(average or loop.generator, data, cfg, loop.discriminator.model)
+        evaluated = average if average is not None else loop.generator
+        row |= evaluate_during_training(evaluated, data, cfg, loop.discriminator.model)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         return row
 
@@ -120,10 +122,7 @@ def reward_check(
     for iteration in range(1, iterations + 1):
         loop.train_iteration()
         if average is not None:
-            trained = loop.generator.state_dict()
-            with torch.no_grad():
-                for name, weight in average.state_dict().items():
-                    weight.lerp_(trained[name], 1.0 - cfg.gan.generator_ema)
+            update_moving_average(average.state_dict(), loop.generator.state_dict(), cfg.gan.generator_ema)
         if iteration % eval_every == 0 or iteration == iterations:
             rows.append(evaluate(iteration))
     return rows

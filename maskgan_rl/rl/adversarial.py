@@ -235,13 +235,9 @@ class AdversarialTrainer:
         average much less), else the learner's current weights."""
         return _copy(self._generator_average) if self._generator_average is not None else self.generator_state_dict()
 
-    @torch.no_grad()
     def _update_generator_average(self) -> None:
-        if self._generator_average is None:
-            return
-        generator = self.generator_state_dict()
-        for name, average in self._generator_average.items():
-            average.lerp_(generator[name], 1.0 - self.cfg.gan.generator_ema)
+        if self._generator_average is not None:
+            update_moving_average(self._generator_average, self.generator_state_dict(), self.cfg.gan.generator_ema)
 
     def discriminator_state_dict(self) -> dict[str, torch.Tensor]:
         """The actor's current D (after any update still running)."""
@@ -285,6 +281,13 @@ class AdversarialTrainer:
 
 def _sub_state(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)}
+
+
+@torch.no_grad()
+def update_moving_average(average: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current, in place, tensor by tensor (gan.generator_ema)."""
+    for name, value in average.items():
+        value.lerp_(current[name], 1.0 - decay)
 
 
 def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
