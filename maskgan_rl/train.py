@@ -199,7 +199,8 @@ def init_ray(cfg: Config) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False)
+        # "local": a new Ray of our own, never whichever cluster `ray start` last left on this machine.
+        ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False)
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
