@@ -51,10 +51,10 @@ from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
+from maskgan_rl.loading import load_generator
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.plots import new_figure, save_figure
-from maskgan_rl.pretrain import load_generator
 from maskgan_rl.rl.adversarial import update_moving_average
 from throughput import FusedLoop
 

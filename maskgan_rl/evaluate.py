@@ -45,22 +45,16 @@ from maskgan_rl.checkpoint import load_checkpoint, writable_dir
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
 from maskgan_rl.errors import ConfigError, DataError
+from maskgan_rl.loading import load_infiller, resolve_device
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.metrics import bleu, self_bleu, unique_ngram_fraction, validation_ngram_overlap
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob, right_counts
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
+from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
-from maskgan_rl.pretrain import (
-    lm_loss,
-    load_or_train,
-    mle_loss,
-    validation_perplexity,
-    load_infiller,
-    masked_cross_entropy,
-    resolve_device,
-)
+from maskgan_rl.pretrain import lm_loss, load_or_train, mle_loss, validation_perplexity
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.vocab import Vocab
 

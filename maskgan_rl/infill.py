@@ -29,8 +29,8 @@ import torch
 from maskgan_rl.config import DataConfig, config_from_dict
 from maskgan_rl.corpora import tokenize_review
 from maskgan_rl.errors import MaskGANError
+from maskgan_rl.loading import load_generator
 from maskgan_rl.models.generator import Generator
-from maskgan_rl.pretrain import load_generator
 from maskgan_rl.vocab import EOS, SPECIALS, Vocab
 
 BLANK = "___"

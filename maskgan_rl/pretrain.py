@@ -12,19 +12,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
-from maskgan_rl.errors import CheckpointError, ConfigError
-from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.loading import resolve_device
+from maskgan_rl.masking import make_present
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
+from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 from maskgan_rl.progress import Progress
 from maskgan_rl.tracking import Tracker
 from maskgan_rl.vocab import Vocab
@@ -36,22 +36,6 @@ class PretrainResult:
     mle_path: Path
     lm_valid_perplexity: float
     mle_valid_perplexity: float
-
-
-def resolve_device(cfg: Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda, but torch finds no CUDA GPU here: use device=auto (GPU when there is one) or device=cpu")
-    return torch.device(cfg.device)
-
-
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean NLL over positions where `weights`, number of such positions). Logits [B,T,V], targets/weights [B,T]."""
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
-    weights = weights.to(nll.dtype)
-    count = weights.sum()
-    return (nll * weights).sum() / count.clamp(min=1.0), count
 
 
 def pretrain(cfg: Config, data: PreparedData, tracker: Tracker) -> PretrainResult:
@@ -90,16 +74,6 @@ def lm_loss(lm: LanguageModel, windows: torch.Tensor) -> tuple[torch.Tensor, tor
 def mle_loss(generator: Generator, windows: torch.Tensor, cfg: Config, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     present = torch.as_tensor(make_present(windows.shape[0], cfg.data.seq_len, cfg.mask, rng), device=windows.device)
     return masked_target_nll(generator, windows, present)
-
-
-def masked_target_nll(generator: Generator, windows: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean NLL of the real tokens at masked targets, their number), teacher-forced: the decoder
-    reads the real tokens, as in MaskMLE training."""
-    masked = ~present
-    logits = generator.logits(mask_context(windows, present, generator.missing_id), windows, at=masked)
-    count = masked.sum().to(logits.dtype)
-    nll = F.cross_entropy(logits, windows[:, 1:][masked], reduction="sum")
-    return nll / count.clamp(min=1.0), count
 
 
 def load_or_train(
@@ -194,58 +168,3 @@ def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab, steps: int) -> bool
         and checkpoint.get("config", {}).get("model") == to_dict(cfg)["model"]
         and checkpoint.get("steps") == steps
     )
-
-
-def load_generator(path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu") -> tuple[Generator, Vocab, dict]:
-    """A generator from a MaskMLE or MaskGAN checkpoint; checks it matches `vocab` when one is given."""
-    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
-    generator, stored = _model_from(checkpoint, path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
-    return generator.to(device).eval(), stored, checkpoint
-
-
-def load_infiller(
-    path: str | Path, vocab: Optional[Vocab] = None, device: str | torch.device = "cpu"
-) -> tuple[Generator | LanguageModel, Vocab, dict]:
-    """What fills blanks in a checkpoint: its generator, or for an LM checkpoint (`lm.pt`) the language
-    model, which fills them from the left context alone with the generator's interface."""
-    checkpoint = load_checkpoint(path, require=("config", "vocab", "models"))
-    if checkpoint.get("kind") == "lm":
-        model, stored = _model_from(checkpoint, path, vocab, "language_model", LanguageModel, "an LM checkpoint (lm.pt)")
-    else:
-        model, stored = _model_from(checkpoint, path, vocab, "generator", Generator, "a MaskMLE or MaskGAN checkpoint")
-    return model.to(device).eval(), stored, checkpoint
-
-
-def stored_config(checkpoint: dict, path: str | Path) -> Config:
-    """The config `checkpoint` (read from `path`) was written with, as this version reads it."""
-    from maskgan_rl.config import config_from_dict
-
-    try:
-        return config_from_dict(checkpoint["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path}: {err}: it comes from another version of maskgan-rl, or is damaged") from None
-
-
-def _model_from(
-    checkpoint: dict, path: str | Path, vocab: Optional[Vocab], key: str, model_class: type, wanted: str
-) -> tuple[torch.nn.Module, Vocab]:
-    stored = Vocab(checkpoint["vocab"])
-    if vocab is not None and stored.tokens != vocab.tokens:
-        raise CheckpointError(
-            f"checkpoint {path} was trained with a different vocabulary ({len(stored)} tokens, fingerprint "
-            f"{stored.fingerprint()[:12]}) than the data ({len(vocab)} tokens, {vocab.fingerprint()[:12]}): "
-            "prepare the data with the checkpoint's config or use a matching checkpoint"
-        )
-    cfg = stored_config(checkpoint, path)
-    models = checkpoint["models"] if isinstance(checkpoint["models"], dict) else {}
-    state = models.get(key)
-    if state is None:
-        raise CheckpointError(f"checkpoint {path} holds no {key.replace('_', ' ')} (it has {', '.join(models) or 'none'}): pass {wanted}")
-    model = model_class(len(stored), cfg.model)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:  # weights of another shape, or not a state dict
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-        reason = lines[1] if len(lines) > 1 else lines[0]  # past torch's "Error(s) in loading state_dict" header
-        raise CheckpointError(f"checkpoint {path}: its {key.replace('_', ' ')} weights do not fit its own config ({reason}): the file is damaged") from None
-    return model, stored

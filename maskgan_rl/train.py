@@ -18,8 +18,12 @@ from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, flatten, to_dict, to_yaml
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.errors import CheckpointError, MaskGANError
-from maskgan_rl.pretrain import PretrainResult, load_generator, pretrain, stored_config
+from maskgan_rl.infill import example_text
+from maskgan_rl.loading import load_generator, stored_config
+from maskgan_rl.models.discriminator import Discriminator
+from maskgan_rl.pretrain import PretrainResult, pretrain
 from maskgan_rl.progress import Progress
+from maskgan_rl.resources import check_cluster_resources
 from maskgan_rl.tracking import Tracker, tracking_uri
 from maskgan_rl.vocab import Vocab
 
@@ -49,8 +53,6 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
             f"{len(data.vocab)} here: the corpus changed): resume with the data it was trained on, or set run_dir=... for a new run"
         )
     if cfg.gan.iterations > 0:  # a cluster that cannot place this config fails now, not after pretraining
-        from maskgan_rl.resources import check_cluster_resources
-
         init_ray(cfg)
         check_cluster_resources(cfg)
     with Tracker(cfg, "train", reopen="always" if resume else "same_config") as tracker:
@@ -67,8 +69,6 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
 
 def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
     """What a finished training (or pretraining) made and the commands that use it, for the end of its output."""
-    from maskgan_rl.infill import example_text
-
     mle = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
     lines = [
         f"done: generator in {final}",
@@ -84,8 +84,8 @@ def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
 
 
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
+    # RLlib (and evaluation's plotting) load only when adversarial training runs: `maskgan pretrain` never needs them.
     from maskgan_rl.evaluate import evaluate_during_training
-    from maskgan_rl.models.discriminator import Discriminator
     from maskgan_rl.rl.adversarial import AdversarialTrainer
 
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
@@ -191,7 +191,7 @@ def _changed_settings(checkpoint: dict[str, Any], path: Path, cfg: Config) -> st
 
 def init_ray(cfg: Config) -> None:
     """Join the cluster named by `resources.ray_address` (or the one a `ray job submit` runs in), else start a local Ray."""
-    import ray
+    import ray  # slow to import, and pretraining alone never starts Ray
 
     if ray.is_initialized():
         return
@@ -257,7 +257,7 @@ CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval
 
 
 def _plot_curves(history: list[dict[str, float]], path: Path) -> Path:
-    from maskgan_rl.plots import plot_training_curves
+    from maskgan_rl.plots import plot_training_curves  # matplotlib is slow to import; curves are drawn once, at the end
 
     keys = [key for key in CURVES if any(key in record for record in history)]
     return plot_training_curves(history, keys, path)

@@ -19,7 +19,7 @@ from maskgan_rl.dataset import prepare_data
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
-from maskgan_rl.pretrain import masked_cross_entropy
+from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer

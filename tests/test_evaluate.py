@@ -153,7 +153,7 @@ def two_checkpoints(tmp_path_factory):
 
 
 def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
-    from maskgan_rl.pretrain import load_generator
+    from maskgan_rl.loading import load_generator
 
     cfg = load_config("synthetic", TINY + [f"run_dir={two_checkpoints[0].parent.parent}"])
     generator, _, _ = load_generator(two_checkpoints[0])

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.cli import main
 from maskgan_rl.config import load_config
-from maskgan_rl.pretrain import load_generator
+from maskgan_rl.loading import load_generator
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.train import run_training

@@ -103,7 +103,7 @@ def test_infill_logp_matches_teacher_forced_logits():
 
 @pytest.mark.parametrize("model_class", [Generator, LanguageModel])
 def test_logits_at_chosen_targets_and_masked_target_nll_match_the_full_pass(model_class):
-    from maskgan_rl.pretrain import masked_cross_entropy, masked_target_nll
+    from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 
     torch.manual_seed(0)
     gen = model_class(V, config()).eval()

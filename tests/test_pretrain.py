@@ -10,10 +10,10 @@ from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.config import load_config
 from maskgan_rl.dataset import WindowDataset
 from maskgan_rl.errors import CheckpointError
+from maskgan_rl.loading import load_generator
 from maskgan_rl.masking import make_present
 from maskgan_rl.models import Generator
 from maskgan_rl.oracle import OracleLM
-from maskgan_rl.pretrain import load_generator
 from maskgan_rl.train import run_pretraining
 from maskgan_rl.vocab import Vocab
 

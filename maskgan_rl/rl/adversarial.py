@@ -52,7 +52,7 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
 from maskgan_rl.masking import make_present
-from maskgan_rl.pretrain import masked_target_nll
+from maskgan_rl.models.losses import masked_target_nll
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
 from maskgan_rl.rl.discriminator_actor import create_discriminator_actor, iteration_seed
