@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from maskgan_rl.config import load_config, to_yaml
 from maskgan_rl.errors import MaskGANError
 
 
@@ -40,18 +41,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _config(args: argparse.Namespace):
-    from maskgan_rl.config import load_config
-
     return load_config(args.preset, args.overrides)
 
 
 def _print_config(args: argparse.Namespace) -> int:
-    from maskgan_rl.config import to_yaml
-
     print(to_yaml(_config(args)), end="")
     return 0
 
 
+# Each command imports its module when it runs: `--help`, `--print-config` and a bad override answer
+# without loading torch, Ray or MLflow, and a command loads only what it uses.
 def _prepare(args: argparse.Namespace) -> None:
     from maskgan_rl.dataset import prepare_data
 

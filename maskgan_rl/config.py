@@ -23,6 +23,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 DATASETS = ("synthetic", "text", "imdb")
 MASK_STRATEGIES = ("random", "contiguous", "blanks")
+# The RL algorithms gan.algo may name; maskgan_rl.rl.algorithms.ALGORITHMS holds one entry for each.
+ALGORITHM_NAMES = ("reinforce", "ppo", "appo", "impala")
 
 
 @dataclass
@@ -77,7 +79,7 @@ class PretrainConfig:
 
 @dataclass
 class GanConfig:
-    algo: str = "reinforce"  # a key of maskgan_rl.rl.algorithms.ALGORITHMS
+    algo: str = "reinforce"  # one of ALGORITHM_NAMES
     iterations: int = 20
     episodes_per_iteration: int = 64  # masked windows filled per generator update
     gamma: float = 0.9
@@ -267,8 +269,6 @@ def validate(cfg: Config | DictConfig) -> None:
             value = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else _select(cfg, key)
             raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
 
-    from maskgan_rl.rl.algorithms import ALGORITHMS  # the registry is the one list of algorithms
-
     d, m, mo, p, g, r = cfg.data, cfg.mask, cfg.model, cfg.pretrain, cfg.gan, cfg.resources
     # numpy refuses negative seeds and torch ones past 64 bits; both take [0, 2**32).
     need(0 <= cfg.seed < 2**32, "seed", "an integer in [0, 2**32)")
@@ -297,7 +297,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(p.eval_every >= 1, "pretrain.eval_every", "an integer >= 1")
     need(p.eval_batches >= 1, "pretrain.eval_batches", "an integer >= 1")
     need(p.grad_clip > 0, "pretrain.grad_clip", "> 0")
-    need(g.algo in ALGORITHMS, "gan.algo", " | ".join(ALGORITHMS))
+    need(g.algo in ALGORITHM_NAMES, "gan.algo", " | ".join(ALGORITHM_NAMES))
     need(g.iterations >= 0, "gan.iterations", "an integer >= 0")
     need(g.episodes_per_iteration >= 1, "gan.episodes_per_iteration", "an integer >= 1")
     need(0.0 <= g.gamma <= 1.0, "gan.gamma", "in [0, 1]")

@@ -12,12 +12,14 @@ import os
 from importlib import metadata
 from typing import Any, Optional
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from maskgan_rl.infill import Infiller, example_text
 from maskgan_rl.vocab import Vocab
 
 MODEL_NAME = "model"  # the artifact path under the run: runs:/<run_id>/model
@@ -34,8 +36,6 @@ class InfillModel(PythonModel):
     """`predict(["the ___ rose sharply"])` -> `["the index rose sharply"]`: one filled text per input text."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        from maskgan_rl.infill import Infiller
-
         self.infiller = Infiller.from_checkpoint(context.artifacts["checkpoint"])
 
     # MLflow applies SIGNATURE first, so texts arrive as a one-column DataFrame. It infers no schema from
@@ -65,10 +65,6 @@ def _texts(model_input: Any) -> list[str]:
 
 def log_infill_model(checkpoint: str | os.PathLike, vocab: Vocab) -> None:
     """Log `checkpoint`'s generator (trained on `vocab`) as a pyfunc model in the active MLflow run."""
-    import mlflow
-
-    from maskgan_rl.infill import example_text
-
     mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         # Models from code: MLflow runs this file to get the model, rather than unpickling an object

@@ -51,6 +51,8 @@ class Tracker:
     def __enter__(self) -> "Tracker":
         if not self.enabled:
             return self
+        # MLflow is imported where it is used, here and below: it is slow to import and
+        # tracking.enabled=false runs never need it.
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri(self.cfg))

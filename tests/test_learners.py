@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from maskgan_rl.config import load_config
+from maskgan_rl.config import ALGORITHM_NAMES, load_config
 from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config
 from maskgan_rl.rl.reinforce import RETURNS, MaskedReturnsToGo
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, reinforce_loss
@@ -75,6 +75,12 @@ def test_reinforce_learner_loss_is_the_hand_checked_loss_of_the_episode():
     assert results["policy_loss"].peek() == pytest.approx(float(reinforce_loss(logp, advantages, nothing_present)), rel=1e-4)
     assert results["vf_loss"].peek() == pytest.approx(float(critic_loss(values, returns, nothing_present)), rel=1e-4)
     assert results["mean_return"].peek() == pytest.approx(float(returns.mean()), rel=1e-5)
+
+
+def test_the_registry_holds_exactly_the_algorithms_the_config_accepts():
+    # config validation checks gan.algo against ALGORITHM_NAMES without importing RL: a name there
+    # without an entry here would pass validation and fail at training time.
+    assert set(ALGORITHMS) == set(ALGORITHM_NAMES) == {"reinforce", "ppo", "appo", "impala"}
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))

@@ -3,7 +3,8 @@
 An entry is a function `cfg -> AlgorithmConfig` holding only what is particular to that algorithm
 (its config class, learner class, and the defaults this project overrides). `algorithm_config`
 adds everything they share: environment, module, resources, learning rates, callbacks.
-Ray and torch are imported inside the functions: config validation imports this module for the names alone.
+The names `gan.algo` may take live in the config layer (`config.ALGORITHM_NAMES`), which validates
+them without importing RL; this registry has one entry per name.
 
 Shared choices:
 - one iteration = about gan.episodes_per_iteration masked windows (the same number of generated
@@ -17,17 +18,23 @@ Shared choices:
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.algorithms.appo import APPOConfig
+from ray.rllib.algorithms.impala import IMPALAConfig
+from ray.rllib.algorithms.ppo import PPOConfig
+
+import envs  # importing it registers the vector env with Ray
 from maskgan_rl.config import Config
-
-if TYPE_CHECKING:
-    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from maskgan_rl.masking import num_masked
+from maskgan_rl.rl.callbacks import MaskGANCallbacks
+from maskgan_rl.rl.learners import APPOLearner, IMPALALearner, PPOLearner
+from maskgan_rl.rl.module import DropActionDistInputs, module_spec
+from maskgan_rl.rl.reinforce import ReinforceConfig
 
 
 def masked_per_episode(cfg: Config) -> int:
-    from maskgan_rl.masking import num_masked  # (imports torch: not at the top, see above)
-
     return max(num_masked(cfg.mask, cfg.data.seq_len), 1)
 
 
@@ -36,27 +43,19 @@ def steps_per_iteration(cfg: Config) -> int:
     return cfg.gan.episodes_per_iteration * masked_per_episode(cfg)
 
 
-def _without_dist_inputs_in_episodes(config: "AlgorithmConfig") -> "AlgorithmConfig":
+def _without_dist_inputs_in_episodes(config: AlgorithmConfig) -> AlgorithmConfig:
     """For the algorithms whose losses never read the sampling policy's logits back from the batch."""
-    from maskgan_rl.rl.module import DropActionDistInputs
-
     return config.env_runners(module_to_env_connector=lambda env, spaces=None: DropActionDistInputs())
 
 
-def _reinforce(cfg: Config) -> "AlgorithmConfig":
-    from maskgan_rl.rl.reinforce import ReinforceConfig
-
+def _reinforce(cfg: Config) -> AlgorithmConfig:
     config = ReinforceConfig().training(
         episodes_per_iteration=cfg.gan.episodes_per_iteration, advantage_clip=cfg.gan.advantage_clip
     )
     return _without_dist_inputs_in_episodes(config)
 
 
-def _ppo(cfg: Config) -> "AlgorithmConfig":
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    from maskgan_rl.rl.learners import PPOLearner
-
+def _ppo(cfg: Config) -> AlgorithmConfig:
     batch = steps_per_iteration(cfg)
     return PPOConfig().training(
         learner_class=PPOLearner,
@@ -73,7 +72,7 @@ def _ppo(cfg: Config) -> "AlgorithmConfig":
     )
 
 
-def _async_common(config: "AlgorithmConfig", cfg: Config, learner_class: type) -> "AlgorithmConfig":
+def _async_common(config: AlgorithmConfig, cfg: Config, learner_class: type) -> AlgorithmConfig:
     """IMPALA and APPO: learn in-process unless asked, iterate without a 10 s floor, bound D lag."""
     batch = steps_per_iteration(cfg)
     return (
@@ -98,23 +97,16 @@ def _async_common(config: "AlgorithmConfig", cfg: Config, learner_class: type) -
     )
 
 
-def _appo(cfg: Config) -> "AlgorithmConfig":
-    from ray.rllib.algorithms.appo import APPOConfig
-
-    from maskgan_rl.rl.learners import APPOLearner
-
+def _appo(cfg: Config) -> AlgorithmConfig:
     return _async_common(APPOConfig(), cfg, APPOLearner)
 
 
-def _impala(cfg: Config) -> "AlgorithmConfig":
-    from ray.rllib.algorithms.impala import IMPALAConfig
-
-    from maskgan_rl.rl.learners import IMPALALearner
-
+def _impala(cfg: Config) -> AlgorithmConfig:
     return _async_common(IMPALAConfig(), cfg, IMPALALearner)
 
 
-ALGORITHMS: dict[str, Callable[[Config], "AlgorithmConfig"]] = {
+# One entry per name in config.ALGORITHM_NAMES, the list config validation checks gan.algo against.
+ALGORITHMS: dict[str, Callable[[Config], AlgorithmConfig]] = {
     "reinforce": _reinforce,
     "ppo": _ppo,
     "appo": _appo,
@@ -122,12 +114,8 @@ ALGORITHMS: dict[str, Callable[[Config], "AlgorithmConfig"]] = {
 }
 
 
-def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> "AlgorithmConfig":
+def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> AlgorithmConfig:
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
-    import envs  # importing it registers "maskgan-infill-vector" with Ray
-    from maskgan_rl.rl.callbacks import MaskGANCallbacks
-    from maskgan_rl.rl.module import module_spec
-
     r, g = cfg.resources, cfg.gan
     return (
         ALGORITHMS[g.algo](cfg)

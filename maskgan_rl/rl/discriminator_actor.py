@@ -35,6 +35,7 @@ import torch
 
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
+from maskgan_rl.dataset import WindowDataset
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
@@ -129,8 +130,6 @@ class DiscriminatorTrainer:
     def pretrain(self, generator_state: dict[str, torch.Tensor], data_path: str, steps: int) -> dict[str, float]:
         """The paper's optional step 3, before adversarial training: `steps` Adam steps, each on a fresh
         batch of real windows and the MaskMLE generator's in-fills of them. Stats: the last 10% of steps."""
-        from maskgan_rl.dataset import WindowDataset
-
         start = time.perf_counter()
         generator = Generator(self.missing_id, self.model_cfg).to(self.device)
         generator.load_state_dict(generator_state)
@@ -232,7 +231,7 @@ def create_discriminator_actor(
     discriminator_weights: Optional[dict[str, torch.Tensor]] = None,
 ):
     """The trainer as a Ray actor with the resources of cfg.resources.disc_* (returns its handle)."""
-    import ray
+    import ray  # the trainer also runs in-process without Ray (benchmarks, tests): Ray loads only here
 
     r = cfg.resources
     actor = ray.remote(DiscriminatorTrainer).options(
