@@ -124,21 +124,35 @@ def _parser() -> argparse.ArgumentParser:
     infill.add_argument("--seed", type=int, default=None, help="for reproducible samples")
     infill.set_defaults(run=_infill)
 
-    evaluate = commands.add_parser("evaluate", help="metrics, samples and quality-diversity curves for checkpoints")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics, samples, quality-diversity curves and the verdict against MaskMLE for checkpoints",
+        description="Checkpoints are grouped into models by the kind recorded in them (MaskMLE, MaskGAN-<algo>, LM), "
+        "or by NAME in NAME:path.pt; several checkpoints of one model are its training seeds, paired in the order "
+        "given with the baseline's. Every model is compared with the baseline at matched reverse-LM perplexity.",
+    )
     evaluate.add_argument(
-        "checkpoints", nargs="+", metavar="CHECKPOINT|key=value",
+        "checkpoints", nargs="+", metavar="[NAME:]CHECKPOINT|key=value",
         help="checkpoints to compare (e.g. mle.pt maskgan.pt), then optional dotted config overrides",
     )
     evaluate.add_argument("--preset", default=None, help="evaluate on another data config (default: the first checkpoint's)")
     evaluate.add_argument("--out", default=None, help="output folder (default: <run_dir>/eval)")
-    evaluate.add_argument("--temperatures", default="0.5,0.7,1.0,1.3", help="comma-separated temperatures to sweep")
+    evaluate.add_argument("--temperatures", default=None, help="comma-separated temperatures to sweep (default 0.5 to 1.5 by 0.1)")
     evaluate.add_argument("--samples", type=int, default=1000, help="held-out windows filled (at most half the split)")
     evaluate.add_argument("--split", choices=("valid", "test"), default="valid")
     evaluate.add_argument("--bleu-order", type=int, default=4)
     evaluate.add_argument("--bleu-references", type=int, default=500, help="fixed reference count (BLEU depends on it)")
     evaluate.add_argument("--reverse-lm-steps", type=int, default=200, help="training steps of each reverse LM; 0 skips it")
+    evaluate.add_argument(
+        "--two-sample-steps", type=int, default=100,
+        help="training steps of each held-out discriminator (two-sample test, same for every model); 0 skips it",
+    )
     evaluate.add_argument("--table-rows", type=int, default=20, help="rows of the side-by-side samples table")
-    evaluate.add_argument("--seed", type=int, default=0, help="masks and sampling, shared by every checkpoint")
+    evaluate.add_argument(
+        "--seeds", "--seed", default="0",
+        help="comma-separated evaluation seeds (masks and sampling, shared by every checkpoint), e.g. 0,1,2: the verdict's interval",
+    )
+    evaluate.add_argument("--baseline", default="MaskMLE", help="the model the others are compared with (default MaskMLE)")
     evaluate.set_defaults(run=_evaluate)
     return parser
 

@@ -11,16 +11,25 @@ held-out windows are masked the same way and filled in; the in-fills are then sc
   in-fills never saw (low = the samples cover the real distribution; Caccia et al. 2018);
 - % unique 2/3/4-grams (Table 6), the share of generated n-grams found in held-out text, BLEU-n
   against a fixed number of held-out references, Self-BLEU-n (metrics.py);
-- on the synthetic preset, the exact oracle NLL of the in-filled tokens.
+- on the synthetic preset, the exact oracle NLL of the in-filled tokens;
+- a two-sample test: the accuracy of a discriminator trained from scratch to tell the model's in-fills
+  from real text (0.5 = indistinguishable; verdict.py).
+Every checkpoint is evaluated at every `--seeds` value (masks and samples redrawn). Checkpoints are
+grouped into models by name: `NAME:path.pt`, else the kind recorded in the checkpoint (MaskMLE,
+MaskGAN-<algo>, LM); several checkpoints of one model are its training seeds. The verdict compares
+every model with the `--baseline` one (MaskMLE) at matched diversity (verdict.py): the ratio of
+eval-LM perplexities at the same reverse-LM perplexity, with a confidence interval over seeds, and
+the two-sample accuracies there.
 The held-out split is cut in two: the first part (at most half) are the prompts that get masked and
 filled; the rest are the references (BLEU, n-gram overlap, reverse-LM scoring), so no score rewards
 copying a prompt's own real tokens. A "real data" row scores the unmasked prompts the same way.
 
 Outputs in `<out>` (default `<run_dir>/eval`): results.json, metrics.csv/.md, samples.csv/.md
 (masked input, real text, then one column of in-fills per checkpoint), and the quality-diversity
-plots quality_diversity_lm.png / quality_diversity_bleu.png (and, on the synthetic preset,
-quality_diversity_oracle.png: oracle NLL against reverse-LM perplexity); all logged to MLflow, one nested run
-per checkpoint and temperature so the UI can compare them.
+plots quality_diversity_lm.png / quality_diversity_bleu.png (one curve per model, averaged over its
+checkpoints and seeds, and the real text's point; on the synthetic preset also
+quality_diversity_oracle.png: oracle NLL against reverse-LM perplexity); all logged to MLflow, one nested
+run per checkpoint, seed and temperature so the UI can compare them, the verdict on the parent run.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
 from maskgan_rl.pretrain import lm_loss, load_or_train, mle_loss, validation_perplexity
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
+from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
 from maskgan_rl.vocab import Vocab
 
 NGRAM_ORDERS = (2, 3, 4)
@@ -65,16 +75,22 @@ _BATCH = 256  # rows per forward pass when sampling and scoring (memory, not res
 Infiller = Union[Generator, LanguageModel]
 
 
+TEMPERATURE_SWEEP = tuple(round(0.5 + 0.1 * i, 1) for i in range(11))  # 0.5, 0.6, ..., 1.5
+BASELINE = "MaskMLE"  # the model name of checkpoints of kind "mle"
+
+
 @dataclass
 class EvalSettings:
-    temperatures: Sequence[float] = (0.5, 0.7, 1.0, 1.3)
+    temperatures: Sequence[float] = TEMPERATURE_SWEEP
     samples: int = 1000  # prompts filled per checkpoint and temperature (at most half the held-out split)
     split: str = "valid"  # valid | test
     bleu_order: int = 4
     bleu_references: int = 500  # fixed, so BLEU is comparable across checkpoints and runs
     reverse_lm_steps: int = 200  # 0 skips the reverse LM
     table_rows: int = 20
-    seed: int = 0  # masks and sampling: every checkpoint fills the same blanks
+    seeds: Sequence[int] = (0,)  # masks and sampling, each seed a replicate: every checkpoint fills the same blanks
+    two_sample_steps: int = 100  # training steps of each two-sample discriminator; 0 skips the test
+    baseline: str = BASELINE  # the model every other one is compared with at matched diversity
 
 
 # ---------------------------------------------------------------- metrics on models
@@ -230,7 +246,8 @@ def evaluate_during_training(
 
 @dataclass
 class _Model:
-    label: str
+    label: str  # one checkpoint: "<name> (<run folder>)"
+    name: str  # the model it is a replicate of: NAME of NAME:path, else from its kind
     path: Path
     kind: str
     algo: str
@@ -239,7 +256,8 @@ class _Model:
 
 
 class _Scorer:
-    """Everything shared by all checkpoints: prompts and their masks, references, eval LM, oracle."""
+    """Everything shared by all checkpoints: prompts and their masks, references, eval LM, oracle,
+    and the training windows of the two-sample test."""
 
     def __init__(self, cfg: Config, data: PreparedData, settings: EvalSettings, out: Path, tmp: Path, tracker: Tracker):
         self.cfg, self.settings, self.vocab = cfg, settings, data.vocab
@@ -254,7 +272,7 @@ class _Scorer:
         self.prompts = held.windows[:n_prompts]
         self.references = held.windows[n_prompts:]
         self._reference_sentences = _sentences(self.references)
-        self.present = make_present(n_prompts, cfg.data.seq_len, cfg.mask, np.random.default_rng(settings.seed))
+        self.masks = {seed: self._masks(n_prompts, seed) for seed in settings.seeds}
         self.bleu_references = min(settings.bleu_references, len(self.references))
         self.self_bleu_references = min(settings.bleu_references, n_prompts - 1)
         self.held_out = held
@@ -264,24 +282,46 @@ class _Scorer:
         self._untracked = Tracker(dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False)), "evaluate")
         # Scored by every reverse LM: real held-out windows the prompts do not include.
         self._reference_set = self._window_file("references", self.references)
+        train = WindowDataset(data.train_path)
         self.eval_lm, self.eval_lm_perplexity = self._train_lm(
-            "eval_lm", out / "eval_lm.pt", WindowDataset(data.train_path), held, cfg.pretrain.lm_steps,
+            "eval_lm", out / "eval_lm.pt", train, held, cfg.pretrain.lm_steps,
             dataclasses.replace(cfg, seed=cfg.seed + EVAL_LM_SEED_OFFSET), tracker,
         )
+        # The two-sample discriminators learn on as many training windows as there are prompts.
+        self._two_sample_windows = {
+            seed: train.windows[np.random.default_rng([seed, 1]).choice(len(train), size=min(n_prompts, len(train)), replace=False)]
+            for seed in settings.seeds
+        }
+        self._two_sample_masks = {seed: self._masks(len(self._two_sample_windows[seed]), seed, stream=1) for seed in settings.seeds}
 
-    def score(self, windows: np.ndarray, name: str) -> dict[str, float]:
-        """Every sample metric of filled (or real) windows [N, T+1] of the prompts."""
+    def _masks(self, rows: int, seed: int, stream: int = 0) -> np.ndarray:
+        """Masks of `rows` windows for an evaluation seed; stream 0 masks the prompts (seed alone, as
+        before seeds were lists), others independent draws."""
+        rng = np.random.default_rng(seed if stream == 0 else [seed, stream])
+        return make_present(rows, self.cfg.data.seq_len, self.cfg.mask, rng)
+
+    def score(self, windows: np.ndarray, name: str, seed: int) -> dict[str, float]:
+        """Every sample metric of filled (or real) windows [N, T+1] of the prompts masked by `seed`'s masks."""
         s, sentences, references = self.settings, _sentences(windows), self._reference_sentences
         metrics = ngram_metrics(windows)
         metrics["validation_overlap"] = validation_ngram_overlap(sentences, references, ns=[n for n in NGRAM_ORDERS if n <= windows.shape[1] - 1])
-        metrics[f"bleu{s.bleu_order}"] = bleu(sentences, references, s.bleu_order, num_references=self.bleu_references, seed=s.seed)
-        metrics[f"self_bleu{s.bleu_order}"] = self_bleu(sentences, s.bleu_order, num_references=self.self_bleu_references, seed=s.seed)
+        metrics[f"bleu{s.bleu_order}"] = bleu(sentences, references, s.bleu_order, num_references=self.bleu_references, seed=seed)
+        metrics[f"self_bleu{s.bleu_order}"] = self_bleu(sentences, s.bleu_order, num_references=self.self_bleu_references, seed=seed)
         metrics["eval_lm_perplexity"] = lm_perplexity(self.eval_lm, windows)
         if s.reverse_lm_steps > 0:
             metrics["reverse_lm_perplexity"] = self.reverse_lm_perplexity(windows, name)
         if self.oracle is not None:
-            metrics["oracle_nll"] = oracle_nll(self.oracle, windows, self.present)
+            metrics["oracle_nll"] = oracle_nll(self.oracle, windows, self.masks[seed])
         return metrics
+
+    def two_sample(self, generator: Infiller, filled: np.ndarray, temperature: float, seed: int) -> dict[str, float]:
+        """The two-sample test of in-fills `filled` of the prompts (verdict.two_sample_test); {} when skipped."""
+        if self.settings.two_sample_steps == 0:
+            return {}
+        windows, present = self._two_sample_windows[seed], self._two_sample_masks[seed]
+        train = InFills(windows, present, fill_windows(generator, windows, present, temperature, seed))
+        held_out = InFills(self.prompts, self.masks[seed], filled)
+        return two_sample_test(train, held_out, len(self.vocab), self.cfg, self.settings.two_sample_steps, seed, self.device)
 
     def reverse_lm_perplexity(self, windows: np.ndarray, name: str) -> float:
         """Perplexity on the reference windows of an LM trained only on `windows` (a fresh model every time)."""
@@ -315,48 +355,60 @@ class _Scorer:
 
 
 def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, settings: EvalSettings, out: str | Path) -> dict[str, Any]:
-    """Evaluate checkpoints on `cfg`'s data; writes results into `out` and MLflow; returns the results."""
+    """Evaluate checkpoints (paths, or NAME:path to name their model) on `cfg`'s data; writes results
+    into `out` and MLflow; returns the results."""
     if not checkpoints:
         raise ConfigError("no checkpoint to evaluate: pass one or more .pt files")
     if not settings.temperatures or min(settings.temperatures) <= 0:
         raise ConfigError(f"temperatures {list(settings.temperatures)} must be a non-empty list of values > 0")
     if settings.samples < 2:
         raise ConfigError(f"--samples {settings.samples}: give at least 2 (BLEU scores in-fills against each other)")
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise ConfigError(f"--seeds {list(settings.seeds)}: give one or more different seeds, e.g. 0,1,2")
+    if settings.two_sample_steps < 0:
+        raise ConfigError(f"--two-sample-steps {settings.two_sample_steps}: give 0 (skip the test) or more")
     out = writable_dir(out, "--out")
     data = prepare_data(cfg)
     models = _load_models(checkpoints, data.vocab, resolve_device(cfg))
+    compared = _compared_models(models, settings)
     with Tracker(cfg, "evaluate", reopen="never") as tracker, tempfile.TemporaryDirectory() as tmp:
         tracker.log_params({f"eval.{k}": v for k, v in dataclasses.asdict(settings).items()})
         scorer = _Scorer(cfg, data, settings, out, Path(tmp), tracker)
+        first_seed = settings.seeds[0]
         results: dict[str, Any] = {
             "split": settings.split, "prompts": len(scorer.prompts), "references": len(scorer.references),
             "bleu_references": scorer.bleu_references, "self_bleu_references": scorer.self_bleu_references,
-            "temperatures": list(settings.temperatures), "mask": dataclasses.asdict(cfg.mask), "seed": settings.seed,
+            "temperatures": list(settings.temperatures), "mask": dataclasses.asdict(cfg.mask), "seeds": list(settings.seeds),
+            "two_sample_steps": settings.two_sample_steps,
             "eval_lm": {"path": str(out / "eval_lm.pt"), "valid_perplexity": scorer.eval_lm_perplexity},
-            "real": scorer.score(scorer.prompts, "real"),
+            "real": scorer.score(scorer.prompts, "real", first_seed),
             "checkpoints": [],
         }
-        fills: dict[str, np.ndarray] = {}  # label -> in-fills at the table's temperature
+        fills: dict[str, np.ndarray] = {}  # label -> in-fills at the table's temperature and the first seed
         table_temperature = min(settings.temperatures, key=lambda t: abs(t - 1.0))
         for model in models:
             masked_ppl = masked_perplexity(model.generator, scorer.held_out, cfg)
-            entry = {"label": model.label, "path": str(model.path), "kind": model.kind, "algo": model.algo,
+            entry = {"label": model.label, "model": model.name, "path": str(model.path), "kind": model.kind, "algo": model.algo,
                      "masked_perplexity": masked_ppl, "points": []}
-            for temperature in settings.temperatures:
-                filled = fill_windows(model.generator, scorer.prompts, scorer.present, temperature, settings.seed)
-                point = {"temperature": temperature, **scorer.score(filled, f"{model.label} T={temperature:g}")}
+            for seed, temperature in ((s, t) for s in settings.seeds for t in settings.temperatures):
+                filled = fill_windows(model.generator, scorer.prompts, scorer.masks[seed], temperature, seed)
+                name = f"{model.label} seed={seed} T={temperature:g}"
+                point = {"seed": seed, "temperature": temperature, **scorer.score(filled, name, seed),
+                         **scorer.two_sample(model.generator, filled, temperature, seed)}
                 entry["points"].append(point)
-                if temperature == table_temperature:
+                if temperature == table_temperature and seed == first_seed:
                     fills[model.label] = filled
                 with tracker.nested(
-                    f"{model.label} T={temperature:g}",
-                    params={"checkpoint": str(model.path), "temperature": temperature, "kind": model.kind},
+                    f"{model.label} T={temperature:g}" + (f" seed={seed}" if len(settings.seeds) > 1 else ""),
+                    params={"checkpoint": str(model.path), "temperature": temperature, "seed": seed, "kind": model.kind,
+                            "model": model.name},
                     tags={"maskgan.checkpoint": str(model.path), "maskgan.kind": model.kind, "maskgan.algo": model.algo,
                           "maskgan.training_run_id": model.training_run_id or ""},
                 ):
                     tracker.log_metrics({"masked_perplexity": masked_ppl, **point}, step=0)
             results["checkpoints"].append(entry)
             print(f"[evaluate] {model.label}: masked perplexity {masked_ppl:.2f}")
+        results["verdict"] = _verdict(results["checkpoints"], compared, settings, tracker)
         _write_outputs(out, results, scorer, fills, table_temperature)
         for path in sorted(out.glob("*.*")):
             if path.suffix in (".json", ".csv", ".md", ".png"):
@@ -364,17 +416,68 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
     return results
 
 
+def _compared_models(models: Sequence[_Model], settings: EvalSettings) -> list[str]:
+    """The model names compared with the baseline at matched diversity, checked before any work starts."""
+    names = list(dict.fromkeys(m.name for m in models))
+    if settings.baseline not in names:
+        if settings.baseline != BASELINE:
+            raise ConfigError(f"--baseline {settings.baseline!r} names no model; the models are {', '.join(names)}")
+        return []  # no MaskMLE checkpoint given: nothing to compare with
+    compared = [name for name in names if name != settings.baseline]
+    for name in compared:  # refuses unpairable checkpoint counts now, not after hours of scoring
+        pair_checkpoints(*([m.label for m in models if m.name == n] for n in (name, settings.baseline)), name, settings.baseline)
+    return compared
+
+
+def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: EvalSettings, tracker: Tracker) -> dict[str, Any]:
+    """Every compared model against the baseline at matched diversity: printed, logged on the parent run."""
+    if not compared:
+        return {}
+    if settings.reverse_lm_steps == 0:
+        print("[evaluate] no verdict: matching diversity needs the reverse LM (--reverse-lm-steps > 0)")
+        return {}
+    baseline = [c["label"] for c in checkpoints if c["model"] == settings.baseline]
+    print(f"[evaluate] verdict against {settings.baseline} ({', '.join(baseline)}), "
+          f"eval-LM perplexity ratio at matched reverse-LM perplexity (< 1 = better):")
+    verdicts = {}
+    for name in compared:
+        verdict = matched_diversity_verdict(checkpoints, name, settings.baseline)
+        verdicts[name] = verdict
+        print(f"  {verdict_sentence(verdict)}")
+        key = re.sub(r"[^A-Za-z0-9_./ -]+", "_", name)
+        numbers = {
+            "eval_lm_perplexity_ratio": verdict["ratio"],
+            **dict(zip(("eval_lm_perplexity_ratio_low", "eval_lm_perplexity_ratio_high"), verdict.get("ratio_interval") or ())),
+            "two_sample_accuracy": verdict.get("two_sample_accuracy"),
+            "baseline_two_sample_accuracy": verdict.get("baseline_two_sample_accuracy"),
+            "matched_points": verdict["matched_points"],
+        }
+        tracker.log_metrics({f"verdict/{key}/{k}": v for k, v in numbers.items() if v is not None}, step=0)
+    return verdicts
+
+
+def checkpoint_argument(text: str | Path) -> tuple[Optional[str], Path]:
+    """`NAME:path.pt` -> (NAME, path); a plain path (or one that exists with a colon in it) -> (None, path)."""
+    text = str(text)
+    name, colon, path = text.partition(":")
+    if not colon or Path(text).is_file() or not name:
+        return None, Path(text)
+    return name, Path(path)
+
+
 def _load_models(checkpoints: Sequence[str | Path], vocab: Vocab, device: torch.device) -> list[_Model]:
     models: list[_Model] = []
-    for path in map(Path, checkpoints):
+    for given_name, path in map(checkpoint_argument, checkpoints):
         generator, _, checkpoint = load_infiller(path, vocab, device)  # an LM checkpoint: the left-context baseline
         kind = str(checkpoint.get("kind", "generator"))
         algo = str(checkpoint["config"].get("gan", {}).get("algo", "")) if kind == "maskgan" else ""
-        name = {"lm": "LM", "mle": "MaskMLE", "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)
+        name = given_name or {"lm": "LM", "mle": BASELINE, "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)
         label = f"{name} ({_run_dir_of(path).name})"
         if any(m.label == label for m in models):
             label = f"{label} {path.stem}"
-        models.append(_Model(label, path, kind, algo, generator, _training_run_id(path)))
+        if any(m.label == label for m in models):
+            raise ConfigError(f"{path} is given twice as {name}: give each checkpoint once per model")
+        models.append(_Model(label, name, path, kind, algo, generator, _training_run_id(path)))
     return models
 
 
@@ -403,31 +506,68 @@ def _sentences(windows: np.ndarray) -> list[list[int]]:
 
 def _write_outputs(out: Path, results: dict[str, Any], scorer: _Scorer, fills: dict[str, np.ndarray], temperature: float) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    keys = ["masked_perplexity", *results["real"]]
-    header = ["model", "temperature", *keys]
-    rows = [["real data", "", *(results["real"].get(k, "") for k in keys)]]
+    point_keys = list(dict.fromkeys(k for e in results["checkpoints"] for p in e["points"] for k in p if k not in ("seed", "temperature")))
+    keys = ["masked_perplexity", *dict.fromkeys([*results["real"], *point_keys])]
+    header = ["model", "seed", "temperature", *keys]
+    rows = [["real data", "", "", *(results["real"].get(k, "") for k in keys)]]
     for entry in results["checkpoints"]:
         for point in entry["points"]:
-            rows.append([entry["label"], point["temperature"], entry["masked_perplexity"], *(point.get(k, "") for k in keys[1:])])
+            rows.append([entry["label"], point["seed"], point["temperature"], entry["masked_perplexity"], *(point.get(k, "") for k in keys[1:])])
     _write_table(out / "metrics", header, rows)
+    if results["verdict"]:
+        with open(out / "metrics.md", "a", encoding="utf-8") as f:
+            f.write(_verdict_markdown(results["verdict"]))
 
-    curves = {e["label"]: e["points"] for e in results["checkpoints"]}
+    curves, real = _model_curves(results["checkpoints"]), results["real"]
     if scorer.settings.reverse_lm_steps > 0:
-        plot_quality_diversity(curves, "eval_lm_perplexity", "reverse_lm_perplexity", out / "quality_diversity_lm.png")
+        plot_quality_diversity(curves, "eval_lm_perplexity", "reverse_lm_perplexity", out / "quality_diversity_lm.png", reference=real)
         if scorer.oracle is not None:  # the synthetic benchmark's exact quality against the same diversity
-            plot_quality_diversity(curves, "oracle_nll", "reverse_lm_perplexity", out / "quality_diversity_oracle.png")
+            plot_quality_diversity(curves, "oracle_nll", "reverse_lm_perplexity", out / "quality_diversity_oracle.png", reference=real)
     n = scorer.settings.bleu_order
-    plot_quality_diversity(curves, f"self_bleu{n}", f"bleu{n}", out / "quality_diversity_bleu.png", x_better="low", y_better="high")
+    plot_quality_diversity(
+        curves, f"self_bleu{n}", f"bleu{n}", out / "quality_diversity_bleu.png", x_better="low", y_better="high", reference=real
+    )
 
     shown = range(min(scorer.settings.table_rows, len(scorer.prompts)))
-    vocab = scorer.vocab
+    vocab, present = scorer.vocab, scorer.masks[scorer.settings.seeds[0]]
     header = ["masked input", "real text", *(f"{label} (T={temperature:g})" for label in fills)]
     rows = [
-        [render(vocab, scorer.prompts[i], scorer.present[i], blank=True), " ".join(vocab.decode(scorer.prompts[i])),
-         *(render(vocab, filled[i], scorer.present[i]) for filled in fills.values())]
+        [render(vocab, scorer.prompts[i], present[i], blank=True), " ".join(vocab.decode(scorer.prompts[i])),
+         *(render(vocab, filled[i], present[i]) for filled in fills.values())]
         for i in shown
     ]
     _write_table(out / "samples", header, rows)
+
+
+def _model_curves(checkpoints: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """One quality-diversity curve per model: at each temperature, the mean over its checkpoints and seeds."""
+    curves = {}
+    for name in dict.fromkeys(c["model"] for c in checkpoints):
+        points = [p for c in checkpoints if c["model"] == name for p in c["points"]]
+        curves[name] = [
+            {key: float(np.mean([p[key] for p in points if p["temperature"] == temperature])) for key in points[0] if key != "seed"}
+            for temperature in dict.fromkeys(p["temperature"] for p in points)
+        ]
+    return curves
+
+
+def _verdict_markdown(verdicts: dict[str, dict[str, Any]]) -> str:
+    """The verdict section of metrics.md: one row per compared model, then each model's sentence."""
+    baseline = next(iter(verdicts.values()))["baseline"]
+
+    def interval(values: Optional[list[float]]) -> str:
+        return f"{values[0]:.3f}-{values[1]:.3f}" if values else ""
+
+    header = ["model", "eval-LM perplexity ratio", "95% CI", "replicates", "matched points", "unmatched points",
+              "two-sample accuracy", f"{baseline}'s at the same diversity"]
+    rows = [
+        [name, "" if v["ratio"] is None else v["ratio"], interval(v.get("ratio_interval")), f"{v['replicates']} {v['interval_over']}",
+         v["matched_points"], v["unmatched_points"], v.get("two_sample_accuracy", ""), v.get("baseline_two_sample_accuracy", "")]
+        for name, v in verdicts.items()
+    ]
+    sentences = "".join(f"- {_md_cell(verdict_sentence(v))}\n" for v in verdicts.values())
+    return (f"\n## Verdict: against {_md_cell(baseline)} at matched reverse-LM perplexity (ratio < 1 = better)\n\n"
+            f"{_markdown_table(header, rows)}\n{sentences}")
 
 
 def render(vocab: Vocab, window: np.ndarray, present: np.ndarray, blank: bool = False) -> str:
@@ -441,9 +581,13 @@ def _write_table(stem: Path, header: list[str], rows: list[list[Any]]) -> None:
     """`stem`.csv (exact values) and `stem`.md (rounded, escaped for Markdown)."""
     with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([header, *rows])
+    stem.with_suffix(".md").write_text(_markdown_table(header, rows), encoding="utf-8")
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
 
 
 def _md_cell(value: Any) -> str:
@@ -459,10 +603,12 @@ def _md_cell(value: Any) -> str:
 def evaluate_command(args: argparse.Namespace) -> None:
     checkpoints = [a for a in args.checkpoints if "=" not in a or Path(a).is_file()]
     overrides = [a for a in args.checkpoints if a not in checkpoints]
-    cfg = _config(checkpoints, args.preset, overrides)
+    cfg = _config([checkpoint_argument(c)[1] for c in checkpoints], args.preset, overrides)
     settings = EvalSettings(
-        temperatures=_temperatures(args.temperatures), samples=args.samples, split=args.split, bleu_order=args.bleu_order,
-        bleu_references=args.bleu_references, reverse_lm_steps=args.reverse_lm_steps, table_rows=args.table_rows, seed=args.seed,
+        temperatures=_numbers(args.temperatures, "--temperatures", float) if args.temperatures else TEMPERATURE_SWEEP,
+        samples=args.samples, split=args.split, bleu_order=args.bleu_order, bleu_references=args.bleu_references,
+        reverse_lm_steps=args.reverse_lm_steps, table_rows=args.table_rows, seeds=_numbers(args.seeds, "--seeds", int),
+        two_sample_steps=args.two_sample_steps, baseline=args.baseline,
     )
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
     evaluate_checkpoints(checkpoints, cfg, settings, out)
@@ -470,19 +616,19 @@ def evaluate_command(args: argparse.Namespace) -> None:
     print(f"[evaluate] results, tables and plots in {out}")
 
 
-def _config(checkpoints: list[str], preset: Optional[str], overrides: list[str]) -> Config:
+def _config(checkpoints: list[Path], preset: Optional[str], overrides: list[str]) -> Config:
     """The data and mask to evaluate on: `--preset` if given, else the first checkpoint's config whose
     run_dir is the folder holding its checkpoints/ (so its prepared data is found); then overrides."""
     if preset or not checkpoints:
         return load_config(preset, overrides)
-    path = Path(checkpoints[0])
+    path = checkpoints[0]
     stored = load_checkpoint(path, require=("config",))["config"]
     stored["run_dir"] = str(_run_dir_of(path))
     return config_from_dict(stored, overrides)
 
 
-def _temperatures(text: str) -> list[float]:
+def _numbers(text: str, option: str, kind: type) -> list:
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ConfigError(f"--temperatures {text!r}: give comma-separated numbers, e.g. 0.5,0.7,1.0,1.3") from None
+        raise ConfigError(f"{option} {text!r}: give comma-separated {kind.__name__}s, e.g. {'0.5,0.7,1.0' if kind is float else '0,1,2'}") from None

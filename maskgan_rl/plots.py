@@ -6,14 +6,17 @@ never touches a global backend or figure registry (safe inside Ray workers and t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 Better = Literal["low", "high"]
+TRAINING_COLUMNS = 3  # panels per row of the training curves
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -43,9 +46,10 @@ def plot_quality_diversity(
     path: str | Path,
     x_better: Better = "low",
     y_better: Better = "low",
+    reference: Optional[Mapping[str, float]] = None,
 ) -> Path:
     """Save `quality_diversity_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
-    return save_figure(quality_diversity_figure(curves, x, y, x_better, y_better), path)
+    return save_figure(quality_diversity_figure(curves, x, y, x_better, y_better, reference), path)
 
 
 def quality_diversity_figure(
@@ -54,13 +58,15 @@ def quality_diversity_figure(
     y: str,
     x_better: Better = "low",
     y_better: Better = "low",
+    reference: Optional[Mapping[str, float]] = None,
 ) -> Figure:
     """One line per model (checkpoint) through its points at several softmax temperatures.
 
     A single temperature can make any model look better (Caccia et al. 2018); comparing whole curves
     on shared axes shows whether one dominates. Each point is a dict with "temperature" and the
     metrics ``x`` and ``y``; points are joined in temperature order and labelled "T=...". The title
-    names the corner that is better, from ``x_better`` / ``y_better``.
+    names the corner that is better, from ``x_better`` / ``y_better``. ``reference``: the real text's
+    metrics, drawn as a star labelled "real text" (where both ``x`` and ``y`` are in it).
     """
     if not curves:
         raise ValueError("plot_quality_diversity: `curves` is empty; pass {model name: [points...]}")
@@ -88,6 +94,8 @@ def quality_diversity_figure(
                 fontsize=7,
                 color=line.get_color(),
             )
+    if reference is not None and x in reference and y in reference:
+        ax.plot([reference[x]], [reference[y]], marker="*", markersize=14, linestyle="none", color="black", label="real text")
     corner = f"{'lower' if y_better == 'low' else 'upper'}-{'left' if x_better == 'low' else 'right'}"
     ax.set_title(f"{y} vs {x}\nacross temperatures ({corner} is better)")
     ax.set_xlabel(x)
@@ -103,21 +111,28 @@ def plot_training_curves(
     keys: Sequence[str],
     path: str | Path,
     x_key: str | None = "iteration",
+    references: Optional[Mapping[str, float]] = None,
+    reference_label: str = "start",
 ) -> Path:
     """Save `training_curves_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
-    return save_figure(training_curves_figure(history, keys, x_key), path)
+    return save_figure(training_curves_figure(history, keys, x_key, references, reference_label), path)
 
 
 def training_curves_figure(
     history: Sequence[Mapping[str, float]],
     keys: Sequence[str],
     x_key: str | None = "iteration",
+    references: Optional[Mapping[str, float]] = None,
+    reference_label: str = "start",
 ) -> Figure:
-    """One subplot per metric in ``keys`` against the iteration, sharing the x axis.
+    """One subplot per metric in ``keys`` against the iteration, in a grid of up to TRAINING_COLUMNS
+    columns sharing the x axis, with whole-number iteration ticks.
 
     The iteration is each record's ``x_key`` value (every record must have it), or the record's
     position in ``history`` when ``x_key`` is None. A record without some metric is skipped for that
-    metric only, since evaluation metrics are usually logged less often than losses.
+    metric only, since evaluation metrics are usually logged less often than losses. ``references``
+    ({metric: value}) draws a dashed horizontal line labelled ``reference_label`` on those metrics'
+    panels (e.g. the MaskMLE start the adversarial stage should improve on).
     """
     if not history:
         raise ValueError("plot_training_curves: `history` is empty; pass one dict of metrics per iteration")
@@ -130,15 +145,25 @@ def training_curves_figure(
                 f"plot_training_curves: records {missing[:5]} lack {x_key!r}; pass x_key=None to use positions"
             )
     iterations = [record[x_key] if x_key is not None else i for i, record in enumerate(history)]
-    fig = new_figure(7, 2.4 * len(keys) + 0.6)
-    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, key in zip(axes, keys):
+    columns = min(TRAINING_COLUMNS, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    fig = new_figure(4.2 * columns, 2.6 * rows + 0.6)
+    grid = fig.subplots(rows, columns, sharex=True, squeeze=False).ravel()
+    for ax, key in zip(grid, keys):
         points = [(it, record[key]) for it, record in zip(iterations, history) if key in record]
         if not points:
             raise ValueError(f"plot_training_curves: no record has the metric {key!r}")
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        if references and key in references:
+            ax.axhline(references[key], linestyle="--", color="gray", label=reference_label)
+            ax.legend(fontsize=7)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel(x_key or "iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in grid[len(keys):]:  # the grid's empty cells
+        ax.remove()
+    for ax in grid[max(0, len(keys) - columns) : len(keys)]:  # the lowest panel of each column
+        ax.set_xlabel(x_key or "iteration")
+        ax.xaxis.set_tick_params(labelbottom=True)
     fig.tight_layout()
     return fig

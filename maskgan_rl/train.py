@@ -12,7 +12,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, flatten, to_dict, to_yaml
@@ -26,6 +26,9 @@ from maskgan_rl.progress import Progress
 from maskgan_rl.resources import check_cluster_resources
 from maskgan_rl.tracking import Tracker, tracking_uri
 from maskgan_rl.vocab import Vocab
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FINAL_CHECKPOINT = "maskgan.pt"
 
@@ -86,6 +89,7 @@ def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
 def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
     # RLlib (and evaluation's plotting) load only when adversarial training runs: `maskgan pretrain` never needs them.
     from maskgan_rl.evaluate import evaluate_during_training
+    from maskgan_rl.plots import save_figure
     from maskgan_rl.rl.adversarial import AdversarialTrainer
 
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
@@ -130,9 +134,15 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         final = _save_final(cfg, data, trainer, folder, history)
         tracker.log_artifact(final, "checkpoints")
         if history:  # (empty only when resuming a finished run from a checkpoint older than histories)
-            curves = _plot_curves(history, Path(cfg.run_dir) / "training_curves.png")
+            curves = save_figure(training_curves(history), Path(cfg.run_dir) / "training_curves.png")
             tracker.log_artifact(curves, "plots")
             print(f"[gan] training curves: {curves}")
+        summary = adversarial_summary(history)
+        if summary is not None:
+            sentence, deltas = summary
+            print(f"[gan] {sentence}")
+            tracker.log_metrics({f"gan/eval/delta_{k}": v for k, v in deltas.items()}, step=cfg.gan.iterations)
+            tracker.set_tags({"maskgan.adversarial_summary": sentence})
         return final
     finally:
         trainer.stop()
@@ -256,11 +266,43 @@ CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval
 )
 
 
-def _plot_curves(history: list[dict[str, float]], path: Path) -> Path:
-    from maskgan_rl.plots import plot_training_curves  # matplotlib is slow to import; curves are drawn once, at the end
+# How the change of each evaluation metric over adversarial training reads: (name, "low" where lower
+# is better, None where a change is no judgement: D's accuracy compares two different discriminators,
+# and n-gram diversity is best near the real text's, not at its highest).
+SUMMARY_METRICS = {
+    "oracle_nll": ("oracle NLL", "low"),
+    "masked_perplexity": ("masked perplexity", "low"),
+    "disc_heldout_accuracy": ("held-out D accuracy", None),
+    "unique_2grams": ("unique 2-grams %", None),
+}
+
+
+def adversarial_summary(history: list[dict[str, float]]) -> Optional[tuple[str, dict[str, float]]]:
+    """(sentence, {metric: change}): the shipped generator against its MaskMLE start on the evaluation
+    windows, from the iteration-0 record and the last evaluated one; None without both."""
+    evaluated = [record for record in history if any(key.startswith("eval/") for key in record)]
+    if len(evaluated) < 2 or evaluated[0].get("iteration") != 0:
+        return None
+    start, end = evaluated[0], evaluated[-1]
+    parts, deltas = [], {}
+    for key, (name, better) in SUMMARY_METRICS.items():
+        if f"eval/{key}" in start and f"eval/{key}" in end:
+            before, after = start[f"eval/{key}"], end[f"eval/{key}"]
+            deltas[key] = after - before
+            word = "" if better is None else ", " + ("unchanged" if after == before else "better" if after < before else "worse")
+            parts.append(f"{name} {before:.4g} -> {after:.4g} ({after - before:+.3g}{word})")
+    return f"adversarial training, iteration {end['iteration']:.0f} against its MaskMLE start on the evaluation windows: {'; '.join(parts)}", deltas
+
+
+def training_curves(history: list[dict[str, float]]) -> Figure:
+    """training_curves.png: every CURVES metric that was logged, the MaskMLE start (iteration 0) marked
+    on each evaluation panel."""
+    from maskgan_rl.plots import training_curves_figure  # matplotlib is slow to import; curves are drawn once, at the end
 
     keys = [key for key in CURVES if any(key in record for record in history)]
-    return plot_training_curves(history, keys, path)
+    start = history[0] if history[0].get("iteration") == 0 else {}
+    references = {key: value for key, value in start.items() if key.startswith("eval/")}
+    return training_curves_figure(history, keys, references=references, reference_label="MaskMLE start")
 
 
 def _log_run_files(cfg: Config, tracker: Tracker, data) -> None:

@@ -179,7 +179,7 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
     code = main([
         "evaluate", str(trained), str(untrained), "tracking.enabled=true", f"tracking.tracking_uri=sqlite:///{db}",
         "--out", str(out), "--samples", "30", "--temperatures", "0.7,1.0",
-        "--bleu-references", "20", "--reverse-lm-steps", "5", "--table-rows", "3",
+        "--bleu-references", "20", "--reverse-lm-steps", "5", "--two-sample-steps", "5", "--table-rows", "3",
     ])
     assert code == 0
     for name in ("results.json", "metrics.csv", "metrics.md", "samples.csv", "samples.md", "eval_lm.pt"):
@@ -227,10 +227,59 @@ def test_an_lm_checkpoint_is_evaluated_as_the_left_context_baseline(two_checkpoi
     out = tmp_path / "eval"
     code = main([
         "evaluate", str(lm_path), str(trained), "tracking.enabled=false", "--out", str(out), "--samples", "20",
-        "--temperatures", "1.0", "--bleu-references", "10", "--reverse-lm-steps", "0", "--table-rows", "2",
+        "--temperatures", "1.0", "--bleu-references", "10", "--reverse-lm-steps", "0", "--two-sample-steps", "0", "--table-rows", "2",
     ])
     assert code == 0
     lm_entry, mle_entry = json.loads((out / "results.json").read_text())["checkpoints"]
     assert lm_entry["kind"] == "lm" and lm_entry["label"].startswith("LM ") and mle_entry["kind"] == "mle"
     assert 1 < lm_entry["masked_perplexity"] < 40 and lm_entry["masked_perplexity"] != mle_entry["masked_perplexity"]
     assert 0 < lm_entry["points"][0]["oracle_nll"] < 20
+
+
+def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoints, tmp_path, monkeypatch, capsys):
+    """The trained MaskMLE checkpoint, and the same file named as another model: every number matches,
+    so at every baseline point on its frontier the ratio is 1 and the held-out D accuracies agree."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trained = two_checkpoints[0]
+    out, db = tmp_path / "eval", tmp_path / "mlflow.db"
+    code = main([
+        "evaluate", str(trained), f"Copy:{trained}", "tracking.enabled=true", f"tracking.tracking_uri=sqlite:///{db}",
+        "--out", str(out), "--samples", "30", "--temperatures", "0.7,1.0,1.3", "--seeds", "0,1",
+        "--bleu-references", "20", "--reverse-lm-steps", "5", "--two-sample-steps", "5", "--table-rows", "2",
+    ])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    mle, copy = results["checkpoints"]
+    assert (mle["model"], copy["model"]) == ("MaskMLE", "Copy") and copy["label"] == "Copy (trained)"
+    assert [(p["seed"], p["temperature"]) for p in copy["points"]] == [(s, t) for s in (0, 1) for t in (0.7, 1.0, 1.3)]
+    for point in copy["points"]:
+        assert 0 <= point["two_sample_accuracy_low"] <= point["two_sample_accuracy"] <= point["two_sample_accuracy_high"] <= 1
+        assert 0 <= point["two_sample_auc"] <= 1
+
+    verdict = results["verdict"]["Copy"]
+    assert verdict["pairs"] == [[copy["label"], mle["label"]]] and verdict["interval_over"] == "evaluation seeds"
+    for row in verdict["points"]:
+        baseline = next(p for p in mle["points"] if (p["seed"], p["temperature"]) == (row["seed"], row["temperature"]))
+        assert row["eval_lm_perplexity"] == baseline["eval_lm_perplexity"]  # same fills, same numbers
+        at_seed = [p for p in mle["points"] if p["seed"] == row["seed"]]
+        beaten = any(p["reverse_lm_perplexity"] <= baseline["reverse_lm_perplexity"] and p["eval_lm_perplexity"] < baseline["eval_lm_perplexity"]
+                     for p in at_seed)
+        if not beaten:  # a frontier point: exactly 1, and the same held-out D accuracy
+            assert row["ratio"] == 1.0 and row["two_sample_accuracy"] == row["baseline_two_sample_accuracy"]
+        else:  # the frontier does at least as well as a point it beats (or the point is beyond its range)
+            assert row["ratio"] is None or row["ratio"] >= 1.0
+    # The headline: the geometric mean over each seed's matched points, then over seeds.
+    per_seed = [np.mean([math.log(r["ratio"]) for r in verdict["points"] if r["seed"] == s and r["ratio"] is not None]) for s in (0, 1)]
+    assert verdict["ratio"] == pytest.approx(math.exp(np.mean(per_seed))) and verdict["ratio"] >= 1.0
+    assert verdict["ratio_interval"][0] <= verdict["ratio"] <= verdict["ratio_interval"][1]
+
+    printed = capsys.readouterr().out
+    assert "Copy: eval-LM perplexity" in printed and "## Verdict: against MaskMLE" in (out / "metrics.md").read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("maskgan").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.metrics["verdict/Copy/eval_lm_perplexity_ratio"] == pytest.approx(verdict["ratio"])
+    assert "verdict/Copy/two_sample_accuracy" in parent.data.metrics
+    assert len(runs) == 1 + 2 * 3 * 2  # parent + checkpoints x temperatures x seeds

@@ -1,0 +1,292 @@
+"""The verdict of `maskgan evaluate`: do a model's in-fills beat temperature-tuned MaskMLE's?
+
+Lowering a model's softmax temperature buys quality (eval-LM perplexity) for diversity (reverse-LM
+perplexity), so a single temperature proves nothing (Caccia et al. 2020): a model wins only where
+its quality-diversity curve lies beyond the baseline's. Two measurements, both at matched diversity:
+
+- the matched-diversity ratio: a model's eval-LM perplexity divided by the baseline's at the same
+  reverse-LM perplexity. The baseline's curve is reduced to its frontier (the temperatures no other
+  temperature beats on both axes: what temperature-tuned MaskMLE achieves) and interpolated
+  piecewise-linearly in (log reverse-LM perplexity, log eval-LM perplexity). Points outside the
+  frontier's reverse-LM range are not extrapolated: they are reported as unmatched. Below 1.0 =
+  better than MaskMLE at the same diversity. One number per replicate (the geometric mean over its
+  matched points), then a Student-t interval over replicates;
+- a two-sample test: a Discriminator trained from scratch (same seed and budget for every model and
+  temperature) on training windows against the model's in-fills of them, then scored on held-out
+  windows, real against in-filled; accuracy 0.5 = the in-fills cannot be told from real text.
+  Its interval is a bootstrap over held-out windows (tokens of one window are not independent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from scipy import stats
+
+from maskgan_rl.config import Config
+from maskgan_rl.errors import ConfigError
+from maskgan_rl.masking import mask_context
+from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
+
+DIVERSITY = "reverse_lm_perplexity"  # lower = the samples cover more of the real distribution
+QUALITY = "eval_lm_perplexity"  # lower = the in-fills read more like real text
+TWO_SAMPLE = "two_sample_accuracy"
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+_BATCH = 256  # rows per forward pass when scoring (memory, not results)
+
+
+# ---------------------------------------------------------------- two-sample test
+
+
+@dataclass
+class InFills:
+    """Real windows [N, T+1], their masks present [N, T] and a model's in-fills of them [N, T+1]."""
+
+    windows: np.ndarray
+    present: np.ndarray
+    filled: np.ndarray
+
+
+def two_sample_test(
+    train: InFills, held_out: InFills, vocab_size: int, cfg: Config, steps: int, seed: int,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, float]:
+    """Train a fresh Discriminator (cfg.model's size) for `steps` Adam steps of gan.disc_batch_size
+    windows of `train`, real against filled; score it on `held_out`'s masked targets.
+
+    Returns two_sample_accuracy (real called real and filled called filled, over masked targets), its
+    bootstrap interval two_sample_accuracy_low/_high, and two_sample_auc (the chance that a real token
+    gets a higher logit than a filled one: threshold-free). A fresh D, not the GAN's own: that one was
+    trained against one generator, and the test must treat every model alike.
+    """
+    torch.manual_seed(seed)
+    disc = Discriminator(vocab_size, cfg.model).to(device)
+    optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.pretrain.lr)  # from scratch, as the LMs are
+    rng = np.random.default_rng(seed)
+    disc.train()
+    for _ in range(steps):
+        rows = rng.choice(len(train.windows), size=min(cfg.gan.disc_batch_size, len(train.windows)), replace=False)
+        window, filled, present = (torch.as_tensor(a[rows], device=device) for a in (train.windows, train.filled, train.present))
+        context = mask_context(window, present, disc.missing_id)
+        loss = discriminator_loss(disc(context, window), disc(context, filled), present)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.pretrain.grad_clip)
+        optimizer.step()
+    real, fake = _held_out_logits(disc.eval(), held_out, device)
+    return two_sample_scores(real, fake, ~held_out.present, seed)
+
+
+@torch.no_grad()
+def _held_out_logits(disc: Discriminator, data: InFills, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """D's logits [N, T] for the real windows and for the in-fills."""
+    real, fake = [], []
+    for i in range(0, len(data.windows), _BATCH):
+        window, filled, present = (torch.as_tensor(a[i : i + _BATCH], device=device) for a in (data.windows, data.filled, data.present))
+        context = mask_context(window, present, disc.missing_id)
+        real.append(disc(context, window).cpu())
+        fake.append(disc(context, filled).cpu())
+    return torch.cat(real).numpy(), torch.cat(fake).numpy()
+
+
+def two_sample_scores(real_logits: np.ndarray, fake_logits: np.ndarray, masked: np.ndarray, seed: int) -> dict[str, float]:
+    """Accuracy (logit > 0 = real), its bootstrap interval over windows, and AUC, over `masked` targets [N, T]."""
+    right = ((real_logits > 0) & masked).sum(axis=1) + ((fake_logits <= 0) & masked).sum(axis=1)
+    counted = 2 * masked.sum(axis=1)
+    resampled = np.random.default_rng(seed).integers(len(right), size=(BOOTSTRAP_RESAMPLES, len(right)))
+    accuracies = right[resampled].sum(axis=1) / np.maximum(counted[resampled].sum(axis=1), 1)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(accuracies, [tail, 1 - tail])
+    return {
+        TWO_SAMPLE: float(right.sum() / max(counted.sum(), 1)),
+        f"{TWO_SAMPLE}_low": float(low),
+        f"{TWO_SAMPLE}_high": float(high),
+        "two_sample_auc": auc(real_logits[masked], fake_logits[masked]),
+    }
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive score > a negative one) + P(tie) / 2 (the Mann-Whitney statistic, scaled to [0, 1])."""
+    ordered = np.sort(negative)
+    below = np.searchsorted(ordered, positive, side="left")
+    not_above = np.searchsorted(ordered, positive, side="right")
+    return float((below + not_above).sum() / 2 / max(len(positive) * len(negative), 1))
+
+
+# ---------------------------------------------------------------- matched diversity
+
+
+def diversity_frontier(points: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    """The points no other point beats on both reverse-LM and eval-LM perplexity, by increasing
+    reverse-LM perplexity (so with decreasing eval-LM perplexity): a monotone curve to interpolate.
+    A temperature past the frontier (hotter samples that are worse on both axes) is never the best
+    the baseline can do at any diversity, so it is left out."""
+    frontier: list[Mapping[str, float]] = []
+    for point in sorted(points, key=lambda p: (p[DIVERSITY], p[QUALITY])):
+        if not frontier or point[QUALITY] < frontier[-1][QUALITY]:
+            frontier.append(point)
+    return frontier
+
+
+def at_matched_diversity(frontier: Sequence[Mapping[str, float]], diversity: float, key: str = QUALITY) -> Optional[float]:
+    """`key` along the frontier at reverse-LM perplexity `diversity`: piecewise linear in log diversity,
+    eval-LM perplexity interpolated in log space too; None outside the frontier's range (no extrapolation)."""
+    if key == QUALITY:
+        log_quality = _interpolate(frontier, diversity, np.log([p[QUALITY] for p in frontier]))
+        return None if log_quality is None else math.exp(log_quality)
+    return _interpolate(frontier, diversity, [p[key] for p in frontier])
+
+
+def _interpolate(frontier: Sequence[Mapping[str, float]], diversity: float, values: Sequence[float]) -> Optional[float]:
+    log_x = np.log([p[DIVERSITY] for p in frontier])
+    at = np.log(diversity)
+    if not log_x[0] <= at <= log_x[-1]:
+        return None
+    return float(np.interp(at, log_x, values))
+
+
+def matched_points(model: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
+    """Each model point next to the baseline at its reverse-LM perplexity: the baseline's eval-LM
+    perplexity there, the ratio (None where unmatched) and, where both have them, two-sample accuracies."""
+    frontier = diversity_frontier(baseline)
+    log_qualities = np.log([p[QUALITY] for p in frontier])
+    rows = []
+    for point in model:
+        # In log space throughout, so that a point on the frontier itself gives exactly 1.
+        log_base = _interpolate(frontier, point[DIVERSITY], log_qualities)
+        matched = log_base is not None
+        row = {
+            "temperature": point["temperature"], DIVERSITY: point[DIVERSITY], QUALITY: point[QUALITY],
+            f"baseline_{QUALITY}": math.exp(log_base) if matched else None,
+            "ratio": float(np.exp(np.log(point[QUALITY]) - log_base)) if matched else None,
+        }
+        if TWO_SAMPLE in point and all(TWO_SAMPLE in p for p in frontier):
+            row[TWO_SAMPLE] = point[TWO_SAMPLE]
+            row[f"baseline_{TWO_SAMPLE}"] = at_matched_diversity(frontier, point[DIVERSITY], TWO_SAMPLE) if matched else None
+        rows.append(row)
+    return rows
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, Optional[float], Optional[float]]:
+    """(mean, low, high): the Student-t CONFIDENCE interval of the mean; no interval from one value."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, None, None
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def pair_checkpoints(model: Sequence[str], baseline: Sequence[str], model_name: str, baseline_name: str) -> list[tuple[str, str]]:
+    """(model checkpoint, baseline checkpoint) pairs: i-th with i-th (the same training seed) when both
+    have as many, else each checkpoint of the side that has several with the other side's single one."""
+    if len(model) == len(baseline):
+        return list(zip(model, baseline))
+    if len(baseline) == 1 or len(model) == 1:
+        return [(m, b) for m in model for b in baseline]
+    raise ConfigError(
+        f"{len(model)} {model_name} checkpoints against {len(baseline)} of {baseline_name}: pass as many of each "
+        f"(paired in the order given, i-th with i-th), or a single checkpoint on one side"
+    )
+
+
+def matched_diversity_verdict(
+    checkpoints: Sequence[Mapping[str, Any]], model: str, baseline: str
+) -> dict[str, Any]:
+    """`model`'s eval-LM perplexity relative to `baseline`'s at matched reverse-LM perplexity.
+
+    `checkpoints`: evaluate's per-checkpoint entries ("label", "model" = model name, "points" with
+    "seed", "temperature", the perplexities and maybe two-sample accuracies). A replicate is one
+    checkpoint pair at one evaluation seed; with several checkpoint pairs (training seeds), each pair's
+    evaluation seeds are averaged first and the interval is over pairs, else over evaluation seeds.
+    """
+    entries = {name: [c for c in checkpoints if c["model"] == name] for name in (model, baseline)}
+    labels = {name: [c["label"] for c in group] for name, group in entries.items()}
+    by_label = {c["label"]: c for c in checkpoints}
+    pairs = pair_checkpoints(labels[model], labels[baseline], model, baseline)
+    rows: list[dict[str, Any]] = []
+    per_pair: list[list[dict[str, float]]] = []  # per pair, per seed: mean log ratio, mean accuracy difference
+    for model_label, baseline_label in pairs:
+        per_seed = []
+        for seed in sorted({p["seed"] for p in by_label[model_label]["points"]}):
+            at_seed = [
+                [p for p in by_label[label]["points"] if p["seed"] == seed] for label in (model_label, baseline_label)
+            ]
+            matched = [
+                {"checkpoint": model_label, "baseline_checkpoint": baseline_label, "seed": seed, **row}
+                for row in matched_points(*at_seed)
+            ]
+            rows += matched
+            found = [row for row in matched if row["ratio"] is not None]
+            if found:
+                per_seed.append(_replicate(found))
+        per_pair.append(per_seed)
+    several_pairs = len(pairs) > 1
+    replicates = (
+        [{k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]} for seeds in per_pair if seeds]
+        if several_pairs else per_pair[0]
+    )
+    found = [row for row in rows if row["ratio"] is not None]
+    verdict: dict[str, Any] = {
+        "model": model, "baseline": baseline, "pairs": [list(p) for p in pairs],
+        "interval_over": "checkpoint pairs (training seeds)" if several_pairs else "evaluation seeds",
+        "replicates": len(replicates), "matched_points": len(found), "unmatched_points": len(rows) - len(found),
+        "baseline_range": _frontier_ranges(rows, by_label),
+        "points": rows,
+    }
+    if not replicates:
+        verdict["ratio"] = None
+        return verdict
+    log_ratio, low, high = t_interval([r["log_ratio"] for r in replicates])
+    verdict["ratio"] = math.exp(log_ratio)
+    verdict["ratio_interval"] = None if low is None else [math.exp(low), math.exp(high)]
+    if all("accuracy_difference" in r for r in replicates):
+        difference, low, high = t_interval([r["accuracy_difference"] for r in replicates])
+        verdict[TWO_SAMPLE] = float(np.mean([row[TWO_SAMPLE] for row in found]))
+        verdict[f"baseline_{TWO_SAMPLE}"] = float(np.mean([row[f"baseline_{TWO_SAMPLE}"] for row in found]))
+        verdict[f"{TWO_SAMPLE}_difference"] = difference
+        verdict[f"{TWO_SAMPLE}_difference_interval"] = None if low is None else [low, high]
+    return verdict
+
+
+def _replicate(found: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """One replicate's numbers over its matched points: mean log ratio and mean accuracy difference."""
+    replicate = {"log_ratio": float(np.mean([math.log(row["ratio"]) for row in found]))}
+    if all(TWO_SAMPLE in row for row in found):
+        replicate["accuracy_difference"] = float(np.mean([row[TWO_SAMPLE] - row[f"baseline_{TWO_SAMPLE}"] for row in found]))
+    return replicate
+
+
+def _frontier_ranges(rows: Sequence[Mapping[str, Any]], by_label: Mapping[str, Mapping[str, Any]]) -> list[float]:
+    """[lowest, highest] reverse-LM perplexity over the baseline frontiers the rows were matched against."""
+    ends = []
+    for label, seed in {(row["baseline_checkpoint"], row["seed"]) for row in rows}:
+        frontier = diversity_frontier([p for p in by_label[label]["points"] if p["seed"] == seed])
+        ends += [frontier[0][DIVERSITY], frontier[-1][DIVERSITY]]
+    return [min(ends), max(ends)]
+
+
+def verdict_sentence(verdict: Mapping[str, Any]) -> str:
+    """One line: the ratio, its interval, how many points matched, and the two-sample accuracies."""
+    model, baseline = verdict["model"], verdict["baseline"]
+    low, high = verdict["baseline_range"]
+    if verdict["ratio"] is None:
+        return (f"{model}: no point within {baseline}'s reverse-LM perplexity range {low:.4g}-{high:.4g} "
+                "(not extrapolated): no matched-diversity ratio")
+    interval = verdict.get("ratio_interval")
+    spread = (f"{CONFIDENCE:.0%} CI {interval[0]:.3f}-{interval[1]:.3f} over {verdict['replicates']} {verdict['interval_over']}"
+              if interval else f"one replicate, no interval: give --seeds 0,1,2 or several checkpoints per model")
+    word = "better" if verdict["ratio"] < 1 and (not interval or interval[1] < 1) else (
+        "worse" if verdict["ratio"] > 1 and (not interval or interval[0] > 1) else "not distinguishable")
+    text = (f"{model}: eval-LM perplexity {verdict['ratio']:.3f}x {baseline}'s at matched reverse-LM perplexity "
+            f"({spread}; {word}); {verdict['matched_points']} points matched, {verdict['unmatched_points']} outside "
+            f"{baseline}'s range {low:.4g}-{high:.4g} (not extrapolated)")
+    if TWO_SAMPLE in verdict:
+        text += (f"; held-out D accuracy {verdict[TWO_SAMPLE]:.3f} vs {baseline}'s {verdict[f'baseline_{TWO_SAMPLE}']:.3f} "
+                 "at the same diversity (0.5 = indistinguishable from real text)")
+    return text

@@ -1,0 +1,223 @@
+"""The verdict (maskgan_rl/verdict.py) on hand-made cases: the matched-diversity interpolation, the
+ratio and its interval, the two-sample test; then the end-of-training summary and training curves."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskgan_rl.config import load_config
+from maskgan_rl.errors import ConfigError
+from maskgan_rl.evaluate import checkpoint_argument
+from maskgan_rl.masking import make_present
+from maskgan_rl.train import adversarial_summary, training_curves
+from maskgan_rl.verdict import (
+    InFills,
+    at_matched_diversity,
+    auc,
+    diversity_frontier,
+    matched_diversity_verdict,
+    pair_checkpoints,
+    two_sample_test,
+)
+
+# A baseline temperature curve (x = reverse-LM perplexity, y = eval-LM perplexity). T=1.5 is worse
+# than T=1.0 on both axes: past the frontier.
+BASELINE = [
+    {"temperature": 0.5, "reverse_lm_perplexity": 100.0, "eval_lm_perplexity": 10.0, "two_sample_accuracy": 0.5},
+    {"temperature": 1.0, "reverse_lm_perplexity": 50.0, "eval_lm_perplexity": 40.0, "two_sample_accuracy": 0.6},
+    {"temperature": 1.5, "reverse_lm_perplexity": 60.0, "eval_lm_perplexity": 80.0, "two_sample_accuracy": 0.9},
+]
+MIDDLE = math.sqrt(50 * 100)  # halfway between the frontier's two points in log reverse-LM perplexity
+
+
+# ---------------------------------------------------------------- matched diversity
+
+
+def test_the_frontier_leaves_out_temperatures_beaten_on_both_axes():
+    assert [p["temperature"] for p in diversity_frontier(BASELINE)] == [1.0, 0.5]
+
+
+def test_interpolation_is_log_linear_between_frontier_points_and_never_extrapolates():
+    frontier = diversity_frontier(BASELINE)
+    # Halfway in log x: the geometric mean of 40 and 10.
+    assert at_matched_diversity(frontier, MIDDLE) == pytest.approx(20.0)
+    # At x = 60 (where the dominated T=1.5 point lies), along the frontier, not pulled towards its 80:
+    # log y = log 40 + (log 60 - log 50) / (log 100 - log 50) * (log 10 - log 40).
+    fraction = math.log(60 / 50) / math.log(2)
+    assert at_matched_diversity(frontier, 60.0) == pytest.approx(40 * 0.25**fraction)
+    assert at_matched_diversity(frontier, 50.0) == pytest.approx(40.0) and at_matched_diversity(frontier, 100.0) == pytest.approx(10.0)
+    assert at_matched_diversity(frontier, 49.9) is None and at_matched_diversity(frontier, 100.1) is None
+    # Accuracies are interpolated linearly (in log x): halfway between 0.6 and 0.5.
+    assert at_matched_diversity(frontier, MIDDLE, "two_sample_accuracy") == pytest.approx(0.55)
+
+
+def _entry(label, model, points):
+    return {"label": label, "model": model, "points": points}
+
+
+def test_ratio_and_interval_over_evaluation_seeds_on_hand_made_numbers():
+    ratios = {0: 0.8, 1: 0.9, 2: 1.0}
+    model_points = [
+        point
+        for seed, ratio in ratios.items()
+        for point in (
+            {"seed": seed, "temperature": 1.0, "reverse_lm_perplexity": MIDDLE, "eval_lm_perplexity": 20.0 * ratio, "two_sample_accuracy": 0.7},
+            {"seed": seed, "temperature": 1.5, "reverse_lm_perplexity": 200.0, "eval_lm_perplexity": 5.0, "two_sample_accuracy": 0.7},
+        )
+    ]
+    checkpoints = [
+        _entry("gan", "MaskGAN", model_points),
+        _entry("mle", "MaskMLE", [{"seed": seed, **p} for seed in ratios for p in BASELINE]),
+    ]
+    verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
+    logs = np.log(list(ratios.values()))
+    mean, sem = logs.mean(), logs.std(ddof=1) / math.sqrt(3)
+    t_975_2 = 4.302653  # Student t, 2 degrees of freedom, 97.5% quantile (tables)
+    assert verdict["ratio"] == pytest.approx(math.exp(mean))
+    assert verdict["ratio_interval"] == pytest.approx([math.exp(mean - t_975_2 * sem), math.exp(mean + t_975_2 * sem)], rel=1e-5)
+    assert (verdict["replicates"], verdict["interval_over"]) == (3, "evaluation seeds")
+    # The T=1.5 points lie beyond the baseline's range: counted, not extrapolated.
+    assert (verdict["matched_points"], verdict["unmatched_points"]) == (3, 3)
+    assert [row["ratio"] for row in verdict["points"] if row["temperature"] == 1.5] == [None] * 3
+    assert verdict["baseline_range"] == [50.0, 100.0]
+    # Held-out D: 0.7 against the baseline's 0.55 at the same diversity, in every seed.
+    assert verdict["two_sample_accuracy"] == pytest.approx(0.7)
+    assert verdict["baseline_two_sample_accuracy"] == pytest.approx(0.55)
+    assert verdict["two_sample_accuracy_difference"] == pytest.approx(0.15)
+    assert verdict["two_sample_accuracy_difference_interval"] == pytest.approx([0.15, 0.15])
+
+
+def test_several_checkpoints_per_model_are_paired_in_order_and_the_interval_is_over_pairs():
+    def points(quality):  # one matched point at the frontier's middle, at seeds 0 and 1
+        return [{"seed": s, "temperature": 1.0, "reverse_lm_perplexity": MIDDLE, "eval_lm_perplexity": quality} for s in (0, 1)]
+
+    baseline_a = [{"seed": s, **p} for s in (0, 1) for p in BASELINE]
+    baseline_b = [{**p, "eval_lm_perplexity": p["eval_lm_perplexity"] * 2} for p in baseline_a]  # 20 -> 40 at MIDDLE
+    checkpoints = [
+        _entry("gan a", "MaskGAN", points(10.0)), _entry("gan b", "MaskGAN", points(40.0)),
+        _entry("mle a", "MaskMLE", baseline_a), _entry("mle b", "MaskMLE", baseline_b),
+    ]
+    verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
+    assert verdict["pairs"] == [["gan a", "mle a"], ["gan b", "mle b"]]
+    # Pair a: 10 / 20 = 0.5; pair b: 40 / 40 = 1: geometric mean sqrt(0.5), two replicates.
+    assert verdict["ratio"] == pytest.approx(math.sqrt(0.5))
+    assert (verdict["replicates"], verdict["interval_over"]) == (2, "checkpoint pairs (training seeds)")
+    assert "two_sample_accuracy" not in verdict  # no two-sample numbers given
+
+
+def test_a_model_with_no_point_in_the_baselines_range_has_no_ratio():
+    far = [{"seed": 0, "temperature": 1.0, "reverse_lm_perplexity": 500.0, "eval_lm_perplexity": 5.0}]
+    checkpoints = [_entry("gan", "MaskGAN", far), _entry("mle", "MaskMLE", [{"seed": 0, **p} for p in BASELINE])]
+    verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
+    assert verdict["ratio"] is None and verdict["unmatched_points"] == 1 and verdict["replicates"] == 0
+
+
+def test_checkpoint_pairing_rules():
+    assert pair_checkpoints(["g1", "g2"], ["m"], "G", "M") == [("g1", "m"), ("g2", "m")]
+    assert pair_checkpoints(["g"], ["m1", "m2"], "G", "M") == [("g", "m1"), ("g", "m2")]
+    assert pair_checkpoints(["g1", "g2"], ["m1", "m2"], "G", "M") == [("g1", "m1"), ("g2", "m2")]
+    with pytest.raises(ConfigError, match="2 G checkpoints against 3 of M"):
+        pair_checkpoints(["g1", "g2"], ["m1", "m2", "m3"], "G", "M")
+
+
+def test_checkpoint_arguments_name_their_model(tmp_path):
+    assert checkpoint_argument("runs/a/checkpoints/mle.pt") == (None, Path("runs/a/checkpoints/mle.pt"))
+    name, path = checkpoint_argument("MaskMLE-long:runs/b/mle.pt")
+    assert (name, str(path)) == ("MaskMLE-long", "runs/b/mle.pt")
+    odd = tmp_path / "a:b.pt"  # an existing file with a colon in its name is a path
+    odd.write_bytes(b"")
+    assert checkpoint_argument(str(odd)) == (None, odd)
+
+
+# ---------------------------------------------------------------- two-sample test
+
+VOCAB_SIZE = 6  # real text: tokens 2-5 drawn independently and uniformly; token 1 never occurs
+
+
+def _two_sample_case(fill):
+    """Train and held-out InFills where `fill(windows, present, rng)` gives a model's in-fills."""
+    torch.set_num_threads(1)  # tiny models: threads only contend on a shared machine
+    cfg = load_config("synthetic", ["data.seq_len=6", "model.embed=8", "model.hidden=8", "gan.disc_batch_size=32", "pretrain.lr=1e-2"])
+    rng = np.random.default_rng(0)
+    sets = []
+    for rows in (300, 300):
+        windows = rng.integers(2, VOCAB_SIZE, size=(rows, 7))
+        present = make_present(rows, 6, cfg.mask, rng)
+        sets.append(InFills(windows, present, fill(windows, present, rng)))
+    return cfg, sets
+
+
+def _resample_masked(windows, present, tokens):
+    filled = windows.copy()
+    filled[:, 1:] = np.where(present, windows[:, 1:], tokens)
+    return filled
+
+
+def test_in_fills_equal_to_the_real_tokens_score_exactly_one_half():
+    # Real and filled windows are the same: whatever D learns, it calls each token real in both or in neither.
+    cfg, (train, held_out) = _two_sample_case(lambda w, p, rng: w.copy())
+    scores = two_sample_test(train, held_out, VOCAB_SIZE, cfg, steps=20, seed=0)
+    assert scores["two_sample_accuracy"] == 0.5 and scores["two_sample_auc"] == 0.5
+
+
+def test_a_model_of_the_data_distribution_is_indistinguishable_and_a_degenerate_one_is_caught():
+    # In-fills drawn from the data's own distribution (independent uniform tokens 2-5): any D's expected
+    # held-out accuracy is 0.5; 1,200 masked tokens per side put 0.05 at about five standard deviations.
+    cfg, (train, held_out) = _two_sample_case(lambda w, p, rng: _resample_masked(w, p, rng.integers(2, VOCAB_SIZE, size=p.shape)))
+    same = two_sample_test(train, held_out, VOCAB_SIZE, cfg, steps=150, seed=0)
+    assert abs(same["two_sample_accuracy"] - 0.5) < 0.05
+    assert same["two_sample_accuracy_low"] <= same["two_sample_accuracy"] <= same["two_sample_accuracy_high"]
+    # Always the same token, one real text never has: D learns to call it fake.
+    cfg, (train, held_out) = _two_sample_case(lambda w, p, rng: _resample_masked(w, p, np.ones_like(p, dtype=np.int64)))
+    degenerate = two_sample_test(train, held_out, VOCAB_SIZE, cfg, steps=150, seed=0)
+    assert degenerate["two_sample_accuracy"] > 0.95 and degenerate["two_sample_auc"] > 0.95
+    assert degenerate["two_sample_accuracy_low"] > same["two_sample_accuracy_high"]
+
+
+def test_auc_counts_ties_as_half():
+    # Pairs (positive, negative): 3>1, 3>2, 2>1, 2=2 -> (3 + 0.5) / 4.
+    assert auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)
+
+
+# ---------------------------------------------------------------- end of adversarial training
+
+
+def _history():
+    return [
+        {"iteration": 0, "eval/oracle_nll": 10.02, "eval/masked_perplexity": 183.0, "eval/disc_heldout_accuracy": 0.52},
+        {"iteration": 1, "disc_loss": 0.69},
+        {"iteration": 2, "disc_loss": 0.68, "eval/oracle_nll": 10.10, "eval/masked_perplexity": 182.0, "eval/disc_heldout_accuracy": 0.55},
+        {"iteration": 3, "disc_loss": 0.67, "eval/oracle_nll": 10.14, "eval/masked_perplexity": 181.7, "eval/disc_heldout_accuracy": 0.54},
+    ]
+
+
+def test_the_end_of_training_summary_says_better_or_worse_against_the_mle_start():
+    sentence, deltas = adversarial_summary(_history())
+    assert deltas == pytest.approx({"oracle_nll": 0.12, "masked_perplexity": -1.3, "disc_heldout_accuracy": 0.02})
+    assert "iteration 3 against its MaskMLE start" in sentence
+    assert "oracle NLL 10.02 -> 10.14 (+0.12, worse)" in sentence
+    assert "masked perplexity 183 -> 181.7 (-1.3, better)" in sentence
+    assert "held-out D accuracy 0.52 -> 0.54 (+0.02)" in sentence  # two different Ds: no judgement
+    assert adversarial_summary(_history()[1:]) is None  # no MaskMLE start (an old resumed history)
+
+
+def test_training_curves_mark_the_mle_start_on_evaluation_panels_with_whole_iteration_ticks():
+    fig = training_curves(_history())
+    panels = {ax.get_ylabel(): ax for ax in fig.axes}
+    assert set(panels) == {"disc_loss", "eval/oracle_nll", "eval/disc_heldout_accuracy"}
+    fig.canvas.draw()
+    for key, ax in panels.items():
+        references = [line for line in ax.get_lines() if line.get_label() == "MaskMLE start"]
+        if key.startswith("eval/"):
+            (line,) = references
+            assert set(line.get_ydata()) == {_history()[0][key]}
+        else:
+            assert references == []
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    # Three panels in one row of the grid: side by side, not stacked.
+    rows = {round(ax.get_position().y0, 3) for ax in fig.axes}
+    assert len(rows) == 1
