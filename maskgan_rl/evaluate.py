@@ -295,8 +295,8 @@ class _Scorer:
         self._two_sample_masks = {seed: self._masks(len(self._two_sample_windows[seed]), seed, stream=1) for seed in settings.seeds}
 
     def _masks(self, rows: int, seed: int, stream: int = 0) -> np.ndarray:
-        """Masks of `rows` windows for an evaluation seed; stream 0 masks the prompts (seed alone, as
-        before seeds were lists), others independent draws."""
+        """Masks of `rows` windows for an evaluation seed: stream 0 (the prompts) draws from the seed alone,
+        as `--seed N` always has; other streams (the two-sample training windows) independently of it."""
         rng = np.random.default_rng(seed if stream == 0 else [seed, stream])
         return make_present(rows, self.cfg.data.seq_len, self.cfg.mask, rng)
 

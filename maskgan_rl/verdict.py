@@ -5,11 +5,11 @@ perplexity), so a single temperature proves nothing (Caccia et al. 2020): a mode
 its quality-diversity curve lies beyond the baseline's. Two measurements, both at matched diversity:
 
 - the matched-diversity ratio: a model's eval-LM perplexity divided by the baseline's at the same
-  reverse-LM perplexity. The baseline's curve is reduced to its frontier (the temperatures no other
-  temperature beats on both axes: what temperature-tuned MaskMLE achieves) and interpolated
-  piecewise-linearly in (log reverse-LM perplexity, log eval-LM perplexity). Points outside the
-  frontier's reverse-LM range are not extrapolated: they are reported as unmatched. Below 1.0 =
-  better than MaskMLE at the same diversity. One number per replicate (the geometric mean over its
+  reverse-LM perplexity. The baseline's temperature curve is a polyline in (log reverse-LM perplexity,
+  log eval-LM perplexity), its points joined in temperature order. Where it folds back (hotter samples
+  that are less diverse again), several of its segments reach the same diversity and the best of them
+  counts: what temperature-tuned MaskMLE achieves there. Points outside the curve's reverse-LM range are
+  not extrapolated: they are reported as unmatched. Below 1.0 = better than MaskMLE at the same diversity. One number per replicate (the geometric mean over its
   matched points), then a Student-t interval over replicates;
 - a two-sample test: a Discriminator trained from scratch (same seed and budget for every model and
   temperature) on training windows against the model's in-fills of them, then scored on held-out
@@ -122,53 +122,48 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
 # ---------------------------------------------------------------- matched diversity
 
 
-def diversity_frontier(points: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
-    """The points no other point beats on both reverse-LM and eval-LM perplexity, by increasing
-    reverse-LM perplexity (so with decreasing eval-LM perplexity): a monotone curve to interpolate.
-    A temperature past the frontier (hotter samples that are worse on both axes) is never the best
-    the baseline can do at any diversity, so it is left out."""
-    frontier: list[Mapping[str, float]] = []
-    for point in sorted(points, key=lambda p: (p[DIVERSITY], p[QUALITY])):
-        if not frontier or point[QUALITY] < frontier[-1][QUALITY]:
-            frontier.append(point)
-    return frontier
-
-
-def at_matched_diversity(frontier: Sequence[Mapping[str, float]], diversity: float, key: str = QUALITY) -> Optional[float]:
-    """`key` along the frontier at reverse-LM perplexity `diversity`: piecewise linear in log diversity,
-    eval-LM perplexity interpolated in log space too; None outside the frontier's range (no extrapolation)."""
-    if key == QUALITY:
-        log_quality = _interpolate(frontier, diversity, np.log([p[QUALITY] for p in frontier]))
-        return None if log_quality is None else math.exp(log_quality)
-    return _interpolate(frontier, diversity, [p[key] for p in frontier])
-
-
-def _interpolate(frontier: Sequence[Mapping[str, float]], diversity: float, values: Sequence[float]) -> Optional[float]:
-    log_x = np.log([p[DIVERSITY] for p in frontier])
+def at_matched_diversity(curve: Sequence[Mapping[str, float]], diversity: float) -> Optional[dict[str, float]]:
+    """The baseline `curve` (points with "temperature") at reverse-LM perplexity `diversity`, on the
+    segment that reaches it with the lowest eval-LM perplexity: "log_quality" (log eval-LM perplexity,
+    interpolated log-log) and, where the points have it, the two-sample accuracy (linear in log
+    diversity); None outside the curve's reverse-LM range (no extrapolation)."""
+    ordered = sorted(curve, key=lambda p: p["temperature"])
     at = np.log(diversity)
-    if not log_x[0] <= at <= log_x[-1]:
-        return None
-    return float(np.interp(at, log_x, values))
+    best: Optional[dict[str, float]] = None
+    for a, b in zip(ordered, ordered[1:] or ordered):  # a one-point curve is its one point
+        log_a, log_b = np.log(a[DIVERSITY]), np.log(b[DIVERSITY])
+        if not min(log_a, log_b) <= at <= max(log_a, log_b):
+            continue
+        w = 0.0 if log_a == log_b else float((at - log_a) / (log_b - log_a))
+        # (1 - w) * a + w * b is exactly a's value at w = 0 and b's at w = 1: a curve point matches itself.
+        log_quality = float((1 - w) * np.log(a[QUALITY]) + w * np.log(b[QUALITY]))
+        if best is None or log_quality < best["log_quality"]:
+            best = {"log_quality": log_quality}
+            if TWO_SAMPLE in a and TWO_SAMPLE in b:
+                best[TWO_SAMPLE] = (1 - w) * a[TWO_SAMPLE] + w * b[TWO_SAMPLE]
+    return best
+
+
+def diversity_range(curve: Sequence[Mapping[str, float]]) -> tuple[float, float]:
+    """(lowest, highest) reverse-LM perplexity of a curve: where `at_matched_diversity` answers."""
+    return min(p[DIVERSITY] for p in curve), max(p[DIVERSITY] for p in curve)
 
 
 def matched_points(model: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
     """Each model point next to the baseline at its reverse-LM perplexity: the baseline's eval-LM
     perplexity there, the ratio (None where unmatched) and, where both have them, two-sample accuracies."""
-    frontier = diversity_frontier(baseline)
-    log_qualities = np.log([p[QUALITY] for p in frontier])
     rows = []
     for point in model:
-        # In log space throughout, so that a point on the frontier itself gives exactly 1.
-        log_base = _interpolate(frontier, point[DIVERSITY], log_qualities)
-        matched = log_base is not None
+        base = at_matched_diversity(baseline, point[DIVERSITY])
         row = {
             "temperature": point["temperature"], DIVERSITY: point[DIVERSITY], QUALITY: point[QUALITY],
-            f"baseline_{QUALITY}": math.exp(log_base) if matched else None,
-            "ratio": float(np.exp(np.log(point[QUALITY]) - log_base)) if matched else None,
+            f"baseline_{QUALITY}": None if base is None else math.exp(base["log_quality"]),
+            # In log space, so that a point equal to a baseline point gives exactly 1.
+            "ratio": None if base is None else float(np.exp(np.log(point[QUALITY]) - base["log_quality"])),
         }
-        if TWO_SAMPLE in point and all(TWO_SAMPLE in p for p in frontier):
+        if TWO_SAMPLE in point and all(TWO_SAMPLE in p for p in baseline):
             row[TWO_SAMPLE] = point[TWO_SAMPLE]
-            row[f"baseline_{TWO_SAMPLE}"] = at_matched_diversity(frontier, point[DIVERSITY], TWO_SAMPLE) if matched else None
+            row[f"baseline_{TWO_SAMPLE}"] = None if base is None else base[TWO_SAMPLE]
         rows.append(row)
     return rows
 
@@ -236,7 +231,7 @@ def matched_diversity_verdict(
         "model": model, "baseline": baseline, "pairs": [list(p) for p in pairs],
         "interval_over": "checkpoint pairs (training seeds)" if several_pairs else "evaluation seeds",
         "replicates": len(replicates), "matched_points": len(found), "unmatched_points": len(rows) - len(found),
-        "baseline_range": _frontier_ranges(rows, by_label),
+        "baseline_range": _baseline_range(rows, by_label),
         "points": rows,
     }
     if not replicates:
@@ -262,12 +257,13 @@ def _replicate(found: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return replicate
 
 
-def _frontier_ranges(rows: Sequence[Mapping[str, Any]], by_label: Mapping[str, Mapping[str, Any]]) -> list[float]:
-    """[lowest, highest] reverse-LM perplexity over the baseline frontiers the rows were matched against."""
-    ends = []
-    for label, seed in {(row["baseline_checkpoint"], row["seed"]) for row in rows}:
-        frontier = diversity_frontier([p for p in by_label[label]["points"] if p["seed"] == seed])
-        ends += [frontier[0][DIVERSITY], frontier[-1][DIVERSITY]]
+def _baseline_range(rows: Sequence[Mapping[str, Any]], by_label: Mapping[str, Mapping[str, Any]]) -> list[float]:
+    """[lowest, highest] reverse-LM perplexity over the baseline curves the rows were matched against."""
+    ends = [
+        end
+        for label, seed in {(row["baseline_checkpoint"], row["seed"]) for row in rows}
+        for end in diversity_range([p for p in by_label[label]["points"] if p["seed"] == seed])
+    ]
     return [min(ends), max(ends)]
 
 

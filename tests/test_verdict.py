@@ -17,41 +17,47 @@ from maskgan_rl.verdict import (
     InFills,
     at_matched_diversity,
     auc,
-    diversity_frontier,
+    diversity_range,
     matched_diversity_verdict,
     pair_checkpoints,
     two_sample_test,
 )
 
-# A baseline temperature curve (x = reverse-LM perplexity, y = eval-LM perplexity). T=1.5 is worse
-# than T=1.0 on both axes: past the frontier.
+# A baseline temperature curve (x = reverse-LM perplexity, y = eval-LM perplexity) that folds back:
+# from T=1.0 to T=1.5 the samples get less diverse again, and worse.
 BASELINE = [
     {"temperature": 0.5, "reverse_lm_perplexity": 100.0, "eval_lm_perplexity": 10.0, "two_sample_accuracy": 0.5},
     {"temperature": 1.0, "reverse_lm_perplexity": 50.0, "eval_lm_perplexity": 40.0, "two_sample_accuracy": 0.6},
     {"temperature": 1.5, "reverse_lm_perplexity": 60.0, "eval_lm_perplexity": 80.0, "two_sample_accuracy": 0.9},
 ]
-MIDDLE = math.sqrt(50 * 100)  # halfway between the frontier's two points in log reverse-LM perplexity
+MIDDLE = math.sqrt(50 * 100)  # halfway between T=1.0 and T=0.5 in log reverse-LM perplexity
 
 
-# ---------------------------------------------------------------- matched diversity
+def quality(curve, diversity):
+    matched = at_matched_diversity(curve, diversity)
+    return None if matched is None else math.exp(matched["log_quality"])
 
 
-def test_the_frontier_leaves_out_temperatures_beaten_on_both_axes():
-    assert [p["temperature"] for p in diversity_frontier(BASELINE)] == [1.0, 0.5]
+def test_interpolation_is_log_linear_between_temperatures_and_never_extrapolates():
+    # Halfway in log x between T=1.0 (40) and T=0.5 (10): their geometric mean; accuracy halfway too.
+    assert quality(BASELINE, MIDDLE) == pytest.approx(20.0)
+    assert at_matched_diversity(BASELINE, MIDDLE)["two_sample_accuracy"] == pytest.approx(0.55)
+    assert quality(BASELINE, 50.0) == pytest.approx(40.0) and quality(BASELINE, 100.0) == pytest.approx(10.0)
+    assert quality(BASELINE, 49.9) is None and quality(BASELINE, 100.1) is None
+    assert diversity_range(BASELINE) == (50.0, 100.0)
 
 
-def test_interpolation_is_log_linear_between_frontier_points_and_never_extrapolates():
-    frontier = diversity_frontier(BASELINE)
-    # Halfway in log x: the geometric mean of 40 and 10.
-    assert at_matched_diversity(frontier, MIDDLE) == pytest.approx(20.0)
-    # At x = 60 (where the dominated T=1.5 point lies), along the frontier, not pulled towards its 80:
-    # log y = log 40 + (log 60 - log 50) / (log 100 - log 50) * (log 10 - log 40).
+def test_where_the_curve_folds_back_the_better_branch_counts():
+    # x = 60 is reached from T=0.5-1.0 (log y = log 40 + (log 60 - log 50) / log 2 * (log 10 - log 40))
+    # and by T=1.5 itself (80): the lower one, with that branch's accuracy.
     fraction = math.log(60 / 50) / math.log(2)
-    assert at_matched_diversity(frontier, 60.0) == pytest.approx(40 * 0.25**fraction)
-    assert at_matched_diversity(frontier, 50.0) == pytest.approx(40.0) and at_matched_diversity(frontier, 100.0) == pytest.approx(10.0)
-    assert at_matched_diversity(frontier, 49.9) is None and at_matched_diversity(frontier, 100.1) is None
-    # Accuracies are interpolated linearly (in log x): halfway between 0.6 and 0.5.
-    assert at_matched_diversity(frontier, MIDDLE, "two_sample_accuracy") == pytest.approx(0.55)
+    assert quality(BASELINE, 60.0) == pytest.approx(40 * 0.25**fraction)
+    assert at_matched_diversity(BASELINE, 60.0)["two_sample_accuracy"] == pytest.approx(0.6 - 0.1 * fraction)
+    # A curve that only rises on both axes (the coldest point best on both) is interpolated as it is.
+    rising = [{"temperature": t, "reverse_lm_perplexity": x, "eval_lm_perplexity": y} for t, x, y in ((0.5, 30, 20), (1.0, 40, 80))]
+    assert quality(rising, math.sqrt(30 * 40)) == pytest.approx(40.0)
+    single = rising[:1]
+    assert quality(single, 30.0) == pytest.approx(20.0) and quality(single, 30.1) is None
 
 
 def _entry(label, model, points):
