@@ -213,6 +213,10 @@ def test_evaluate_refuses_data_of_another_vocabulary(capsys, tmp_path, pretraine
     [
         (["--samples", "0"], ["--samples 0", "at least 2"]),
         (["--temperatures", "hot"], ["--temperatures 'hot'"]),
+        (["--seeds", "0,x"], ["--seeds '0,x'", "comma-separated ints"]),
+        (["--seeds", "1,1"], ["--seeds [1, 1]", "different seeds"]),
+        (["--two-sample-steps", "-1"], ["--two-sample-steps -1", "give 0"]),
+        (["--baseline", "MaskGAN"], ["--baseline 'MaskGAN' names no model", "MaskMLE"]),
         (["model.hiden=3"], ["override 'model.hiden=3'", "unknown key"]),
         (["data.seq_len=["], ["not valid YAML"]),
     ],

@@ -179,6 +179,13 @@ def test_quality_diversity_figure_joins_each_models_points_in_temperature_order(
     assert sorted(t.get_text() for t in ax.texts) == ["T=0.7", "T=0.7", "T=1", "T=1", "T=1.3"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("nll_oracle", "reverse_nll")
     assert "upper-left is better" in ax.get_title()
+    # The real text's point: a star where its metrics put it (a reference without the axes' keys draws nothing).
+    real = {"nll_oracle": 6.5, "reverse_nll": 5.5}
+    ax = quality_diversity_figure(curves, x="nll_oracle", y="reverse_nll", reference=real).axes[0]
+    (star,) = [line for line in ax.get_lines() if line.get_label() == "real text"]
+    assert (list(star.get_xdata()), list(star.get_ydata()), star.get_marker()) == ([6.5], [5.5], "*")
+    ax = quality_diversity_figure(curves, x="nll_oracle", y="reverse_nll", reference={"bleu4": 0.2}).axes[0]
+    assert "real text" not in [line.get_label() for line in ax.get_lines()]
 
 
 def test_plot_quality_diversity_rejects_bad_input(tmp_path):
