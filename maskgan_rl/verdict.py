@@ -200,8 +200,7 @@ def matched_diversity_verdict(
     checkpoint pair at one evaluation seed; with several checkpoint pairs (training seeds), each pair's
     evaluation seeds are averaged first and the interval is over pairs, else over evaluation seeds.
     """
-    entries = {name: [c for c in checkpoints if c["model"] == name] for name in (model, baseline)}
-    labels = {name: [c["label"] for c in group] for name, group in entries.items()}
+    labels = {name: [c["label"] for c in checkpoints if c["model"] == name] for name in (model, baseline)}
     by_label = {c["label"]: c for c in checkpoints}
     pairs = pair_checkpoints(labels[model], labels[baseline], model, baseline)
     rows: list[dict[str, Any]] = []
@@ -276,7 +275,7 @@ def verdict_sentence(verdict: Mapping[str, Any]) -> str:
                 "(not extrapolated): no matched-diversity ratio")
     interval = verdict.get("ratio_interval")
     spread = (f"{CONFIDENCE:.0%} CI {interval[0]:.3f}-{interval[1]:.3f} over {verdict['replicates']} {verdict['interval_over']}"
-              if interval else f"one replicate, no interval: give --seeds 0,1,2 or several checkpoints per model")
+              if interval else "one replicate, no interval: give --seeds 0,1,2 or several checkpoints per model")
     word = "better" if verdict["ratio"] < 1 and (not interval or interval[1] < 1) else (
         "worse" if verdict["ratio"] > 1 and (not interval or interval[0] > 1) else "not distinguishable")
     text = (f"{model}: eval-LM perplexity {verdict['ratio']:.3f}x {baseline}'s at matched reverse-LM perplexity "

@@ -178,6 +178,18 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
     generator, _, checkpoint = load_generator(final)
     assert checkpoint["iteration"] == 6
 
+    # The run ends by saying what the adversarial stage did to the shipped generator against its MaskMLE start.
+    start, end = checkpoint["history"][0], checkpoint["history"][-1]
+    assert (start["iteration"], end["iteration"]) == (0, 6)
+    change = end["eval/oracle_nll"] - start["eval/oracle_nll"]
+    (summary,) = [line for line in lines if "against its MaskMLE start" in line]
+    assert f"oracle NLL {start['eval/oracle_nll']:.4g} -> {end['eval/oracle_nll']:.4g}" in summary
+    assert ("worse" if change > 0 else "better" if change < 0 else "unchanged") in summary.split("oracle NLL")[1].split(";")[0]
+    assert metric_values(run_dir, "gan/eval/delta_oracle_nll") == {6: pytest.approx(change)}
+    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
+    tags = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}").get_run(run_id).data.tags
+    assert tags["maskgan.adversarial_summary"] == summary.removeprefix("[gan] ")
+
 
 def _start_training(args: list[str], log: Path) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # its own Ray

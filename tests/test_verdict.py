@@ -21,6 +21,7 @@ from maskgan_rl.verdict import (
     matched_diversity_verdict,
     pair_checkpoints,
     two_sample_test,
+    verdict_sentence,
 )
 
 # A baseline temperature curve (x = reverse-LM perplexity, y = eval-LM perplexity) that folds back:
@@ -119,6 +120,21 @@ def test_a_model_with_no_point_in_the_baselines_range_has_no_ratio():
     checkpoints = [_entry("gan", "MaskGAN", far), _entry("mle", "MaskMLE", [{"seed": 0, **p} for p in BASELINE])]
     verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
     assert verdict["ratio"] is None and verdict["unmatched_points"] == 1 and verdict["replicates"] == 0
+
+
+def test_the_verdict_sentence_says_better_or_worse_only_when_the_interval_excludes_one():
+    checkpoints = [
+        _entry("gan", "MaskGAN", [{"seed": 0, "temperature": 1.0, "reverse_lm_perplexity": MIDDLE, "eval_lm_perplexity": 18.0}]),
+        _entry("mle", "MaskMLE", [{"seed": 0, **p} for p in BASELINE]),
+    ]
+    verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
+    assert verdict["ratio"] == pytest.approx(0.9) and verdict["ratio_interval"] is None
+    assert "MaskGAN: eval-LM perplexity 0.900x MaskMLE's" in verdict_sentence(verdict)
+    assert "one replicate, no interval" in verdict_sentence(verdict)
+    for interval, word in (([0.85, 0.95], "better"), ([0.8, 1.05], "not distinguishable")):
+        assert f"; {word});" in verdict_sentence({**verdict, "ratio_interval": interval, "replicates": 3})
+    assert "; worse);" in verdict_sentence({**verdict, "ratio": 1.2, "ratio_interval": [1.1, 1.3], "replicates": 3})
+    assert "range 50-100 (not extrapolated)" in verdict_sentence(verdict)
 
 
 def test_checkpoint_pairing_rules():
