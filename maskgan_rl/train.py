@@ -28,6 +28,8 @@ from maskgan_rl.tracking import Tracker, tracking_uri
 from maskgan_rl.vocab import Vocab
 
 FINAL_CHECKPOINT = "maskgan.pt"
+# Besides model.* and data.*, the settings a trainer state depends on: --resume refuses changes to them.
+SHAPE_KEYS = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_layers", "gan.disc_layer_norm")
 
 
 class DivergenceError(MaskGANError):
@@ -90,7 +92,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
 
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
     trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
-    discriminator = Discriminator(len(data.vocab), cfg.model)  # a copy of the actor's D, for evaluation
+    discriminator = Discriminator.from_config(len(data.vocab), cfg)  # a copy of the actor's D, for evaluation
 
     def evaluate() -> dict[str, float]:
         discriminator.load_state_dict(trainer.discriminator_state_dict())
@@ -162,7 +164,7 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     differences = [
         f"{key} ({there} there, {here} here)"
         for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()
-        if key.startswith("model.") or key == "gan.algo" or (key.startswith("data.") and not key.endswith("_path"))
+        if key.startswith("model.") or key in SHAPE_KEYS or (key.startswith("data.") and not key.endswith("_path"))
     ]
     if checkpoint.get("iteration", 0) > cfg.gan.iterations:
         raise CheckpointError(
@@ -239,10 +241,15 @@ def _payload(cfg: Config, data, trainer, iteration: int, history: list[dict[str,
 def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path, history: list[dict[str, float]]) -> Path:
     payload = _payload(cfg, data, trainer, iteration, history) | {"trainer": trainer.get_state()}
     path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", payload)
-    # Keep the newest two: one may be half-way through being replaced when the process is killed.
-    for old in sorted(folder.glob("gan-*.pt"))[:-2]:
-        old.unlink()
+    prune_checkpoints(folder, cfg.gan.keep_checkpoints)
     return path
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` gan-*.pt (gan.keep_checkpoints >= 2: one may be half-way
+    through being replaced when the process is killed)."""
+    for old in sorted(folder.glob("gan-*.pt"))[:-keep]:
+        old.unlink()
 
 
 def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str, float]]) -> Path:

@@ -25,8 +25,11 @@ def build_learner(algo: str, *overrides: str):
     return cfg, learner
 
 
-def episode(window: np.ndarray, present: np.ndarray, actions: list[int], rewards: list[float]) -> SingleAgentEpisode:
-    """The episode InfillEnv would record: one step per masked target, left to right."""
+def episode(
+    window: np.ndarray, present: np.ndarray, actions: list[int], rewards: list[float], action_logp=None
+) -> SingleAgentEpisode:
+    """The episode InfillEnv would record: one step per masked target, left to right; `action_logp`:
+    the log-probabilities the sampling policy gave the actions (default: a uniform policy's)."""
     context = np.where(np.r_[True, present], window, MISSING)
     masked = np.flatnonzero(~present)
     filled, observations = context.copy(), []
@@ -35,7 +38,8 @@ def episode(window: np.ndarray, present: np.ndarray, actions: list[int], rewards
         filled[position + 1] = action
     observations.append({"context": context, "filled": filled.copy(), "position": np.array([masked[-1]])})
     # What an env runner stores beside each action (PPO's ratio and KL read them): a uniform policy.
-    sampled_by = {"action_logp": np.full(len(actions), -np.log(V), np.float32),
+    logp = np.full(len(actions), -np.log(V)) if action_logp is None else action_logp
+    sampled_by = {"action_logp": np.asarray(logp, np.float32),
                   "action_dist_inputs": np.zeros((len(actions), V), np.float32)}
     return SingleAgentEpisode(
         observations=observations, actions=actions, rewards=rewards, extra_model_outputs=sampled_by,
@@ -81,6 +85,35 @@ def test_the_registry_holds_exactly_the_algorithms_the_config_accepts():
     # config validation checks gan.algo against ALGORITHM_NAMES without importing RL: a name there
     # without an entry here would pass validation and fail at training time.
     assert set(ALGORITHMS) == set(ALGORITHM_NAMES) == {"reinforce", "ppo", "appo", "impala"}
+
+
+def test_reinforce_learner_weights_cold_samples_by_pi_over_mu():
+    # Cold exploration: the tokens were sampled at temperature 0.5 (mu), the loss weights each
+    # step's term by min(pi(a) / mu(a), 1.2) with pi at temperature 1.
+    cfg, learner = build_learner("reinforce", "gan.gamma=0.5", "gan.rollout_temperature=0.5", "gan.importance_weight_clip=1.2")
+    module = learner.module["default_policy"].unwrapped()
+    present = np.array([False, True, False, False, True, True])
+    window = np.random.default_rng(1).integers(0, V, T + 1)
+    actions, rewards = [5, 6, 7], [-1.0, -2.0, -0.5]
+    plain = episode(window, present, actions, rewards)
+    final = torch.as_tensor(plain.get_observations(-1)["filled"])[None]
+    context = torch.as_tensor(plain.get_observations(0)["context"])[None]
+    with torch.no_grad():  # by hand, before the update
+        masked = torch.as_tensor(~present)[None]
+        logits = module.generator.logits(context, final)[0, masked[0]]
+        logp = torch.log_softmax(logits, -1)[range(3), actions][None]
+        logp_mu = torch.log_softmax(logits / 0.5, -1)[range(3), actions][None]
+        values = module.critic(final)[0, masked[0]][None]
+    weights = torch.exp(logp - logp_mu).clamp(max=1.2)
+    assert (weights < 1.2).any()  # (the weights differ from 1 and from the clip)
+    returns = torch.tensor([[-1.0 - 0.25 * 2.0 - 0.125 * 0.5, -2.0 - 0.5 * 0.5, -0.5]])
+    nothing_present = torch.zeros_like(returns, dtype=torch.bool)
+    advantages = clipped_advantages(returns, values, nothing_present, cfg.gan.advantage_clip)
+    expected = -(weights * logp * advantages).mean()
+
+    results = learner.update(episodes=[episode(window, present, actions, rewards, logp_mu[0].numpy())])["default_policy"]
+    assert results["policy_loss"].peek() == pytest.approx(float(expected), rel=1e-4)
+    assert results["importance_weight_mean"].peek() == pytest.approx(float(weights.mean()), rel=1e-4)
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
