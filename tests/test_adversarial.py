@@ -85,6 +85,8 @@ def sample_on_runner(trainer: AdversarialTrainer):
 def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(ray_session, run_dir, algo):
     cfg = tiny_config(run_dir, algo, runners=1)
     cfg.gan.critic_warmup_iterations = 1
+    if algo in ("appo", "impala"):  # V-trace reads mu's log-probabilities: it must learn from cold samples too
+        cfg.gan.rollout_temperature, cfg.gan.rollout_top_p = 0.7, 0.95
     data, generator_state = start(cfg)
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:

@@ -116,6 +116,25 @@ def test_reinforce_learner_weights_cold_samples_by_pi_over_mu():
     assert results["importance_weight_mean"].peek() == pytest.approx(float(weights.mean()), rel=1e-4)
 
 
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_synchronous_learners_learn_from_nucleus_cut_cold_samples(algo):
+    # PPO keeps the behaviour policy's logits (-inf outside the nucleus) in its batch and reads mu's
+    # log-probabilities for its ratio: all must stay finite. (APPO's and IMPALA's learners update in a
+    # thread of their own: test_adversarial.py runs them on cold samples end to end.)
+    _, learner = build_learner(algo, "gan.rollout_temperature=0.5", "gan.rollout_top_p=0.5")
+    present = np.array([False, True, False, False, True, True])
+    ep = episode(np.arange(T + 1), present, [5, 6, 7], [-1.0, -2.0, -0.5], action_logp=[-0.1, -0.7, -0.3])
+    cut = np.zeros((3, V), np.float32)
+    cut[:, [0, 1, 2, 3, 4, 8, 9, 10, 11, 12]] = -np.inf  # the nucleus: tokens 5, 6, 7
+    ep.extra_model_outputs["action_dist_inputs"].data[:] = cut
+    before = {k: v.clone() for k, v in learner.module["default_policy"].unwrapped().generator.state_dict().items()}
+    results = learner.update(episodes=[ep])["default_policy"]
+    losses = [results[key].peek() for key in ("policy_loss", "mean_pi_loss", "vf_loss") if key in results]
+    assert losses and all(np.isfinite(loss) for loss in losses)
+    after = learner.module["default_policy"].unwrapped().generator.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values()) and any(not torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_generator_and_critic_learn_at_their_own_rates(algo):
     _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007")
