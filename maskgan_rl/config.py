@@ -108,6 +108,7 @@ class GanConfig:
     disc_keep_prob: Optional[float] = None  # D's variational dropout keep probability; None = model.keep_prob
     disc_weight_decay: float = 0.0  # L2 penalty in D's Adam (ScratchGAN: 1e-6)
     disc_layer_norm: bool = False  # LayerNorm on every LSTM layer's outputs in D (encoder and decoder)
+    disc_label_smoothing: float = 0.0  # one-sided: D's target for real tokens is 1 - this (Salimans et al. 2016)
     grad_clip: float = 10.0
     temperature: float = 1.0  # the policy's softmax temperature: it samples and learns softmax(logits / temperature)
     # Cold exploration (ColdGAN; docs/levers.md): env runners sample from a behaviour policy mu, the
@@ -336,6 +337,7 @@ def validate(cfg: Config | DictConfig) -> None:
         need(getattr(g, key) is None or getattr(g, key) >= 1, f"gan.{key}", "null (the generator's size) or an integer >= 1")
     need(g.disc_keep_prob is None or 0.0 < g.disc_keep_prob <= 1.0, "gan.disc_keep_prob", "null (model.keep_prob) or in (0, 1]")
     need(g.disc_weight_decay >= 0, "gan.disc_weight_decay", ">= 0 (0 = none)")
+    need(0.0 <= g.disc_label_smoothing < 0.5, "gan.disc_label_smoothing", "in [0, 0.5) (0 = none)")
     need(g.rollout_temperature > 0, "gan.rollout_temperature", "> 0 (1 = sample the policy itself)")
     need(0.0 < g.rollout_top_p <= 1.0, "gan.rollout_top_p", "in (0, 1] (1 = no nucleus cut)")
     need(g.importance_weight_clip > 0, "gan.importance_weight_clip", "> 0")

@@ -16,7 +16,7 @@ from maskgan_rl.config import Config, MaskConfig, load_config
 from maskgan_rl.dataset import write_windows
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import mask_context, present_rate_at
-from maskgan_rl.models.discriminator import Discriminator, discriminator_model_config, log_real_prob
+from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, discriminator_model_config, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.layers import cold_logits
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
@@ -165,6 +165,32 @@ def test_regularised_discriminator_trainer_steps_with_weight_decay(tmp_path):
     assert norms and any(not torch.equal(before[k], after[k]) for k in norms)  # the LayerNorms learn too
 
 
+def test_one_sided_label_smoothing_lowers_the_real_label_only():
+    # Two masked targets. Real logits 0 and log 3 (sigmoid 1/2 and 3/4), fake logit 0 twice.
+    # Real label 0.9: BCE(l, y) = -(y log s + (1 - y) log(1 - s)), so
+    #   real: [-(0.9 log 0.5 + 0.1 log 0.5), -(0.9 log 0.75 + 0.1 log 0.25)] = [log 2, -0.9 log 0.75 - 0.1 log 0.25],
+    #   fake: [log 2, log 2]; loss = (sum real + sum fake) / 2 targets / 2.
+    real, fake = torch.tensor([[0.0, math.log(3.0)]]), torch.zeros(1, 2)
+    present = torch.zeros(1, 2, dtype=torch.bool)
+    by_hand = (math.log(2) + (-0.9 * math.log(0.75) - 0.1 * math.log(0.25)) + 2 * math.log(2)) / 2 / 2
+    assert discriminator_loss(real, fake, present, real_label=0.9).item() == pytest.approx(by_hand, rel=1e-6)
+    # The trainer's steps use it: from the same start and data, smoothing changes the update.
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, V, (6, T + 1))
+    present = np.ones((6, T), dtype=bool)
+    present[:, 1:3] = False
+    updated = []
+    for smoothing in (0.0, 0.1, 0.0):
+        cfg = tiny(f"gan.disc_label_smoothing={smoothing}", "gan.disc_batch_size=4")
+        torch.manual_seed(0)
+        trainer = DiscriminatorTrainer(cfg, V, Generator(V, cfg.model).state_dict())
+        trainer.add_rollouts(filled=windows[::-1].copy(), window=windows, present=present, disc_version=np.zeros(6, int))
+        trainer.train(iteration=1)
+        updated.append(trainer.weights()[0])
+    assert all(torch.equal(updated[0][k], updated[2][k]) for k in updated[0])
+    assert any(not torch.equal(updated[0][k], updated[1][k]) for k in updated[0])
+
+
 @pytest.fixture(scope="module")
 def env_config(tmp_path_factory) -> dict:
     vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(2, V)])
@@ -249,6 +275,7 @@ def test_checkpoint_rotation_keeps_the_newest(tmp_path):
         ("gan.disc_layers=-1", "gan.disc_layers"),
         ("gan.disc_keep_prob=0", "gan.disc_keep_prob"),
         ("gan.disc_weight_decay=-1e-6", "gan.disc_weight_decay"),
+        ("gan.disc_label_smoothing=0.5", "gan.disc_label_smoothing"),
         ("mask.curriculum_iterations=-1", "mask.curriculum_iterations"),
         ("mask.curriculum_start_present_rate=1.0", "mask.curriculum_start_present_rate"),
         ("gan.keep_checkpoints=1", "gan.keep_checkpoints"),

@@ -59,11 +59,15 @@ class Discriminator(nn.Module):
         return True
 
 
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, present: Tensor) -> Tensor:
-    """(L_fake + L_real) / 2: sigmoid cross-entropy averaged over the masked targets only (real = 1, fake = 0)."""
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, present: Tensor, real_label: float = 1.0) -> Tensor:
+    """(L_fake + L_real) / 2: sigmoid cross-entropy averaged over the masked targets only (real = 1, fake = 0).
+
+    `real_label` < 1 is one-sided label smoothing (gan.disc_label_smoothing = 1 - real_label): real
+    tokens are labelled, say, 0.9, so D gains nothing from ever more confident logits on them.
+    """
     masked = (~present).to(real_logits.dtype)
     count = masked.sum().clamp(min=1.0)
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits), reduction="none")
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label), reduction="none")
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits), reduction="none")
     return ((real * masked).sum() + (fake * masked).sum()) / count / 2
 

@@ -168,7 +168,7 @@ class DiscriminatorTrainer:
             )
             context = mask_context(window, present, self.missing_id)
             real_logits, fake_logits = self.model(context, window), self.model(context, filled)
-            loss = discriminator_loss(real_logits, fake_logits, present)
+            loss = discriminator_loss(real_logits, fake_logits, present, real_label=1.0 - self.gan.disc_label_smoothing)
             self.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gan.grad_clip)
