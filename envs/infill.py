@@ -12,6 +12,10 @@ than N single envs, because the discriminator call dominates a step). That call 
 token just placed: an `IncrementalDecoder` keeps D's encoding of each episode's context and its
 decoder state between steps (cleared when new D weights arrive), so a step costs O(1) LSTM steps.
 
+The env config's `model` is the discriminator's shape (gan.disc_* where set, else the generator's),
+`disc_layer_norm` (optional) whether it has layer norm. `set_present_rate` changes the mask rate of
+episodes started from then on (the trainer's mask-rate curriculum).
+
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
 env given an int seed gives sub-env i the i-th child of seed s (numpy SeedSequence.spawn), so no two
 sub-envs share a stream even across RLlib env runners, which reset with seeds `seed + worker_index`;

@@ -2,7 +2,8 @@
 
 Cold exploration (behaviour policy, importance weights), the discriminator's own size and
 regularisation, the mask-rate curriculum, checkpoint rotation, and their config checks. The levers
-inside a running adversarial stage (Ray) are tested in test_adversarial.py and test_learners.py.
+inside the environments and a running adversarial stage (Ray) are tested in test_env.py,
+test_learners.py and test_adversarial.py.
 """
 
 import math
@@ -11,18 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from envs import InfillVectorEnv
 from maskgan_rl.config import Config, MaskConfig, load_config
-from maskgan_rl.dataset import write_windows
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.masking import mask_context, present_rate_at
-from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, discriminator_model_config, log_real_prob
+from maskgan_rl.masking import present_rate_at
+from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, discriminator_model_config
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.layers import cold_logits
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
 from maskgan_rl.rl.returns import importance_weights, reinforce_loss
 from maskgan_rl.train import prune_checkpoints
-from maskgan_rl.vocab import Vocab
 
 torch.set_num_threads(1)
 
@@ -191,40 +189,6 @@ def test_one_sided_label_smoothing_lowers_the_real_label_only():
     assert any(not torch.equal(updated[0][k], updated[1][k]) for k in updated[0])
 
 
-@pytest.fixture(scope="module")
-def env_config(tmp_path_factory) -> dict:
-    vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(2, V)])
-    windows = np.random.default_rng(0).integers(0, V, size=(40, T + 1))
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    write_windows(path, windows, vocab, {"dataset": "test"})
-    return {"data_path": str(path), "vocab_size": V, "seq_len": T, "mask": {"strategy": "random", "present_rate": 0.5},
-            "model": {"embed": 8, "hidden": 8, "layers": 1}, "seed": 3, "torch_threads": 1}
-
-
-def test_environment_rewards_with_a_layer_normed_discriminator_of_its_own_size(env_config):
-    # The env's D takes the actor's weights (same shape), and its step-by-step scoring equals a whole pass.
-    cfg = tiny("gan.disc_hidden=12", "gan.disc_layer_norm=true")
-    disc = Discriminator.from_config(V, cfg).eval()
-    env = InfillVectorEnv(env_config | {"model": vars(discriminator_model_config(cfg)), "disc_layer_norm": True}, num_envs=2)
-    env.set_discriminator_weights(disc.state_dict(), version=1)
-    env.reset(seed=0)
-    rewards, done = [[], []], np.zeros(2, bool)
-    while not done.all():
-        obs, reward, terminated, _, info = env.step(np.array([4, 7]))
-        for i in np.flatnonzero(~done):
-            rewards[i].append(reward[i])
-        done |= terminated
-        if terminated.any():
-            finished = (obs["filled"], info)
-    filled, info = finished
-    for i in np.flatnonzero(info["_window"]):
-        present = torch.as_tensor(info["present"][i])
-        context = mask_context(torch.as_tensor(info["window"][i])[None], present[None], V)
-        with torch.no_grad():
-            expected = log_real_prob(disc(context, torch.as_tensor(filled[i])[None]))[0][~present]
-        np.testing.assert_allclose(rewards[i], expected.numpy(), atol=1e-5)
-
-
 # -- the mask-rate curriculum ----------------------------------------------------------------------
 def test_curriculum_present_rate_is_linear_then_constant():
     mask = MaskConfig(present_rate=0.5, curriculum_iterations=4, curriculum_start_present_rate=0.9)
@@ -233,25 +197,6 @@ def test_curriculum_present_rate_is_linear_then_constant():
     np.testing.assert_allclose(rates, [0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5])
     assert present_rate_at(mask, 4) == 0.5  # exactly the target rate
     assert present_rate_at(MaskConfig(present_rate=0.3), 0) == 0.3  # no curriculum
-
-
-def test_environment_masks_follow_the_curriculum(env_config):
-    # Random masks of T=6 targets hide round((1 - rate) * 6): rate 0.9 -> round(0.6) = 1,
-    # 0.7 -> round(1.8) = 2, 0.5 -> 3 targets; each episode is that many steps long.
-    mask = MaskConfig(strategy="random", present_rate=0.5, curriculum_iterations=4, curriculum_start_present_rate=0.9)
-    env = InfillVectorEnv(env_config, num_envs=5)
-    for iteration, masked in ((0, 1), (2, 2), (4, 3), (9, 3)):
-        env.set_present_rate(present_rate_at(mask, iteration))
-        env.reset(seed=iteration)
-        present = env._episodes.present
-        assert (T - present.sum(axis=1)).tolist() == [masked] * 5, iteration
-        steps = 0
-        while True:
-            steps += 1
-            _, _, terminated, _, _ = env.step(np.zeros(5, dtype=np.int64))
-            if terminated.all():
-                break
-        assert steps == masked
 
 
 # -- long runs: checkpoint rotation -----------------------------------------------------------------
