@@ -64,8 +64,9 @@ class ModelConfig:
     embed: int = 32
     hidden: int = 32
     layers: int = 1
-    # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D; the
-    # adversarial policy and critic run without it (maskgan_rl.rl.module.policy_model_config says why).
+    # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D (unless
+    # gan.disc_keep_prob is set); the adversarial policy and critic run without it
+    # (maskgan_rl.rl.module.policy_model_config says why).
     keep_prob: float = 1.0
     attention: bool = True
     tie_weights: bool = True  # softmax weights = embedding (hidden -> embed by a linear map if they differ)

@@ -29,7 +29,7 @@ from maskgan_rl.vocab import Vocab
 
 FINAL_CHECKPOINT = "maskgan.pt"
 # Besides model.* and data.*, the settings a trainer state depends on: --resume refuses changes to them.
-SHAPE_KEYS = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_layers", "gan.disc_layer_norm")
+FIXED_ON_RESUME = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_layers", "gan.disc_layer_norm")
 
 
 class DivergenceError(MaskGANError):
@@ -164,7 +164,7 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     differences = [
         f"{key} ({there} there, {here} here)"
         for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()
-        if key.startswith("model.") or key in SHAPE_KEYS or (key.startswith("data.") and not key.endswith("_path"))
+        if key.startswith("model.") or key in FIXED_ON_RESUME or (key.startswith("data.") and not key.endswith("_path"))
     ]
     if checkpoint.get("iteration", 0) > cfg.gan.iterations:
         raise CheckpointError(
