@@ -111,6 +111,9 @@ class GanConfig:
     disc_layer_norm: bool = False  # LayerNorm on every LSTM layer's outputs in D (encoder and decoder)
     disc_label_smoothing: float = 0.0  # one-sided: D's target for real tokens is 1 - this (Salimans et al. 2016)
     grad_clip: float = 10.0
+    # Adam's beta1 for the generator, critic and D in the adversarial stage (ScratchGAN: 0.5, less
+    # momentum against a moving target); beta2 stays 0.999.
+    adam_beta1: float = 0.9
     temperature: float = 1.0  # the policy's softmax temperature: it samples and learns softmax(logits / temperature)
     # Cold exploration (ColdGAN; docs/levers.md): env runners sample from a behaviour policy mu, the
     # policy's distribution at temperature gan.temperature * rollout_temperature, cut to its top-p
@@ -343,6 +346,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(0.0 < g.rollout_top_p <= 1.0, "gan.rollout_top_p", "in (0, 1] (1 = no nucleus cut)")
     need(g.importance_weight_clip > 0, "gan.importance_weight_clip", "> 0")
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
+    need(0.0 <= g.adam_beta1 < 1.0, "gan.adam_beta1", "in [0, 1)")
     need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
     need(0.0 <= g.generator_ema < 1.0, "gan.generator_ema", "in [0, 1) (0 = no moving average)")

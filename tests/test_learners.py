@@ -134,11 +134,12 @@ def test_synchronous_learners_learn_from_nucleus_cut_cold_samples(algo):
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_generator_and_critic_learn_at_their_own_rates(algo):
-    _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007")
+    _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007", "gan.adam_beta1=0.5")
     module = learner.module["default_policy"].unwrapped()
     for name, network, lr in (("generator", module.generator, 0.003), ("critic", module.critic, 0.0007)):
         optimizer = learner.get_optimizer("default_policy", name)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        assert optimizer.param_groups[0]["betas"] == (0.5, 0.999)
         assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in network.parameters()}
 
 

@@ -144,10 +144,10 @@ def test_a_layer_normed_discriminator_of_the_generator_size_starts_from_its_weig
 
 def test_regularised_discriminator_trainer_steps_with_weight_decay(tmp_path):
     cfg = tiny("gan.disc_hidden=12", "gan.disc_weight_decay=0.01", "gan.disc_layer_norm=true", "gan.disc_keep_prob=0.5",
-               "gan.disc_batch_size=4")
+               "gan.disc_batch_size=4", "gan.adam_beta1=0.5")
     generator_state = Generator(V, cfg.model).state_dict()
     trainer = DiscriminatorTrainer(cfg, V, generator_state)
-    assert [group["weight_decay"] for group in trainer.optimizer.param_groups] == [0.01]
+    assert [(group["weight_decay"], group["betas"]) for group in trainer.optimizer.param_groups] == [(0.01, (0.5, 0.999))]
     assert tuple(trainer.model.head.weight.shape) == (1, 12)
     rng = np.random.default_rng(0)
     windows = rng.integers(0, V, (6, T + 1))
@@ -224,6 +224,7 @@ def test_checkpoint_rotation_keeps_the_newest(tmp_path):
         ("mask.curriculum_iterations=-1", "mask.curriculum_iterations"),
         ("mask.curriculum_start_present_rate=1.0", "mask.curriculum_start_present_rate"),
         ("gan.keep_checkpoints=1", "gan.keep_checkpoints"),
+        ("gan.adam_beta1=1.0", "gan.adam_beta1"),
     ],
 )
 def test_bad_lever_settings_are_refused_in_one_line(override, key):

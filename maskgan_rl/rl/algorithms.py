@@ -137,6 +137,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
                 "critic_lr": g.critic_lr,
                 "torch_threads": r.torch_threads,
                 "importance_weight_clip": g.importance_weight_clip,
+                "adam_beta1": g.adam_beta1,
             },
         )
         .rl_module(rl_module_spec=module_spec(cfg, vocab_size))

@@ -78,7 +78,9 @@ class DiscriminatorTrainer:
             if not self.model.init_from_generator(generator):
                 print("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights", file=sys.stderr)
         # Adam's weight_decay adds the L2 penalty's gradient (ScratchGAN's regularised D).
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.gan.disc_lr, weight_decay=cfg.gan.disc_weight_decay)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.gan.disc_lr, betas=(cfg.gan.adam_beta1, 0.999), weight_decay=cfg.gan.disc_weight_decay
+        )
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
         self.state_path = Path(state_path) if state_path else None
