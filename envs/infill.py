@@ -12,6 +12,10 @@ than N single envs, because the discriminator call dominates a step). That call 
 token just placed: an `IncrementalDecoder` keeps D's encoding of each episode's context and its
 decoder state between steps (cleared when new D weights arrive), so a step costs O(1) LSTM steps.
 
+The env config's `model` is the discriminator's shape (gan.disc_* where set, else the generator's),
+`disc_layer_norm` (optional) whether it has layer norm. `set_present_rate` changes the mask rate of
+episodes started from then on (the trainer's mask-rate curriculum).
+
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
 env given an int seed gives sub-env i the i-th child of seed s (numpy SeedSequence.spawn), so no two
 sub-envs share a stream even across RLlib env runners, which reset with seeds `seed + worker_index`;
@@ -20,6 +24,7 @@ a list of seeds instead seeds sub-env i exactly like a single env with seed s_i.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -58,7 +63,7 @@ class InfillEpisodes:
         self.missing_id = self.vocab_size
         try:
             self.mask_cfg = MaskConfig(**dict(config["mask"]))
-            model_cfg = ModelConfig(**dict(config["model"]))
+            model_cfg = ModelConfig(**dict(config["model"]))  # the discriminator's shape
         except TypeError as err:
             raise ConfigError(f"env config 'mask' or 'model': {err}: use the fields of MaskConfig / ModelConfig") from None
         # Every Ray worker pins its threads: two processes spinning on the same cores slow each other 5-8x.
@@ -73,7 +78,7 @@ class InfillEpisodes:
         # The starting weights come from the seed so that runs repeat; the trainer pushes real ones.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(config.get("seed", 0)))
-            self.discriminator = Discriminator(self.vocab_size, model_cfg).eval()
+            self.discriminator = Discriminator(self.vocab_size, model_cfg, bool(config.get("disc_layer_norm", False))).eval()
         self.discriminator_version = 0
         self._scorer = IncrementalDecoder(self.discriminator.seq2seq)
 
@@ -144,6 +149,10 @@ class InfillEpisodes:
         self.discriminator_version = int(version)
         self._scorer.clear()
 
+    def set_present_rate(self, rate: float) -> None:
+        """Masks of episodes started from now on keep this fraction of targets (mask-rate curriculum)."""
+        self.mask_cfg = dataclasses.replace(self.mask_cfg, present_rate=float(rate))
+
 
 class InfillEnv(gym.Env):
     """One in-filling episode at a time (`config`: see notes/interfaces.md, "Environment")."""
@@ -167,6 +176,9 @@ class InfillEnv(gym.Env):
 
     def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self._episodes.set_discriminator_weights(state_dict, version)
+
+    def set_present_rate(self, rate: float) -> None:
+        self._episodes.set_present_rate(rate)
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -217,6 +229,9 @@ class InfillVectorEnv(gym.vector.VectorEnv):
 
     def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self._episodes.set_discriminator_weights(state_dict, version)
+
+    def set_present_rate(self, rate: float) -> None:
+        self._episodes.set_present_rate(rate)
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: Optional[dict] = None

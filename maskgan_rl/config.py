@@ -52,6 +52,11 @@ class MaskConfig:
     strategy: str = "contiguous"  # random (scattered targets) | contiguous (one block, as in the paper) | blanks (several)
     present_rate: float = 0.5  # fraction of targets kept; the paper used 0.5 everywhere
     num_blanks: int = 2  # blanks strategy only
+    # The paper's mask-rate curriculum (docs/levers.md): over the first `curriculum_iterations`
+    # adversarial iterations the present rate moves linearly from `curriculum_start_present_rate`
+    # (few masked tokens) to `present_rate`, then stays there. 0 = off. Evaluation always uses present_rate.
+    curriculum_iterations: int = 0
+    curriculum_start_present_rate: float = 0.9
 
 
 @dataclass
@@ -59,8 +64,9 @@ class ModelConfig:
     embed: int = 32
     hidden: int = 32
     layers: int = 1
-    # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D; the
-    # adversarial policy and critic run without it (maskgan_rl.rl.module.policy_model_config says why).
+    # Variational dropout keep probability (the PTB GAN run used 0.34), in pretraining and in D (unless
+    # gan.disc_keep_prob is set); the adversarial policy and critic run without it
+    # (maskgan_rl.rl.module.policy_model_config says why).
     keep_prob: float = 1.0
     attention: bool = True
     tie_weights: bool = True  # softmax weights = embedding (hidden -> embed by a linear map if they differ)
@@ -94,8 +100,28 @@ class GanConfig:
     # REINFORCE pushes probability off every sampled token (entropy up). Not in the paper.
     critic_warmup_iterations: int = 0
     disc_batch_size: int = 64
+    # The discriminator's own shape and regularisation (docs/levers.md; ScratchGAN's regularised D).
+    # Sizes None = the generator's (model.*); only a D of the generator's size starts from MaskMLE's
+    # weights, as in the paper, any other starts from random weights.
+    disc_embed: Optional[int] = None
+    disc_hidden: Optional[int] = None
+    disc_layers: Optional[int] = None
+    disc_keep_prob: Optional[float] = None  # D's variational dropout keep probability; None = model.keep_prob
+    disc_weight_decay: float = 0.0  # L2 penalty in D's Adam (ScratchGAN: 1e-6)
+    disc_layer_norm: bool = False  # LayerNorm on every LSTM layer's outputs in D (encoder and decoder)
+    disc_label_smoothing: float = 0.0  # one-sided: D's target for real tokens is 1 - this (Salimans et al. 2016)
     grad_clip: float = 10.0
-    temperature: float = 1.0
+    # Adam's beta1 for the generator, critic and D in the adversarial stage (ScratchGAN: 0.5, less
+    # momentum against a moving target); beta2 stays 0.999.
+    adam_beta1: float = 0.9
+    temperature: float = 1.0  # the policy's softmax temperature: it samples and learns softmax(logits / temperature)
+    # Cold exploration (ColdGAN; docs/levers.md): env runners sample from a behaviour policy mu, the
+    # policy's distribution at temperature gan.temperature * rollout_temperature, cut to its top-p
+    # nucleus; reinforce weights each token's policy-gradient term by pi(a) / mu(a), truncated at
+    # importance_weight_clip (PPO, APPO and IMPALA apply their own corrections). 1 and 1 = off.
+    rollout_temperature: float = 1.0
+    rollout_top_p: float = 1.0
+    importance_weight_clip: float = 5.0
     # Weight of the past in a moving average of the generator's weights, updated every iteration
     # (0 = off, 0.95 ~ the last 20 iterations). The average is what is evaluated and shipped;
     # training goes on from the current weights.
@@ -107,6 +133,7 @@ class GanConfig:
     max_masked_perplexity: float = 1e4  # divergence guard
     eval_every: int = 5
     checkpoint_every: int = 5
+    keep_checkpoints: int = 2  # newest gan-*.pt files kept in <run_dir>/checkpoints (the rest are deleted)
 
 
 @dataclass
@@ -286,6 +313,8 @@ def validate(cfg: Config | DictConfig) -> None:
     need(m.strategy in MASK_STRATEGIES, "mask.strategy", " | ".join(MASK_STRATEGIES))
     need(0.0 < m.present_rate < 1.0, "mask.present_rate", "strictly between 0 and 1")
     need(m.num_blanks >= 1, "mask.num_blanks", "an integer >= 1")
+    need(m.curriculum_iterations >= 0, "mask.curriculum_iterations", "an integer >= 0 (0 = no curriculum)")
+    need(0.0 < m.curriculum_start_present_rate < 1.0, "mask.curriculum_start_present_rate", "strictly between 0 and 1")
     need(mo.embed >= 1, "model.embed", "an integer >= 1")
     need(mo.hidden >= 1, "model.hidden", "an integer >= 1")
     need(mo.layers >= 1, "model.layers", "an integer >= 1")
@@ -308,13 +337,23 @@ def validate(cfg: Config | DictConfig) -> None:
     need(g.disc_pretrain_steps >= 0, "gan.disc_pretrain_steps", "an integer >= 0")
     need(g.critic_warmup_iterations >= 0, "gan.critic_warmup_iterations", "an integer >= 0")
     need(g.disc_batch_size >= 1, "gan.disc_batch_size", "an integer >= 1")
+    for key in ("disc_embed", "disc_hidden", "disc_layers"):
+        need(getattr(g, key) is None or getattr(g, key) >= 1, f"gan.{key}", "null (the generator's size) or an integer >= 1")
+    need(g.disc_keep_prob is None or 0.0 < g.disc_keep_prob <= 1.0, "gan.disc_keep_prob", "null (model.keep_prob) or in (0, 1]")
+    need(g.disc_weight_decay >= 0, "gan.disc_weight_decay", ">= 0 (0 = none)")
+    need(0.0 <= g.disc_label_smoothing < 0.5, "gan.disc_label_smoothing", "in [0, 0.5) (0 = none)")
+    need(g.rollout_temperature > 0, "gan.rollout_temperature", "> 0 (1 = sample the policy itself)")
+    need(0.0 < g.rollout_top_p <= 1.0, "gan.rollout_top_p", "in (0, 1] (1 = no nucleus cut)")
+    need(g.importance_weight_clip > 0, "gan.importance_weight_clip", "> 0")
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
+    need(0.0 <= g.adam_beta1 < 1.0, "gan.adam_beta1", "in [0, 1)")
     need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
     need(0.0 <= g.generator_ema < 1.0, "gan.generator_ema", "in [0, 1) (0 = no moving average)")
     need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")
     need(g.eval_every >= 1, "gan.eval_every", "an integer >= 1")
     need(g.checkpoint_every >= 1, "gan.checkpoint_every", "an integer >= 1")
+    need(g.keep_checkpoints >= 2, "gan.keep_checkpoints", "an integer >= 2")
     need(r.num_cpus is None or r.num_cpus >= 1, "resources.num_cpus", "null (all of this machine's) or an integer >= 1")
     need(r.num_env_runners >= 0, "resources.num_env_runners", "an integer >= 0")
     need(r.num_cpus_per_env_runner >= 0, "resources.num_cpus_per_env_runner", ">= 0")

@@ -7,6 +7,7 @@ the targets w[1:T+1]: True = observed, False = masked.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
 import numpy as np
@@ -27,6 +28,21 @@ def num_masked(cfg: MaskConfig, seq_len: int) -> int:
     if cfg.strategy == "random":
         return min(seq_len, max(1, round((1.0 - cfg.present_rate) * seq_len)))
     return max(1, int((1.0 - cfg.present_rate) * seq_len) - 1)
+
+
+def present_rate_at(cfg: MaskConfig, iteration: int) -> float:
+    """The present rate of adversarial iteration `iteration` (0 = before the first) under the mask-rate
+    curriculum: linear from cfg.curriculum_start_present_rate at 0 to cfg.present_rate at
+    cfg.curriculum_iterations, then constant; cfg.present_rate throughout without a curriculum."""
+    if iteration >= cfg.curriculum_iterations:
+        return cfg.present_rate
+    progress = iteration / cfg.curriculum_iterations
+    return (1.0 - progress) * cfg.curriculum_start_present_rate + progress * cfg.present_rate
+
+
+def mask_at(cfg: MaskConfig, iteration: int) -> MaskConfig:
+    """`cfg` with the present rate of adversarial iteration `iteration` (see `present_rate_at`)."""
+    return dataclasses.replace(cfg, present_rate=present_rate_at(cfg, iteration))
 
 
 def make_present(batch: int, seq_len: int, cfg: MaskConfig, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FINAL_CHECKPOINT = "maskgan.pt"
+# Besides model.* and data.*, the settings a trainer state depends on: --resume refuses changes to them.
+FIXED_ON_RESUME = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_layers", "gan.disc_layer_norm")
 
 
 class DivergenceError(MaskGANError):
@@ -94,7 +96,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
 
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
     trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
-    discriminator = Discriminator(len(data.vocab), cfg.model)  # a copy of the actor's D, for evaluation
+    discriminator = Discriminator.from_config(len(data.vocab), cfg)  # a copy of the actor's D, for evaluation
 
     def evaluate() -> dict[str, float]:
         discriminator.load_state_dict(trainer.discriminator_state_dict())
@@ -172,7 +174,7 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     differences = [
         f"{key} ({there} there, {here} here)"
         for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()
-        if key.startswith("model.") or key == "gan.algo" or (key.startswith("data.") and not key.endswith("_path"))
+        if key.startswith("model.") or key in FIXED_ON_RESUME or (key.startswith("data.") and not key.endswith("_path"))
     ]
     if checkpoint.get("iteration", 0) > cfg.gan.iterations:
         raise CheckpointError(
@@ -249,10 +251,15 @@ def _payload(cfg: Config, data, trainer, iteration: int, history: list[dict[str,
 def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path, history: list[dict[str, float]]) -> Path:
     payload = _payload(cfg, data, trainer, iteration, history) | {"trainer": trainer.get_state()}
     path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", payload)
-    # Keep the newest two: one may be half-way through being replaced when the process is killed.
-    for old in sorted(folder.glob("gan-*.pt"))[:-2]:
-        old.unlink()
+    prune_checkpoints(folder, cfg.gan.keep_checkpoints)
     return path
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` gan-*.pt (gan.keep_checkpoints >= 2: one may be half-way
+    through being replaced when the process is killed)."""
+    for old in sorted(folder.glob("gan-*.pt"))[:-keep]:
+        old.unlink()
 
 
 def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str, float]]) -> Path:

@@ -16,7 +16,7 @@ from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import prepare_data
-from maskgan_rl.masking import mask_context
+from maskgan_rl.masking import mask_context, num_masked
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.losses import masked_cross_entropy
@@ -85,6 +85,8 @@ def sample_on_runner(trainer: AdversarialTrainer):
 def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(ray_session, run_dir, algo):
     cfg = tiny_config(run_dir, algo, runners=1)
     cfg.gan.critic_warmup_iterations = 1
+    if algo in ("appo", "impala"):  # V-trace reads mu's log-probabilities: it must learn from cold samples too
+        cfg.gan.rollout_temperature, cfg.gan.rollout_top_p = 0.7, 0.95
     data, generator_state = start(cfg)
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:
@@ -286,3 +288,53 @@ def test_runners_send_each_finished_episode_to_the_discriminator_actor(ray_sessi
     local.add_rollouts(filled=filled[[0, 2]], window=windows[[0, 2]], present=present[[0, 2]], disc_version=np.zeros(2, int))
     local.train(1)
     assert not changed(local.weights()[0], ray.get(actor.weights.remote())[0])
+
+
+def test_levers_in_a_running_adversarial_stage(ray_session, run_dir):
+    # Cold exploration, a regularised D of its own size and the mask-rate curriculum, all at once.
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    cfg.mask.strategy = "random"  # T=8 targets: round((1 - rate) * 8) masked
+    # Iterations 0-3: rates 0.9, 0.7667, 0.6333, 0.5 -> round(8 * (1 - rate)) = 1, 2, 3, 4 masked targets.
+    cfg.mask.curriculum_iterations, cfg.mask.curriculum_start_present_rate = 3, 0.9
+    cfg.gan.rollout_temperature, cfg.gan.rollout_top_p = 0.5, 0.9
+    cfg.gan.disc_hidden, cfg.gan.disc_layer_norm, cfg.gan.disc_weight_decay = 12, True, 1e-3
+    data, generator_state = start(cfg)
+    trainer = AdversarialTrainer(cfg, data, generator_state)
+    env = trainer.algo.env_runner.env.unwrapped
+    try:
+        metrics = []
+        for iteration, rate, masked in ((1, 0.9 - 0.4 / 3, 2), (2, 0.9 - 0.8 / 3, 3), (3, 0.5, 4)):
+            metrics.append(trainer.train_iteration())
+            assert env._episodes.mask_cfg.present_rate == pytest.approx(rate), iteration
+            assert num_masked(env._episodes.mask_cfg, 8) == masked and metrics[-1]["masked_tokens"] % masked == 0
+            if iteration == 1:
+                state = torch_round_trip(trainer.get_state())
+        # Reinforce weighted its tokens (mean weight <= the clip, and not all exactly 1).
+        assert all(0 < m["importance_weight_mean"] <= cfg.gan.importance_weight_clip for m in metrics)
+        assert any(m["importance_weight_mean"] != 1.0 for m in metrics)
+        # D (12 units, LayerNorm) learned and the environments hold it.
+        assert tuple(env._episodes.discriminator.head.weight.shape) == (1, 12)
+
+        # A sampled episode recorded log mu(a): the policy's log-probability at temperature 0.5, cut to
+        # its 0.9 nucleus, recomputed here from the generator's weights.
+        episode = trainer.algo.env_runner.sample(num_episodes=1)[0]
+        generator = Generator(len(data.vocab), cfg.model).eval()
+        generator.load_state_dict(trainer.generator_state_dict())
+        for step in range(len(episode)):
+            obs = episode.get_observations(step)
+            with torch.no_grad():
+                logits = generator.logits(torch.as_tensor(obs["context"])[None], torch.as_tensor(obs["filled"])[None])
+            logits = logits[0, int(obs["position"][0])] / 0.5
+            probs, order = torch.softmax(logits, -1).sort(descending=True)
+            nucleus = order[: int((probs.cumsum(0) < 0.9).sum()) + 1]
+            action = int(episode.get_actions(step))
+            assert action in nucleus.tolist()
+            log_mu = torch.log_softmax(logits[nucleus], -1)[nucleus.tolist().index(action)]
+            assert float(episode.get_extra_model_outputs(Columns.ACTION_LOGP, step)) == pytest.approx(float(log_mu), abs=1e-4)
+
+        # Resumed at iteration 1 (after iteration 3's rate 0.5), the next iteration masks at iteration 2's rate again.
+        trainer.set_state(state)
+        assert trainer.train_iteration()["iteration"] == 2
+        assert env._episodes.mask_cfg.present_rate == pytest.approx(0.9 - 0.8 / 3)
+    finally:
+        trainer.stop()

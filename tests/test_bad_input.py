@@ -185,6 +185,11 @@ def test_resume_refuses_a_checkpoint_of_another_vocabulary_or_model(capsys, tmp_
     fake_gan_checkpoint(run_dir, [*tiny(run_dir), "model.embed=16", "model.hidden=16", "gan.algo=ppo"], oracle_vocab)
     fails(capsys, ["train", "--resume", *tiny(run_dir)],
           "model.embed (16 there, 8 here)", "model.hidden (16 there, 8 here)", "gan.algo (ppo there, reinforce here)")
+    # The discriminator's own shape is part of the trainer state too (gan.disc_*; its regularisation is not).
+    fake_gan_checkpoint(run_dir, [*tiny(run_dir), "gan.disc_hidden=16", "gan.disc_layer_norm=true", "gan.disc_weight_decay=0.1"], oracle_vocab)
+    message = fails(capsys, ["train", "--resume", *tiny(run_dir)], "gan.disc_hidden (16 there, None here)",
+                    "gan.disc_layer_norm (True there, False here)")
+    assert "disc_weight_decay" not in message
     fails(capsys, ["train", *tiny(run_dir)], "already holds adversarial checkpoints", "--resume")
     fails(capsys, ["train", "--resume", *tiny(run_dir), "gan.iterations=0"],
           "gan-000001.pt is at iteration 1, past gan.iterations=0", "set gan.iterations=1 or more")

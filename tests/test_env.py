@@ -10,10 +10,11 @@ from ray.tune.registry import ENV_CREATOR, _global_registry
 
 import envs
 from envs import InfillEnv, InfillVectorEnv
-from maskgan_rl.config import ModelConfig
+from maskgan_rl.config import MaskConfig, ModelConfig, load_config
 from maskgan_rl.dataset import write_windows
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.models.discriminator import Discriminator, log_real_prob
+from maskgan_rl.masking import mask_context, present_rate_at
+from maskgan_rl.models.discriminator import Discriminator, discriminator_model_config, log_real_prob
 from maskgan_rl.vocab import Vocab
 
 V, T = 13, 6
@@ -190,3 +191,31 @@ def test_misuse_is_refused_with_what_to_do(config):
     vec.reset(seed=4)
     with pytest.raises(ValueError, match="token ids"):
         vec.step(np.array([0, -1, 0]))
+
+
+def test_rewards_come_from_a_layer_normed_discriminator_of_its_own_size(config):
+    # gan.disc_* give the env's D its own shape; it takes the actor's weights and its step-by-step
+    # scoring equals a whole pass.
+    cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8", "gan.disc_hidden=12", "gan.disc_layer_norm=true"])
+    disc = Discriminator.from_config(V, cfg).eval()
+    env = InfillEnv(config | {"model": vars(discriminator_model_config(cfg)), "disc_layer_norm": True})
+    env.set_discriminator_weights(disc.state_dict(), version=1)
+    episode = play(env, np.random.default_rng(0), seed=0)
+    present = torch.as_tensor(episode["info"]["present"])
+    context = mask_context(torch.as_tensor(episode["info"]["window"])[None], present[None], V)
+    with torch.no_grad():
+        expected = log_real_prob(disc(context, torch.as_tensor(episode["last"]["filled"])[None]))[0][~present]
+    np.testing.assert_allclose(episode["rewards"], expected.numpy(), atol=1e-5)
+
+
+def test_masks_follow_the_mask_rate_curriculum(config):
+    # Random masks of T=6 targets hide round((1 - rate) * 6): rate 0.9 -> round(0.6) = 1,
+    # 0.7 -> round(1.8) = 2, 0.5 -> 3 targets; an episode is that many steps long.
+    mask = MaskConfig(strategy="random", present_rate=0.5, curriculum_iterations=4, curriculum_start_present_rate=0.9)
+    env = InfillEnv(config)
+    actions = np.random.default_rng(0)
+    for iteration, masked in ((0, 1), (2, 2), (4, 3), (9, 3)):
+        env.set_present_rate(present_rate_at(mask, iteration))
+        for seed in range(3):
+            episode = play(env, actions, seed=seed)
+            assert (~episode["info"]["present"]).sum() == masked and len(episode["rewards"]) == masked, iteration

@@ -25,8 +25,11 @@ def build_learner(algo: str, *overrides: str):
     return cfg, learner
 
 
-def episode(window: np.ndarray, present: np.ndarray, actions: list[int], rewards: list[float]) -> SingleAgentEpisode:
-    """The episode InfillEnv would record: one step per masked target, left to right."""
+def episode(
+    window: np.ndarray, present: np.ndarray, actions: list[int], rewards: list[float], action_logp=None
+) -> SingleAgentEpisode:
+    """The episode InfillEnv would record: one step per masked target, left to right; `action_logp`:
+    the log-probabilities the sampling policy gave the actions (default: a uniform policy's)."""
     context = np.where(np.r_[True, present], window, MISSING)
     masked = np.flatnonzero(~present)
     filled, observations = context.copy(), []
@@ -35,7 +38,8 @@ def episode(window: np.ndarray, present: np.ndarray, actions: list[int], rewards
         filled[position + 1] = action
     observations.append({"context": context, "filled": filled.copy(), "position": np.array([masked[-1]])})
     # What an env runner stores beside each action (PPO's ratio and KL read them): a uniform policy.
-    sampled_by = {"action_logp": np.full(len(actions), -np.log(V), np.float32),
+    logp = np.full(len(actions), -np.log(V)) if action_logp is None else action_logp
+    sampled_by = {"action_logp": np.asarray(logp, np.float32),
                   "action_dist_inputs": np.zeros((len(actions), V), np.float32)}
     return SingleAgentEpisode(
         observations=observations, actions=actions, rewards=rewards, extra_model_outputs=sampled_by,
@@ -53,20 +57,28 @@ def test_returns_connector_discounts_over_target_positions():
     np.testing.assert_allclose(np.concatenate(returns), [2.0, 4.0, 4.0])
 
 
-def test_reinforce_learner_loss_is_the_hand_checked_loss_of_the_episode():
-    cfg, learner = build_learner("reinforce", "gan.gamma=0.5", "gan.advantage_clip=1.5")
-    module = learner.module["default_policy"].unwrapped()
-    present = np.array([False, True, False, False, True, True])
-    window = np.random.default_rng(0).integers(0, V, T + 1)
-    actions, rewards = [5, 6, 7], [-1.0, -2.0, -0.5]
-    ep = episode(window, present, actions, rewards)
+# An episode of three masked targets (0, 2, 3) of six, and its returns at gamma 0.5 by hand.
+PRESENT = np.array([False, True, False, False, True, True])
+ACTIONS, REWARDS = [5, 6, 7], [-1.0, -2.0, -0.5]
+RETURNS_BY_HAND = torch.tensor([[-1.0 - 0.25 * 2.0 - 0.125 * 0.5, -2.0 - 0.5 * 0.5, -0.5]])
+
+
+def outputs_by_hand(module, ep: SingleAgentEpisode) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's networks on the episode, before any update: (generator logits [3, V] at the
+    masked targets, critic values [1, 3])."""
     final = torch.as_tensor(ep.get_observations(-1)["filled"])[None]
     context = torch.as_tensor(ep.get_observations(0)["context"])[None]
-    with torch.no_grad():  # the same networks, by hand, before the update
-        masked = torch.as_tensor(~present)[None]
-        logp = torch.log_softmax(module.generator.logits(context, final), -1)[0, masked[0], actions][None]
-        values = module.critic(final)[0, masked[0]][None]
-    returns = torch.tensor([[-1.0 - 0.25 * 2.0 - 0.125 * 0.5, -2.0 - 0.5 * 0.5, -0.5]])
+    masked = torch.as_tensor(~PRESENT)
+    with torch.no_grad():
+        return module.generator.logits(context, final)[0, masked], module.critic(final)[0, masked][None]
+
+
+def test_reinforce_learner_loss_is_the_hand_checked_loss_of_the_episode():
+    cfg, learner = build_learner("reinforce", "gan.gamma=0.5", "gan.advantage_clip=1.5")
+    ep = episode(np.random.default_rng(0).integers(0, V, T + 1), PRESENT, ACTIONS, REWARDS)
+    logits, values = outputs_by_hand(learner.module["default_policy"].unwrapped(), ep)
+    logp = torch.log_softmax(logits, -1)[range(3), ACTIONS][None]
+    returns = RETURNS_BY_HAND
     nothing_present = torch.zeros_like(returns, dtype=torch.bool)
     advantages = clipped_advantages(returns, values, nothing_present, cfg.gan.advantage_clip)
     assert advantages.abs().max() == pytest.approx(1.5)  # the clip is in play
@@ -83,13 +95,51 @@ def test_the_registry_holds_exactly_the_algorithms_the_config_accepts():
     assert set(ALGORITHMS) == set(ALGORITHM_NAMES) == {"reinforce", "ppo", "appo", "impala"}
 
 
+def test_reinforce_learner_weights_cold_samples_by_pi_over_mu():
+    # Cold exploration: the tokens were sampled at temperature 0.5 (mu), the loss weights each
+    # step's term by min(pi(a) / mu(a), 1.2) with pi at temperature 1.
+    cfg, learner = build_learner("reinforce", "gan.gamma=0.5", "gan.rollout_temperature=0.5", "gan.importance_weight_clip=1.2")
+    window = np.random.default_rng(1).integers(0, V, T + 1)
+    logits, values = outputs_by_hand(learner.module["default_policy"].unwrapped(), episode(window, PRESENT, ACTIONS, REWARDS))
+    logp = torch.log_softmax(logits, -1)[range(3), ACTIONS][None]
+    logp_mu = torch.log_softmax(logits / 0.5, -1)[range(3), ACTIONS][None]
+    weights = torch.exp(logp - logp_mu).clamp(max=1.2)
+    assert (weights < 1.2).any() and (weights != 1.0).all()  # (the weights differ from 1, not all clipped)
+    nothing_present = torch.zeros_like(RETURNS_BY_HAND, dtype=torch.bool)
+    advantages = clipped_advantages(RETURNS_BY_HAND, values, nothing_present, cfg.gan.advantage_clip)
+    expected = -(weights * logp * advantages).mean()
+
+    results = learner.update(episodes=[episode(window, PRESENT, ACTIONS, REWARDS, logp_mu[0].numpy())])["default_policy"]
+    assert results["policy_loss"].peek() == pytest.approx(float(expected), rel=1e-4)
+    assert results["importance_weight_mean"].peek() == pytest.approx(float(weights.mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_synchronous_learners_learn_from_nucleus_cut_cold_samples(algo):
+    # PPO keeps the behaviour policy's logits (-inf outside the nucleus) in its batch and reads mu's
+    # log-probabilities for its ratio: all must stay finite. (APPO's and IMPALA's learners update in a
+    # thread of their own: test_adversarial.py runs them on cold samples end to end.)
+    _, learner = build_learner(algo, "gan.rollout_temperature=0.5", "gan.rollout_top_p=0.5")
+    ep = episode(np.arange(T + 1), PRESENT, ACTIONS, REWARDS, action_logp=[-0.1, -0.7, -0.3])
+    cut = np.zeros((3, V), np.float32)
+    cut[:, [0, 1, 2, 3, 4, 8, 9, 10, 11, 12]] = -np.inf  # the nucleus: tokens 5, 6, 7
+    ep.extra_model_outputs["action_dist_inputs"].data[:] = cut
+    before = {k: v.clone() for k, v in learner.module["default_policy"].unwrapped().generator.state_dict().items()}
+    results = learner.update(episodes=[ep])["default_policy"]
+    losses = [results[key].peek() for key in ("policy_loss", "mean_pi_loss", "vf_loss") if key in results]
+    assert losses and all(np.isfinite(loss) for loss in losses)
+    after = learner.module["default_policy"].unwrapped().generator.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values()) and any(not torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_generator_and_critic_learn_at_their_own_rates(algo):
-    _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007")
+    _, learner = build_learner(algo, "gan.gen_lr=0.003", "gan.critic_lr=0.0007", "gan.adam_beta1=0.5")
     module = learner.module["default_policy"].unwrapped()
     for name, network, lr in (("generator", module.generator, 0.003), ("critic", module.critic, 0.0007)):
         optimizer = learner.get_optimizer("default_policy", name)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        assert optimizer.param_groups[0]["betas"] == (0.5, 0.999)
         assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in network.parameters()}
 
 

@@ -3,26 +3,43 @@
 Same seq2seq shape as the generator. The encoder reads the true masked context; the decoder reads
 the candidate tokens filled[1:T+1] themselves, so output t judges filled[t+1] having seen
 filled[:t+2] and the whole context, and nothing after (causal, as in the authors' code).
+
+Its shape and regularisation may differ from the generator's (gan.disc_* settings, see
+`discriminator_model_config`); it starts from the MaskMLE generator's weights only where the shapes match.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskgan_rl.config import ModelConfig
+from maskgan_rl.config import Config, ModelConfig
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.layers import Seq2Seq
 
 
+def discriminator_model_config(cfg: Config) -> ModelConfig:
+    """D's shape and dropout: gan.disc_embed/hidden/layers/keep_prob where set, else the generator's (model.*)."""
+    g = cfg.gan
+    own = {"embed": g.disc_embed, "hidden": g.disc_hidden, "layers": g.disc_layers, "keep_prob": g.disc_keep_prob}
+    return dataclasses.replace(cfg.model, **{key: value for key, value in own.items() if value is not None})
+
+
 class Discriminator(nn.Module):
-    def __init__(self, vocab_size: int, cfg: ModelConfig):
+    def __init__(self, vocab_size: int, cfg: ModelConfig, layer_norm: bool = False):
         super().__init__()
         self.vocab_size = vocab_size
         self.missing_id = vocab_size
-        self.seq2seq = Seq2Seq(vocab_size, cfg)
+        self.seq2seq = Seq2Seq(vocab_size, cfg, layer_norm)
         self.head = nn.Linear(cfg.hidden, 1)
+
+    @classmethod
+    def from_config(cls, vocab_size: int, cfg: Config) -> "Discriminator":
+        """The D a run's config describes (gan.disc_* settings)."""
+        return cls(vocab_size, discriminator_model_config(cfg), cfg.gan.disc_layer_norm)
 
     def forward(self, context: Tensor, filled: Tensor) -> Tensor:
         """context, filled [B, T+1] -> logits [B, T]: logit t that filled[t+1] is real."""
@@ -31,16 +48,26 @@ class Discriminator(nn.Module):
         return self.head(features).squeeze(-1)
 
     @torch.no_grad()
-    def init_from_generator(self, gen: Generator) -> None:
-        """The MaskMLE generator's embedding, LSTMs and attention (start of GAN training); the head stays."""
-        self.seq2seq.load_state_dict(gen.seq2seq.state_dict())
+    def init_from_generator(self, gen: Generator) -> bool:
+        """The MaskMLE generator's embedding, LSTMs and attention (start of GAN training), where D has
+        the generator's shape; the head, and LayerNorms if any (identity at first), stay as they are.
+        Returns False, changing nothing, when the shapes differ: such a D starts from random weights."""
+        own, theirs = self.seq2seq.state_dict(), gen.seq2seq.state_dict()
+        if any(name not in own or own[name].shape != value.shape for name, value in theirs.items()):
+            return False
+        self.seq2seq.load_state_dict(theirs, strict=False)  # (strict=False: D's LayerNorms have no source)
+        return True
 
 
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, present: Tensor) -> Tensor:
-    """(L_fake + L_real) / 2: sigmoid cross-entropy averaged over the masked targets only (real = 1, fake = 0)."""
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, present: Tensor, real_label: float = 1.0) -> Tensor:
+    """(L_fake + L_real) / 2: sigmoid cross-entropy averaged over the masked targets only (real = 1, fake = 0).
+
+    `real_label` < 1 is one-sided label smoothing (gan.disc_label_smoothing = 1 - real_label): real
+    tokens are labelled, say, 0.9, so D gains nothing from ever more confident logits on them.
+    """
     masked = (~present).to(real_logits.dtype)
     count = masked.sum().clamp(min=1.0)
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits), reduction="none")
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label), reduction="none")
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits), reduction="none")
     return ((real * masked).sum() + (fake * masked).sum()) / count / 2
 

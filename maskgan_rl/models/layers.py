@@ -88,11 +88,14 @@ class LSTMStack(nn.Module):
     that, so it is approximated by the masks on the layer inputs/outputs (keeps cuDNN/oneDNN speed).
     """
 
-    def __init__(self, input_size: int, hidden: int, layers: int, keep_prob: float):
+    def __init__(self, input_size: int, hidden: int, layers: int, keep_prob: float, layer_norm: bool = False):
         super().__init__()
         sizes = [input_size] + [hidden] * (layers - 1)
         self.layers = nn.ModuleList(nn.LSTM(size, hidden, batch_first=True) for size in sizes)
         self.dropout = LockedDropout(keep_prob)
+        # Optional LayerNorm of each layer's outputs, one time step at a time (so decoding step by step
+        # gives the same numbers); a layer-normalised LSTM cell would lose the fused kernels.
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in sizes) if layer_norm else None
 
     def dropout_masks(self, batch: int, like: Tensor) -> list[Optional[Tensor]]:
         """Masks for one batch of sequences: each layer's input, then the stack's output."""
@@ -110,6 +113,8 @@ class LSTMStack(nn.Module):
         for i, lstm in enumerate(self.layers):
             layer_state = None if state is None else (state[0][i : i + 1], state[1][i : i + 1])
             x, (h, c) = lstm(self.dropout(x, masks[i]), layer_state)
+            if self.norms is not None:
+                x = self.norms[i](x)
             hs.append(h)
             cs.append(c)
         return self.dropout(x, masks[-1]), (torch.cat(hs), torch.cat(cs))
@@ -149,11 +154,11 @@ class Seq2Seq(nn.Module):
     Encoder and decoder share one embedding (the decoder never sees missing_id).
     """
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig):
+    def __init__(self, vocab_size: int, cfg: ModelConfig, layer_norm: bool = False):
         super().__init__()
         self.embedding = MaskedEmbedding(vocab_size, cfg.embed)
-        self.encoder = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
-        self.decoder = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
+        self.encoder = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob, layer_norm)
+        self.decoder = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob, layer_norm)
         self.attention = LuongAttention(cfg.hidden) if cfg.attention else None
 
     def encode(self, context: Tensor) -> EncoderState:
@@ -168,6 +173,24 @@ class Seq2Seq(nn.Module):
         if self.attention is not None:
             out = self.attention(out, enc.keys, enc.memory)
         return out, state
+
+
+def cold_logits(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> Tensor:
+    """Logits [N, V] of a colder distribution: softmax(logits / temperature), cut to its top-p nucleus.
+
+    The nucleus of a row is the smallest set of most probable tokens whose probabilities sum to at
+    least `top_p` (Holtzman et al. 2020); every other token gets logit -inf, i.e. probability 0.
+    The most probable token is always kept. temperature 1 and top_p 1 return `logits` unchanged.
+    """
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_p >= 1.0:
+        return logits
+    probs, order = torch.softmax(logits.float(), dim=-1).sort(dim=-1, descending=True)
+    # A token is outside the nucleus when the more probable tokens before it already reach top_p.
+    outside_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
+    return logits.masked_fill(outside, float("-inf"))
 
 
 def sample_logits(

@@ -39,6 +39,7 @@ Every iteration reports both as `env_runner_restarts` and `disc_actor_restarts`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Optional
@@ -51,7 +52,8 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV
 
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
-from maskgan_rl.masking import make_present
+from maskgan_rl.masking import make_present, present_rate_at
+from maskgan_rl.models.discriminator import discriminator_model_config
 from maskgan_rl.models.losses import masked_target_nll
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
@@ -83,7 +85,8 @@ class AdversarialTrainer:
             "vocab_size": self.vocab_size,
             "seq_len": cfg.data.seq_len,
             "mask": to_dict(cfg)["mask"],
-            "model": to_dict(cfg)["model"],
+            "model": dataclasses.asdict(discriminator_model_config(cfg)),  # the environments' D
+            "disc_layer_norm": cfg.gan.disc_layer_norm,
             "seed": cfg.seed,
             "torch_threads": cfg.resources.torch_threads,
         }
@@ -161,6 +164,9 @@ class AdversarialTrainer:
         for network in ("generator", "critic"):
             if f"gradients_{network}_global_norm" in learner:
                 metrics[f"grad_norm_{network}"] = float(learner[f"gradients_{network}_global_norm"])
+        for key in ("importance_weight_mean", "importance_weight_clipped"):  # reinforce with cold exploration
+            if key in learner:
+                metrics[key] = float(learner[key])
         return metrics
 
     def _freeze_generator(self, frozen: bool) -> None:
@@ -186,13 +192,16 @@ class AdversarialTrainer:
         return result
 
     def _reseed(self) -> None:
-        """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs."""
+        """Everything random in an iteration derives from (cfg.seed, iteration), wherever it runs; the
+        environments also get the iteration's mask rate (mask.curriculum_*), so a resumed run has it too."""
         seed, iteration = self.cfg.seed, self.iteration
+        present_rate = present_rate_at(self.cfg.mask, iteration)  # the mask-rate curriculum's, for this iteration
 
         def reseed_runner(runner) -> None:
             torch.manual_seed(iteration_seed(seed, iteration, 2, runner.worker_index))
             if runner.env is not None:
                 runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
+                runner.env.unwrapped.set_present_rate(present_rate)
 
         self.algo.env_runner_group.foreach_env_runner(reseed_runner, local_env_runner=True)
         self.algo.learner_group.foreach_learner(lambda learner: torch.manual_seed(iteration_seed(seed, iteration, 4)))

@@ -133,7 +133,12 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             num_learners=r.num_learners,
             num_gpus_per_learner=r.num_gpus_per_learner,
             custom_resources_per_learner=dict(r.learner_resources),
-            learner_config_dict={"critic_lr": g.critic_lr, "torch_threads": r.torch_threads},
+            learner_config_dict={
+                "critic_lr": g.critic_lr,
+                "torch_threads": r.torch_threads,
+                "importance_weight_clip": g.importance_weight_clip,
+                "adam_beta1": g.adam_beta1,
+            },
         )
         .rl_module(rl_module_spec=module_spec(cfg, vocab_size))
         .training(

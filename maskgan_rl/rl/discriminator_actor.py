@@ -36,7 +36,7 @@ import torch
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import WindowDataset
-from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
 
@@ -69,14 +69,18 @@ class DiscriminatorTrainer:
         self.missing_id = vocab_size
         self.device = torch.device("cuda" if cfg.resources.disc_num_gpus > 0 else "cpu")
         self.model_cfg, self.mask_cfg = cfg.model, cfg.mask
-        self.model = Discriminator(vocab_size, cfg.model).to(self.device)
+        self.model = Discriminator.from_config(vocab_size, cfg).to(self.device)
         if discriminator_weights is not None:
             self.model.load_state_dict(discriminator_weights)
         else:
             generator = Generator(vocab_size, cfg.model)
             generator.load_state_dict(generator_state)
-            self.model.init_from_generator(generator)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.gan.disc_lr)
+            if not self.model.init_from_generator(generator):
+                print("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights", file=sys.stderr)
+        # Adam's weight_decay adds the L2 penalty's gradient (ScratchGAN's regularised D).
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.gan.disc_lr, betas=(cfg.gan.adam_beta1, 0.999), weight_decay=cfg.gan.disc_weight_decay
+        )
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
         self.state_path = Path(state_path) if state_path else None
@@ -141,7 +145,7 @@ class DiscriminatorTrainer:
         stats = []
         for _ in range(steps):
             window = windows.sample(self.gan.disc_batch_size, rng)
-            present = make_present(len(window), windows.seq_len, self.mask_cfg, rng)
+            present = make_present(len(window), windows.seq_len, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
             with torch.no_grad():
                 filled, _ = generator.infill(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
@@ -166,7 +170,7 @@ class DiscriminatorTrainer:
             )
             context = mask_context(window, present, self.missing_id)
             real_logits, fake_logits = self.model(context, window), self.model(context, filled)
-            loss = discriminator_loss(real_logits, fake_logits, present)
+            loss = discriminator_loss(real_logits, fake_logits, present, real_label=1.0 - self.gan.disc_label_smoothing)
             self.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.gan.grad_clip)

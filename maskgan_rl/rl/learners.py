@@ -1,8 +1,9 @@
 """What every MaskGAN learner shares, whichever RLlib algorithm drives it.
 
 - Two Adam optimisers: generator at `config.lr` (gan.gen_lr), critic at `learner_config_dict["critic_lr"]`
-  (gan.critic_lr), as in the paper. The two networks share no weights, so RLlib's summed loss
-  (policy + value) sends each optimiser exactly its own network's gradient.
+  (gan.critic_lr), as in the paper, both with beta1 = `learner_config_dict["adam_beta1"]`
+  (gan.adam_beta1). The two networks share no weights, so RLlib's summed loss (policy + value) sends
+  each optimiser exactly its own network's gradient.
 - Torch threads pinned to the learner's CPU share (`learner_config_dict["torch_threads"]`): two
   processes each spinning on all cores slow each other down several times.
 - `generator_frozen`: while the driver sets it (gan.critic_warmup_iterations), updates step the
@@ -77,7 +78,7 @@ class MaskGANLearnerMixin:
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.Adam(params),
+                optimizer=torch.optim.Adam(params, betas=(config.learner_config_dict["adam_beta1"], 0.999)),
                 params=params,
                 lr_or_lr_schedule=lr,
             )

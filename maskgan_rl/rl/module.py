@@ -12,6 +12,11 @@ critic are causal, one teacher-forced pass per episode gives the outputs of all 
 The same class serves every algorithm of `maskgan_rl.rl.algorithms`: ValueFunctionAPI gives PPO,
 APPO, IMPALA and REINFORCE their baseline; TargetNetworkAPI gives APPO its "old policy" copy;
 InferenceOnlyAPI drops the critic (and that copy) from the env runners' copies, which only act.
+
+Cold exploration (gan.rollout_temperature, gan.rollout_top_p; docs/levers.md): `_forward_exploration`,
+what env runners sample from, returns the logits of the behaviour policy mu (colder, nucleus-cut),
+while `_forward` (training) returns the policy pi's. RLlib's GetActions connector samples from the
+exploration logits and records ACTION_LOGP = log mu(a), so the learner sees both probabilities.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from maskgan_rl.config import Config, ModelConfig, to_dict
 from maskgan_rl.models.critic import Critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
-from maskgan_rl.models.layers import sample_logits
+from maskgan_rl.models.layers import cold_logits, sample_logits
 
 
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
@@ -71,12 +76,15 @@ class DropActionDistInputs(ConnectorV2):
 
 
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
-    """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float}."""
+    """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float,
+    "rollout_temperature": float, "rollout_top_p": float} (the last two optional, 1 = off)."""
 
     def setup(self) -> None:
         cfg = ModelConfig(**self.model_config["model"])
         self.vocab_size = int(self.model_config["vocab_size"])
         self.temperature = float(self.model_config.get("temperature", 1.0))
+        self.rollout_temperature = float(self.model_config.get("rollout_temperature", 1.0))
+        self.rollout_top_p = float(self.model_config.get("rollout_top_p", 1.0))
         self.action_dist_cls = InverseCDFCategorical
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
@@ -87,7 +95,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch)}
 
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Env runners: the same logits as `_forward`, decoded incrementally (see the module docstring).
         RLlib calls it in eval mode, so dropout is off as the cache requires."""
         obs = batch[Columns.OBS]
@@ -96,7 +104,11 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
         return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
 
-    _forward_inference = _forward_exploration
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Env runners' sampling: the behaviour policy mu, i.e. the policy's logits made colder by
+        gan.rollout_temperature and cut to their gan.rollout_top_p nucleus (both 1: the policy itself)."""
+        logits = self._forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        return {Columns.ACTION_DIST_INPUTS: cold_logits(logits, self.rollout_temperature, self.rollout_top_p)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._sampling_cache.clear()  # its decoder states were computed with the old weights
@@ -114,6 +126,11 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         enc = generator.seq2seq.encode(context)
         features, _ = generator.seq2seq.decode(enc, filled[:, : int(position.max()) + 1], enc.state)
         return self._tempered(generator.head(features[sequence, position]))
+
+    @property
+    def explores_off_policy(self) -> bool:
+        """Whether env runners sample from a behaviour policy other than the policy (cold exploration)."""
+        return self.rollout_temperature != 1.0 or self.rollout_top_p < 1.0
 
     def _tempered(self, logits: Tensor) -> Tensor:
         # At T=1 the division is skipped: on [steps, vocabulary] logits it is a full pass each way.
@@ -184,6 +201,12 @@ def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
     model = to_dict(policy_model_config(cfg.model))
     return RLModuleSpec(
         module_class=MaskGANModule,
-        model_config={"vocab_size": vocab_size, "model": model, "temperature": cfg.gan.temperature},
+        model_config={
+            "vocab_size": vocab_size,
+            "model": model,
+            "temperature": cfg.gan.temperature,
+            "rollout_temperature": cfg.gan.rollout_temperature,
+            "rollout_top_p": cfg.gan.rollout_top_p,
+        },
     )
 

@@ -6,7 +6,9 @@ Per iteration (`Reinforce.training_step`, shaped like RLlib's VPG example):
      R_t = discounted return over the masked targets, gamma counted in target POSITIONS
            (`returns.episode_returns`, exactly the authors' code),
      A_t = clip(R_t - V_t, -advantage_clip, +advantage_clip)  (no standardisation, no ratio clipping),
-     loss = -mean_t(log pi(a_t) * stopgrad(A_t))  +  mean_t((V_t - R_t)^2);
+     loss = -mean_t(w_t * log pi(a_t) * stopgrad(A_t))  +  mean_t((V_t - R_t)^2),
+     w_t = 1, or with cold exploration min(pi(a_t) / mu(a_t), gan.importance_weight_clip)
+     (`returns.importance_weights`; mu's log-probability is RLlib's ACTION_LOGP, recorded at sampling);
 3. push the new generator weights to the env runners.
 Every env step is a masked target, so the step-indexed batch is the [1, steps] case of the window
 formulas in `maskgan_rl.rl.returns`, which this file reuses rather than restates.
@@ -37,7 +39,7 @@ from ray.rllib.utils.typing import ModuleID
 
 from maskgan_rl.rl.learners import MaskGANLearnerMixin
 from maskgan_rl.rl.module import MaskGANModule
-from maskgan_rl.rl.returns import clipped_advantages, critic_loss, episode_returns, reinforce_loss
+from maskgan_rl.rl.returns import clipped_advantages, critic_loss, episode_returns, importance_weights, reinforce_loss
 
 RETURNS = "masked_returns"
 
@@ -144,7 +146,13 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
         returns = batch[RETURNS][None]
         present = torch.zeros_like(returns, dtype=torch.bool)
         advantages = clipped_advantages(returns, values, present, config.advantage_clip)
-        policy_loss = reinforce_loss(logp, advantages, present)
+        stats = {}
+        weights = None
+        if module.explores_off_policy:  # the tokens came from the behaviour policy mu, not from pi
+            clip = config.learner_config_dict["importance_weight_clip"]
+            weights = importance_weights(logp, batch[Columns.ACTION_LOGP][None], clip)
+            stats = {"importance_weight_mean": weights.mean(), "importance_weight_clipped": (weights >= clip).float().mean()}
+        policy_loss = reinforce_loss(logp, advantages, present, weights)
         value_loss = critic_loss(values, returns, present)
         self.metrics.log_dict(
             {
@@ -154,6 +162,7 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
                 "mean_value": values.mean(),
                 "mean_advantage": advantages.mean(),
                 "entropy": _mean_entropy(log_probs),
+                **stats,
             },
             key=module_id,
             window=1,

@@ -9,6 +9,8 @@ episode's steps with their positions) give the same numbers.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -56,13 +58,28 @@ def critic_loss(values: Tensor, returns: Tensor, present: Tensor) -> Tensor:
     return _masked_mean((values - returns.detach()) ** 2, present)
 
 
-def reinforce_loss(logp: Tensor, advantages: Tensor, present: Tensor) -> Tensor:
-    """-(sum over masked t of logp_t * stopgrad(A_t)) / number masked: minimising it is REINFORCE.
+def reinforce_loss(logp: Tensor, advantages: Tensor, present: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    """-(sum over masked t of w_t * logp_t * stopgrad(A_t)) / number masked: minimising it is REINFORCE.
 
+    `weights` w_t: importance weights of tokens sampled off-policy (`importance_weights`); None = 1.
     The advantage is detached so the policy gradient never flows into the critic, and `torch.where`
     (not a product with the mask) keeps any value at present positions, even -inf, out of both passes.
     """
-    return -_masked_mean(logp * advantages.detach(), present)
+    terms = logp * advantages.detach()
+    return -_masked_mean(terms if weights is None else weights.detach() * terms, present)
+
+
+def importance_weights(logp_policy: Tensor, logp_behaviour: Tensor, clip: float) -> Tensor:
+    """w = min(pi(a) / mu(a), clip), detached: truncated importance sampling (gan.importance_weight_clip).
+
+    A token a sampled from a behaviour policy mu (cold exploration) and weighted by pi(a) / mu(a) makes
+    the policy-gradient term of its step unbiased for pi's: E_mu[w grad log pi(a) A] = E_pi[grad log pi(a) A].
+    This holds per token, given the prefix and the return that followed; the prefix itself was drawn
+    from mu, and so were the later tokens the return sums over (docs/levers.md). Truncating at `clip`
+    bounds the variance and biases the rare tokens' terms down; tokens mu cannot sample (outside its
+    nucleus) get no term at all.
+    """
+    return torch.exp(logp_policy.detach() - logp_behaviour.detach()).clamp(max=clip)
 
 
 def _masked_mean(x: Tensor, present: Tensor) -> Tensor:
