@@ -5,7 +5,7 @@ generator, reward every masked token with log D, one generator + critic update (
 critic baseline), gan.disc_steps discriminator steps on those windows.
 - RL loop: `maskgan_rl.rl.adversarial.AdversarialTrainer` (env runners, learner, D actor), as trained.
 - Fused loop (`FusedLoop`, below): the same networks, losses and D trainer in one process, no Ray;
-  all windows of the batch sampled in one batched decoder pass (`Generator.infill`).
+  all windows of the batch sampled in one batched decoder pass (`Generator.sample`).
 Reported per configuration: masked and all (window) tokens per second (median over the timed
 iterations after warm-up), seconds per iteration, peak memory of all processes (PSS: shared pages
 counted once), and the time split the trainer reports (RLlib step, D training, weight push).
@@ -123,7 +123,7 @@ class FusedLoop:
         self.generator.eval()
         self.discriminator.model.eval()
         with torch.no_grad():
-            filled, _ = self.generator.infill(windows, present, g.temperature)
+            filled, _ = self.generator.sample(windows, present, g.temperature)
             rewards = self.reward(context, filled)
 
         # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
@@ -251,8 +251,8 @@ def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, it
 RUNNER_CONNECTORS = ("env/single_agent_env_runner.py", "connectors/env_to_module/env_to_module_pipeline.py")
 PROFILE_PARTS = [
     ("env runner sample(), in all", "env/single_agent_env_runner.py", "sample", ()),
-    ("  env stepping (InfillVectorEnv.step)", "envs/infill.py", "step", ()),
-    ("    of which placing + D's reward forward", "envs/infill.py", "place", ()),
+    ("  env stepping (InfillVectorEnv.step)", "envs/infilling_env.py", "step", ()),
+    ("    of which placing + D's reward forward", "envs/infilling_env.py", "place", ()),
     ("  module forward (generator, cached decoder)", "maskgan_rl/rl/module.py", "_forward_exploration", ()),
     ("  connectors (env-to-module, module-to-env)", "connectors/connector_pipeline_v2.py", "__call__", RUNNER_CONNECTORS),
     ("learner update, in all", "core/learner/learner.py", "update", ()),

@@ -104,7 +104,9 @@ class GanConfig:
     # (lag comes from the asynchronous algorithms and from gan.disc_overlap).
     max_disc_lag: int = 1
     disc_overlap: bool = False  # run D's update alongside the next iteration's sampling (lag 1, faster)
-    max_masked_perplexity: float = 1e4  # divergence guard
+    # Divergence guard: the run stops when learner_masked_perplexity (logged every iteration: the
+    # current generator on a fixed validation batch) passes it; eval/masked_perplexity is not guarded.
+    max_masked_perplexity: float = 1e4
     eval_every: int = 5
     checkpoint_every: int = 5
 
@@ -309,7 +311,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(g.critic_warmup_iterations >= 0, "gan.critic_warmup_iterations", "an integer >= 0")
     need(g.disc_batch_size >= 1, "gan.disc_batch_size", "an integer >= 1")
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
-    need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
+    need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when learner_masked_perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
     need(0.0 <= g.generator_ema < 1.0, "gan.generator_ema", "in [0, 1) (0 = no moving average)")
     need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")

@@ -19,7 +19,7 @@ def build_learner(algo: str, *overrides: str):
     cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8", f"gan.algo={algo}", *overrides])
     box = gym.spaces.Box(0, V, (T + 1,), np.int64)
     spaces = gym.spaces.Dict({"context": box, "filled": box, "position": gym.spaces.Box(0, T - 1, (1,), np.int64)})
-    learner = algorithm_config(cfg, V, {}, discriminator=None).build_learner(  # built, as RLlib's LearnerGroup does
+    learner = algorithm_config(cfg, V, {}, disc_actor=None).build_learner(  # built, as RLlib's LearnerGroup does
         env=None, spaces={"default_policy": (spaces, gym.spaces.Discrete(V))}
     )
     return cfg, learner

@@ -187,7 +187,7 @@ def sample_logits(
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
-def infill_left_to_right(
+def sample_left_to_right(
     decode: Callable[[Tensor, Optional[LSTMState]], tuple[Tensor, LSTMState]],
     head: nn.Module,
     windows: Tensor,

@@ -25,13 +25,19 @@ from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
-import envs  # importing it registers the vector env with Ray
 from maskgan_rl.config import Config
 from maskgan_rl.masking import num_masked
 from maskgan_rl.rl.callbacks import MaskGANCallbacks
 from maskgan_rl.rl.learners import APPOLearner, IMPALALearner, PPOLearner
 from maskgan_rl.rl.module import DropActionDistInputs, module_spec
 from maskgan_rl.rl.reinforce import ReinforceConfig
+
+# Importing the environments registers them with Ray. An install ships envs/ as maskgan_rl_envs; a Ray
+# job's working_dir (launch/runtime_env.yaml) runs the source tree, where it is the top-level envs/.
+try:
+    import maskgan_rl_envs as envs
+except ModuleNotFoundError:
+    import envs
 
 
 def masked_per_episode(cfg: Config) -> int:
@@ -114,7 +120,7 @@ ALGORITHMS: dict[str, Callable[[Config], AlgorithmConfig]] = {
 }
 
 
-def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> AlgorithmConfig:
+def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], disc_actor: Any) -> AlgorithmConfig:
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
     r, g = cfg.resources, cfg.gan
     return (
@@ -153,5 +159,5 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
         # An iteration ends only after a generator update: when a dying runner left a training step
         # without episodes, RLlib restores the runners and runs the step again.
         .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration, min_train_timesteps_per_iteration=1)
-        .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator, wait_for_discriminator=not g.disc_overlap))
+        .callbacks(functools.partial(MaskGANCallbacks, disc_actor=disc_actor, wait_for_discriminator=not g.disc_overlap))
     )

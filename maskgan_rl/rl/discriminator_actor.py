@@ -143,7 +143,7 @@ class DiscriminatorTrainer:
             window = windows.sample(self.gan.disc_batch_size, rng)
             present = make_present(len(window), windows.seq_len, self.mask_cfg, rng)
             with torch.no_grad():
-                filled, _ = generator.infill(
+                filled, _ = generator.sample(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
                     self.gan.temperature, sampling,
                 )
