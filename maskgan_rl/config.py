@@ -122,7 +122,7 @@ class ResourcesConfig:
     num_gpus_per_learner: float = 0.0
     disc_num_cpus: float = 1.0
     disc_num_gpus: float = 0.0
-    torch_threads: int = 1  # per Ray worker: two workers spinning on 2 cores slow each other 5-8x
+    torch_threads: int = 1  # per Ray worker: workers spinning on the same cores slow each other down
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)
     disc_resources: dict = field(default_factory=dict)

@@ -1,10 +1,11 @@
-"""The algorithm registry: `gan.algo` picks one entry. Adding an RLlib algorithm is one entry here.
+"""The algorithm registry: `gan.algo` picks one entry.
 
 An entry is a function `cfg -> AlgorithmConfig` holding only what is particular to that algorithm
 (its config class, learner class, and the defaults this project overrides). `algorithm_config`
 adds everything they share: environment, module, resources, learning rates, callbacks.
 The names `gan.algo` may take live in the config layer (`config.ALGORITHM_NAMES`), which validates
-them without importing RL; this registry has one entry per name.
+them without importing RL; this registry has one entry per name, so adding an algorithm is a name
+there and an entry here.
 
 Shared choices:
 - one iteration = about gan.episodes_per_iteration masked windows (the same number of generated
@@ -93,7 +94,7 @@ def _async_common(config: AlgorithmConfig, cfg: Config, learner_class: type) -> 
         # One outstanding sample request per runner: with D pushed after every iteration, a rollout
         # is scored by a D at most one push old (see maskgan_rl/rl/adversarial.py). Generator
         # weights are pushed to the runners directly: RLlib's pull-based state server is one more
-        # actor process (~14 s to start on 2 cores) that only pays off with many runners.
+        # actor process, slow to start, that only pays off with many runners.
         # While no remote runner is healthy (the only one died and is restarting), RLlib's IMPALA
         # samples on the driver's runner, which then needs environments of its own.
         .env_runners(
@@ -148,7 +149,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             grad_clip=g.grad_clip,
             grad_clip_by="global_norm",
         )
-        # RLlib checks every gradient tensor for NaN/Inf twice per update (~0.1 s at the paper's size).
+        # RLlib checks every gradient tensor for NaN/Inf twice per update (its cost: benchmarks/README.md).
         # The global gradient norms (grad_norm_* metrics) say the same in one number, and the driver's
         # divergence guard stops on them before any checkpoint holds the resulting weights.
         .framework(torch_skip_nan_gradients=True)
