@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import psutil
+import ray
 import torch
 
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
 from maskgan_rl.rl.reference import ReferenceLoop
 
@@ -134,8 +136,6 @@ def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int,
 
 
 def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, profile: Optional[Path] = None) -> dict[str, Any]:
-    from maskgan_rl.rl.adversarial import AdversarialTrainer
-
     with PeakMemory(children=True) as memory:
         trainer = AdversarialTrainer(cfg, data, generator_state)
         try:
@@ -218,9 +218,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
-
-    import ray
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": machine(), "argv": argv, "results": []}
