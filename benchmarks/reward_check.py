@@ -1,7 +1,7 @@
 """Is it the reward or the update? MaskGAN's generator update under two rewards, on the synthetic oracle.
 
-From one MaskMLE checkpoint, the fused single-process loop of `throughput.py` (the RL loop's networks,
-losses and D trainer, no Ray) trains the generator with REINFORCE and the critic baseline, rewarded by
+From one MaskMLE checkpoint, the single-process reference loop `maskgan_rl.rl.reference.ReferenceLoop`
+(the RL loop's networks, losses and D trainer, no Ray) trains the generator with REINFORCE and the critic baseline, rewarded by
 - `d`: log D, the discriminator's reward, as `maskgan train` does;
 - `oracle`: the oracle LM's own log-probability of each generated token, a perfect reward for quality;
 - `noise`: log sigmoid of random logits, a reward that carries no information: the null control;
@@ -56,7 +56,7 @@ from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.plots import new_figure, save_figure
 from maskgan_rl.rl.adversarial import update_moving_average
-from throughput import FusedLoop
+from maskgan_rl.rl.reference import ReferenceLoop
 
 REWARDS = ("d", "oracle", "noise", "optimal", "d_prob", "constant", "ratio")
 BASELINES = ("critic", "none")
@@ -85,7 +85,7 @@ def reward_check(
     noise = torch.Generator().manual_seed(cfg.seed)
     everywhere = lambda filled: torch.ones(filled[:, 1:].shape, dtype=torch.bool)  # noqa: E731
     rewards = {
-        "d": None,  # FusedLoop's default: log D
+        "d": None,  # ReferenceLoop's default: log D
         "oracle": lambda context, filled: oracle.token_log_probs(filled),
         "noise": lambda context, filled: log_real_prob(0.3 * torch.randn(filled[:, 1:].shape, generator=noise)),
         # `loop` is bound below, before the first call: the optimal D compares with the generator as it is
@@ -94,7 +94,7 @@ def reward_check(
             oracle.token_log_probs(filled)
             - loop.sampled_log_probs(context, filled, everywhere(filled))
         ),
-        "d_prob": lambda context, filled: torch.sigmoid(loop.discriminator.model(context, filled)),
+        "d_prob": lambda context, filled: torch.sigmoid(loop.disc_trainer.model(context, filled)),
         "constant": lambda context, filled: torch.full(filled[:, 1:].shape, 0.5),
         "ratio": lambda context, filled: log_real_prob(
             ratio_model.token_log_probs(context, filled, everywhere(filled))
@@ -103,9 +103,9 @@ def reward_check(
     }
     if reward == "ratio" and ratio_model is None:
         raise ConfigError("--rewards ratio needs --ratio-model: the path of another MaskMLE checkpoint (mle.pt)")
-    loop = FusedLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward], baseline=baseline == "critic")
+    loop = ReferenceLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward], baseline=baseline == "critic")
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
-        loop.discriminator.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
+        loop.disc_trainer.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
     for _ in range(warmup):
         loop.train_iteration(update_generator=False)
     average = copy.deepcopy(loop.generator) if evaluate_average else None
@@ -114,7 +114,7 @@ def reward_check(
         row = {"reward": reward, "baseline": baseline, "warmup": warmup,
                "disc_pretrain_steps": cfg.gan.disc_pretrain_steps, "iteration": iteration}
         evaluated = average if average is not None else loop.generator
-        row |= evaluate_during_training(evaluated, data, cfg, loop.discriminator.model)
+        row |= evaluate_during_training(evaluated, data, cfg, loop.disc_trainer.model)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         return row
 

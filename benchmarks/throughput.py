@@ -4,8 +4,8 @@ One adversarial iteration, in both loops: fill gan.episodes_per_iteration masked
 generator, reward every masked token with log D, one generator + critic update (REINFORCE with the
 critic baseline), gan.disc_steps discriminator steps on those windows.
 - RL loop: `maskgan_rl.rl.adversarial.AdversarialTrainer` (env runners, learner, D actor), as trained.
-- Fused loop (`FusedLoop`, below): the same networks, losses and D trainer in one process, no Ray;
-  all windows of the batch sampled in one batched decoder pass (`Generator.infill`).
+- Fused loop: `maskgan_rl.rl.reference.ReferenceLoop`, the same networks, losses and D trainer in
+  one process, no Ray; all windows of the batch sampled in one batched decoder pass (`Generator.sample`).
 Reported per configuration: masked and all (window) tokens per second (median over the timed
 iterations after warm-up), seconds per iteration, peak memory of all processes (PSS: shared pages
 counted once), and the time split the trainer reports (RLlib step, D training, weight push).
@@ -34,20 +34,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import psutil
+import ray
 import torch
 
 from maskgan_rl.config import Config, load_config
-from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data
-from maskgan_rl.masking import make_present, mask_context
-from maskgan_rl.models.critic import Critic
-from maskgan_rl.models.discriminator import log_real_prob
+from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
-from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
-from maskgan_rl.rl.module import policy_model_config
-from maskgan_rl.rl.returns import clipped_advantages, critic_loss, masked_returns, reinforce_loss
+from maskgan_rl.rl.reference import ReferenceLoop
 
 SIZES = {  # model and vocabulary; T=20 and 128 windows per iteration for both
     "cpu": {"model.embed": 32, "model.hidden": 32, "model.layers": 1, "data.oracle_vocab": 5000},
@@ -67,88 +63,6 @@ def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
         "tracking.enabled": False,
     }
     return load_config("synthetic", [f"{k}={v}" for k, v in settings.items()] + overrides)
-
-
-# ------------------------------------------------------------------------------ the fused loop
-
-
-class FusedLoop:
-    """MaskGAN's adversarial iteration in one process: what the RL loop is measured against."""
-
-    def __init__(
-        self,
-        cfg: Config,
-        data: PreparedData,
-        generator_state: dict[str, torch.Tensor],
-        device: torch.device,
-        reward: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-        baseline: bool = True,
-    ):
-        """`reward(context, filled) -> [B, T]` per-target rewards; default log D, as MaskGAN trains.
-        `baseline` False: advantages are the clipped returns themselves, as in SeqGAN (the critic
-        still learns, unused)."""
-        self.cfg, self.device, self.baseline = cfg, device, baseline
-        self.reward = reward or (lambda context, filled: log_real_prob(self.discriminator.model(context, filled)))
-        self.vocab_size = len(data.vocab)
-        policy = policy_model_config(cfg.model)  # no dropout, as the RL loop's policy
-        self.generator = Generator(self.vocab_size, policy).to(device)
-        self.generator.load_state_dict(generator_state)
-        self.critic = Critic(self.vocab_size, policy).to(device)
-        self.critic.init_from_generator(self.generator)
-        threads = torch.get_num_threads()  # DiscriminatorTrainer pins the process to resources.torch_threads
-        self.discriminator = DiscriminatorTrainer(cfg, self.vocab_size, generator_state)
-        torch.set_num_threads(threads)
-        self.discriminator.model.to(device)
-        self.discriminator.device = device
-        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gan.gen_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.gan.critic_lr)
-        self.train = WindowDataset(data.train_path)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.iteration = 0
-
-    def sampled_log_probs(self, context: torch.Tensor, filled: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """log p_G of the tokens in `filled` at the sampling temperature where `masked` [B, T], 0 elsewhere."""
-        return self.generator.token_log_probs(context, filled, masked, self.cfg.gan.temperature)
-
-    def train_iteration(self, update_generator: bool = True) -> int:
-        """One iteration; returns the number of masked tokens generated. With `update_generator` False
-        only the critic and D learn (gan.critic_warmup_iterations)."""
-        g, n = self.cfg.gan, self.cfg.gan.episodes_per_iteration
-        windows_np = self.train.sample(n, self.rng)
-        present_np = make_present(n, self.cfg.data.seq_len, self.cfg.mask, self.rng)
-        windows, present = torch.as_tensor(windows_np, device=self.device), torch.as_tensor(present_np, device=self.device)
-        context = mask_context(windows, present, self.vocab_size)
-        masked = ~present
-
-        self.generator.eval()
-        self.discriminator.model.eval()
-        with torch.no_grad():
-            filled, _ = self.generator.infill(windows, present, g.temperature)
-            rewards = self.reward(context, filled)
-
-        # Generator and critic: the REINFORCE learner's loss, head evaluated only where tokens were sampled.
-        self.generator.train()
-        self.critic.train()
-        logp = self.sampled_log_probs(context, filled, masked)
-        values = self.critic(filled)
-        returns = masked_returns(rewards, present, g.gamma)
-        baseline = values if self.baseline else torch.zeros_like(values)
-        advantages = clipped_advantages(returns, baseline, present, g.advantage_clip)
-        loss = reinforce_loss(logp, advantages, present) + critic_loss(values, returns, present)
-        self.gen_opt.zero_grad()
-        self.critic_opt.zero_grad()
-        loss.backward()
-        for network in (self.generator, self.critic):  # per optimiser, as RLlib's learners clip
-            torch.nn.utils.clip_grad_norm_(network.parameters(), g.grad_clip)
-        if update_generator:
-            self.gen_opt.step()
-        self.critic_opt.step()
-
-        self.iteration += 1
-        scored_by = np.full(n, self.discriminator.version)  # the D that gave the rewards: no lag here
-        self.discriminator.add_rollouts(filled.cpu().numpy(), windows_np, present_np, scored_by)
-        self.discriminator.train(self.iteration)
-        return int(masked.sum())
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -215,15 +129,13 @@ def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: i
 def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, device: str) -> dict[str, Any]:
     # Every core: a single-process loop would be run that way (an in-process RL learner may have pinned fewer).
     torch.set_num_threads(psutil.cpu_count(logical=True))
-    loop = FusedLoop(cfg, data, generator_state, torch.device(device))
+    loop = ReferenceLoop(cfg, data, generator_state, torch.device(device))
     with PeakMemory(children=False) as memory:
         result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
     return {**result, "peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - memory.start_mb}
 
 
 def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, profile: Optional[Path] = None) -> dict[str, Any]:
-    from maskgan_rl.rl.adversarial import AdversarialTrainer
-
     with PeakMemory(children=True) as memory:
         trainer = AdversarialTrainer(cfg, data, generator_state)
         try:
@@ -251,8 +163,8 @@ def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, it
 RUNNER_CONNECTORS = ("env/single_agent_env_runner.py", "connectors/env_to_module/env_to_module_pipeline.py")
 PROFILE_PARTS = [
     ("env runner sample(), in all", "env/single_agent_env_runner.py", "sample", ()),
-    ("  env stepping (InfillVectorEnv.step)", "envs/infill.py", "step", ()),
-    ("    of which placing + D's reward forward", "envs/infill.py", "place", ()),
+    ("  env stepping (InfillVectorEnv.step)", "envs/infilling_env.py", "step", ()),
+    ("    of which placing + D's reward forward", "envs/infilling_env.py", "place", ()),
     ("  module forward (generator, cached decoder)", "maskgan_rl/rl/module.py", "_forward_exploration", ()),
     ("  connectors (env-to-module, module-to-env)", "connectors/connector_pipeline_v2.py", "__call__", RUNNER_CONNECTORS),
     ("learner update, in all", "core/learner/learner.py", "update", ()),
@@ -306,9 +218,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
-
-    import ray
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": machine(), "argv": argv, "results": []}

@@ -1,5 +1,8 @@
 """MaskGAN's in-filling environments, registered by name on import.
 
+Imported as `envs` from a source checkout or a Ray job's working_dir, and as `maskgan_rl_envs` from
+an installed maskgan-rl (pyproject.toml ships this folder under that name).
+
 - gymnasium: `gymnasium.make("maskgan/Infill-v0", config=...)` and
   `gymnasium.make_vec("maskgan/Infill-v0", num_envs=N, vectorization_mode="vector_entry_point", config=...)`.
 - Ray: `"maskgan-infill"` (one episode at a time) and `"maskgan-infill-vector"` (use with
@@ -12,7 +15,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 from ray.tune.registry import register_env
 
-from envs.infill import InfillEnv, InfillEpisodes, InfillVectorEnv
+from .infilling_env import InfillEnv, InfillEpisodes, InfillVectorEnv
 
 GYM_ID = "maskgan/Infill-v0"
 RAY_ENV = "maskgan-infill"
@@ -25,7 +28,8 @@ def _make_vector_env(config: Mapping[str, Any]) -> InfillVectorEnv:
     return InfillVectorEnv(config, num_envs=int(config.pop("num_envs")))
 
 
-gym.register(GYM_ID, entry_point="envs.infill:InfillEnv", vector_entry_point="envs.infill:InfillVectorEnv")
+# Classes, not "module:Class" strings: the module's name depends on how it was imported (see above).
+gym.register(GYM_ID, entry_point=InfillEnv, vector_entry_point=InfillVectorEnv)
 register_env(RAY_ENV, InfillEnv)
 register_env(RAY_VECTOR_ENV, _make_vector_env)
 

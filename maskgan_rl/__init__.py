@@ -4,8 +4,8 @@ import os
 
 # The processes of one job (driver/learner, env runners, discriminator actor) take turns on the same
 # cores. OpenMP's default lets a process's threads spin for a while after each parallel region,
-# stealing those cores from the process that works next: at the paper's size that cost ~8% per
-# iteration (benchmarks/README.md). Set before torch loads OpenMP; Ray workers inherit it from the
+# stealing those cores from the process that works next (measured in benchmarks/README.md). Set
+# before torch loads OpenMP; Ray workers inherit it from the
 # driver (on a cluster, launch/runtime_env.yaml sets it). An explicit setting by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -130,7 +130,9 @@ class GanConfig:
     # (lag comes from the asynchronous algorithms and from gan.disc_overlap).
     max_disc_lag: int = 1
     disc_overlap: bool = False  # run D's update alongside the next iteration's sampling (lag 1, faster)
-    max_masked_perplexity: float = 1e4  # divergence guard
+    # Divergence guard: the run stops when learner_masked_perplexity (logged every iteration: the
+    # current generator on a fixed validation batch) passes it; eval/masked_perplexity is not guarded.
+    max_masked_perplexity: float = 1e4
     eval_every: int = 5
     checkpoint_every: int = 5
     keep_checkpoints: int = 2  # newest gan-*.pt files kept in <run_dir>/checkpoints (the rest are deleted)
@@ -147,7 +149,7 @@ class ResourcesConfig:
     num_gpus_per_learner: float = 0.0
     disc_num_cpus: float = 1.0
     disc_num_gpus: float = 0.0
-    torch_threads: int = 1  # per Ray worker: two workers spinning on 2 cores slow each other 5-8x
+    torch_threads: int = 1  # per Ray worker: workers spinning on the same cores slow each other down
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)
     disc_resources: dict = field(default_factory=dict)
@@ -347,7 +349,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(g.importance_weight_clip > 0, "gan.importance_weight_clip", "> 0")
     need(g.grad_clip > 0, "gan.grad_clip", "> 0")
     need(0.0 <= g.adam_beta1 < 1.0, "gan.adam_beta1", "in [0, 1)")
-    need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when the masked perplexity passes it)")
+    need(g.max_masked_perplexity > 0, "gan.max_masked_perplexity", "> 0 (the run stops when learner_masked_perplexity passes it)")
     need(g.temperature > 0, "gan.temperature", "> 0")
     need(0.0 <= g.generator_ema < 1.0, "gan.generator_ema", "in [0, 1) (0 = no moving average)")
     need(g.max_disc_lag >= 0, "gan.max_disc_lag", "an integer >= 0")

@@ -145,7 +145,7 @@ def fill_windows(generator: Infiller, windows: np.ndarray, present: np.ndarray, 
     device = next(generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
     filled = [
-        generator.infill(
+        generator.sample(
             torch.as_tensor(windows[i : i + _BATCH], device=device), torch.as_tensor(present[i : i + _BATCH], device=device),
             temperature, rng,
         )[0].cpu()

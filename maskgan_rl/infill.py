@@ -94,7 +94,7 @@ class Infiller:
         rng = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         windows, present = windows.repeat_interleave(samples, 0), present.repeat_interleave(samples, 0)
         filled = torch.cat([
-            self.generator.infill(w.to(device), p.to(device), temperature=temperature, generator=rng)[0].cpu()
+            self.generator.sample(w.to(device), p.to(device), temperature=temperature, generator=rng)[0].cpu()
             for w, p in zip(windows.split(ROWS_PER_BATCH), present.split(ROWS_PER_BATCH))
         ])
         results = []

@@ -16,7 +16,7 @@ from torch import nn
 from maskgan_rl.vocab import SPECIALS, Vocab
 
 BOUNDARY_ID = 0  # every oracle sequence starts after this token (the `<eos>` id)
-_ROWS_PER_CHUNK = 256  # bounds the [rows, T, V] logits to ~100 MB at V=5000, T=20
+_ROWS_PER_CHUNK = 256  # rows scored at once: bounds the memory of the [rows, T, V] logits
 
 
 class OracleLM(nn.Module):

@@ -114,7 +114,7 @@ class Tracker:
         """The generator of `checkpoint` (trained on `vocab`) as an MLflow pyfunc model at `runs:/<run_id>/model`
         (tracking.log_model)."""
         if self.enabled and self.cfg.tracking.log_model:
-            from maskgan_rl.mlflow_model import log_infill_model
+            from maskgan_rl.mlflow_model import log_infill_model  # imports MLflow (see __enter__)
 
             log_infill_model(checkpoint, vocab)
 

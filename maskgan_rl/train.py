@@ -36,7 +36,7 @@ FIXED_ON_RESUME = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_la
 
 
 class DivergenceError(MaskGANError):
-    """Training produced NaN/Inf or a masked perplexity past `gan.max_masked_perplexity`."""
+    """Training produced NaN/Inf or a learner_masked_perplexity past `gan.max_masked_perplexity`."""
 
 
 def run_pretraining(cfg: Config) -> PretrainResult:
@@ -120,7 +120,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         start_metrics = evaluate()
         tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
         history.append({"iteration": 0, **{f"eval/{k}": v for k, v in start_metrics.items()}})
-        print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"{k}={v:.4g}" for k, v in start_metrics.items()))
+        print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"eval/{k}={v:.4g}" for k, v in start_metrics.items()))
     try:
         for iteration in range(start + 1, cfg.gan.iterations + 1):
             metrics = trainer.train_iteration()
@@ -216,7 +216,7 @@ def init_ray(cfg: Config) -> None:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity", "masked_tokens_per_s")
+    keys = ("episode_reward_mean", "disc_loss", "disc_accuracy", "learner_masked_perplexity", "masked_tokens_per_s")
     shown = {k: metrics[k] for k in keys if k in metrics}
     # Processes restarted during the iteration: shown when it happens (MLflow has every iteration's count).
     shown.update({k: metrics[k] for k in ("env_runner_restarts", "disc_actor_restarts") if metrics.get(k)})
@@ -227,11 +227,11 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, folder: Path) -> None:
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
-    ppl = metrics.get("masked_perplexity")
+    ppl = metrics.get("learner_masked_perplexity")
     if bad or (ppl is not None and ppl > cfg.gan.max_masked_perplexity):
         last = latest_good_checkpoint(folder, "gan-*.pt")
         kept = f"the last good checkpoint is {last[0]}" if last else "no adversarial checkpoint was written yet"
-        what = f"non-finite {', '.join(bad)}" if bad else f"masked perplexity {ppl:.1f} > gan.max_masked_perplexity={cfg.gan.max_masked_perplexity:g}"
+        what = f"non-finite {', '.join(bad)}" if bad else f"learner_masked_perplexity {ppl:.1f} > gan.max_masked_perplexity={cfg.gan.max_masked_perplexity:g}"
         raise DivergenceError(
             f"training diverged at iteration {iteration} ({what}); {kept}. Lower gan.gen_lr or raise gan.max_masked_perplexity, then --resume"
         )
@@ -268,7 +268,7 @@ def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str
 
 
 CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval metrics every gan.eval_every
-    "episode_reward_mean", "disc_loss", "disc_accuracy", "masked_perplexity",
+    "episode_reward_mean", "disc_loss", "disc_accuracy", "learner_masked_perplexity", "eval/masked_perplexity",
     "eval/oracle_nll", "eval/unique_2grams", "eval/disc_heldout_accuracy", "eval/reward_oracle_corr", "eval/disc_optimal_corr",
 )
 

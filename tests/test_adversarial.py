@@ -90,7 +90,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
     data, generator_state = start(cfg)
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:
-        d_before = ray.get(trainer.discriminator.get_state.remote())["model"]
+        d_before = ray.get(trainer.disc_actor.get_state.remote())["model"]
         critic_before = trainer.critic_state_dict()
         metrics = [trainer.train_iteration()]
         # The warm-up iteration steps the critic only; the generator stays at its start.
@@ -98,7 +98,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         assert not changed(generator_state, trainer.generator_state_dict())
         metrics += [trainer.train_iteration() for _ in range(2)]
         assert changed(generator_state, trainer.generator_state_dict())
-        assert changed(d_before, ray.get(trainer.discriminator.get_state.remote())["model"])
+        assert changed(d_before, ray.get(trainer.disc_actor.get_state.remote())["model"])
         losses = [m["disc_loss"] for m in metrics if "disc_loss" in m]
         assert len(losses) >= 2 and len(set(losses)) > 1
         # Rewards are log D < 0 at each of an episode's 3 masked targets; the synchronous algorithms
@@ -114,7 +114,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         with torch.no_grad():
             logits = generator.logits(mask_context(windows, present, len(data.vocab)), windows)
         nll, _ = masked_cross_entropy(logits, windows[:, 1:], ~present)
-        assert metrics[-1]["masked_perplexity"] == pytest.approx(math.exp(float(nll)), rel=1e-5)
+        assert metrics[-1]["learner_masked_perplexity"] == pytest.approx(math.exp(float(nll)), rel=1e-5)
         # Synchronous algorithms score every rollout with the current D; async ones at most one push behind.
         assert all(m.get("disc_lag_max", 0) <= (1 if algo in ("appo", "impala") else 0) for m in metrics)
 
@@ -122,7 +122,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         rewards, first_position, context, filled, info, stored = sample_on_runner(trainer)
         # Episodes keep the vocabulary-sized logits only where the loss reads them back (PPO's).
         assert Columns.ACTION_LOGP in stored and (Columns.ACTION_DIST_INPUTS in stored) == (algo == "ppo")
-        weights, version = ray.get(trainer.discriminator.weights.remote())
+        weights, version = ray.get(trainer.disc_actor.weights.remote())
         assert info["disc_version"] == version == metrics[-1]["disc_version"]
         disc = Discriminator(len(data.vocab), cfg.model).eval()
         disc.load_state_dict(weights)
@@ -165,7 +165,7 @@ def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_d
     finally:
         resumed.stop()
     assert again["iteration"] == expected["iteration"] == 2
-    for key in ("episode_reward_mean", "disc_loss", "policy_loss", "vf_loss", "masked_perplexity", "disc_version"):
+    for key in ("episode_reward_mean", "disc_loss", "policy_loss", "vf_loss", "learner_masked_perplexity", "disc_version"):
         assert again[key] == expected[key], key
     assert not changed(expected_generator, generator) and not changed(expected_critic, critic)
     assert changed(generator_state, generator)  # (and training did move it)
@@ -282,7 +282,7 @@ def test_runners_send_each_finished_episode_to_the_discriminator_actor(ray_sessi
     actor = ray.remote(DiscriminatorTrainer).remote(cfg, V, generator_state)
     local = DiscriminatorTrainer(cfg, V, generator_state)
     local.set_state(ray.get(actor.get_state.remote()))  # the same D to start from
-    MaskGANCallbacks(discriminator=actor).on_sample_end(samples=[episode(0, True), episode(1, False), episode(2, True)])
+    MaskGANCallbacks(disc_actor=actor).on_sample_end(samples=[episode(0, True), episode(1, False), episode(2, True)])
     ray.get(actor.train.remote(1))
     # The same update, given the two finished episodes' in-fills and real windows directly:
     local.add_rollouts(filled=filled[[0, 2]], window=windows[[0, 2]], present=present[[0, 2]], disc_version=np.zeros(2, int))

@@ -1,5 +1,5 @@
-"""The throughput benchmark runs end to end on a tiny model: both loops train, and it writes its reports.
-(It measures nothing here: figures belong in benchmarks/README.md, never in tests.)"""
+"""The benchmarks run end to end on a tiny model: both loops train, and they write their reports.
+(They measure nothing here: figures belong in benchmarks/README.md, never in tests.)"""
 
 import importlib.util
 import json
@@ -10,33 +10,34 @@ import torch
 
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.rl.reference import ReferenceLoop
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 TINY = ["model.embed=8", "model.hidden=8", "data.oracle_vocab=50", "data.seq_len=8", "gan.episodes_per_iteration=8"]
 
 
-def load_throughput():
-    spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_fused_loop_updates_generator_critic_and_discriminator(tmp_path):
-    throughput = load_throughput()
-    cfg = throughput.benchmark_config("cpu", tmp_path, TINY)
+def test_reference_loop_updates_generator_critic_and_discriminator(tmp_path):
+    cfg = load_benchmark("throughput").benchmark_config("cpu", tmp_path, TINY)
     data = prepare_data(cfg)
-    loop = throughput.FusedLoop(cfg, data, Generator(len(data.vocab), cfg.model).state_dict(), torch.device("cpu"))
-    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (loop.generator, loop.critic, loop.discriminator.model)]
+    loop = ReferenceLoop(cfg, data, Generator(len(data.vocab), cfg.model).state_dict(), torch.device("cpu"))
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (loop.generator, loop.critic, loop.disc_trainer.model)]
     masked = [loop.train_iteration() for _ in range(3)]
     assert masked == [8 * 3] * 3  # 8 windows, each with the paper's contiguous block of int(0.5 * 8) - 1 = 3 targets
-    for old, model in zip(before, (loop.generator, loop.critic, loop.discriminator.model)):
+    for old, model in zip(before, (loop.generator, loop.critic, loop.disc_trainer.model)):
         assert any(not torch.equal(old[k], v) for k, v in model.state_dict().items())
-    assert loop.discriminator.version == 3  # D trained after every iteration (no rollout judged too old)
+    assert loop.disc_trainer.version == 3  # D trained after every iteration (no rollout judged too old)
 
 
 def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session):
-    throughput = load_throughput()
+    throughput = load_benchmark("throughput")
     out = tmp_path / "bench"
     throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "2",
                      "--profile", "--out", str(out), *TINY])
@@ -54,22 +55,14 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
 
 
-def load_reward_check(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # reward_check imports its sibling throughput.py
-    spec = importlib.util.spec_from_file_location("reward_check", BENCHMARKS / "reward_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch):
+def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path):
     """The generator update follows its reward: with the oracle's own log-probability as the reward
     (and a critic warmed up first), the oracle NLL of in-fills falls well below the MaskMLE start, and
     so it does with MaskGAN's reward log D when D is the Bayes-optimal discriminator."""
     from maskgan_rl.config import load_config
     from maskgan_rl.train import run_pretraining
 
-    reward_check = load_reward_check(monkeypatch)
+    reward_check = load_benchmark("reward_check")
     settings = TINY + [f"run_dir={tmp_path / 'run'}", "data.synthetic_train=400", "data.synthetic_valid=64",
                        "pretrain.lm_steps=20", "pretrain.mle_steps=20", "pretrain.eval_batches=4", "gan.gen_lr=3e-2",
                        "gan.episodes_per_iteration=64",
@@ -92,7 +85,7 @@ def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path, monkeypatch)
     assert replot["rows"] == report["rows"] and (tmp_path / "replot.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_reward_check_can_evaluate_the_moving_average_of_the_generator(tmp_path, monkeypatch):
+def test_reward_check_can_evaluate_the_moving_average_of_the_generator(tmp_path):
     """--evaluate average scores the generator `maskgan train` ships: the moving average of its weights
     (gan.generator_ema). With a slow average the evaluated generator barely moves while the trained one does."""
     import pytest
@@ -100,7 +93,7 @@ def test_reward_check_can_evaluate_the_moving_average_of_the_generator(tmp_path,
     from maskgan_rl.config import load_config
     from maskgan_rl.errors import ConfigError
 
-    reward_check = load_reward_check(monkeypatch)
+    reward_check = load_benchmark("reward_check")
     with pytest.raises(ConfigError, match="gan.generator_ema"):
         reward_check.main(["--preset", "synthetic", "--evaluate", "average", "gan.generator_ema=0", *TINY])
     cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path}", "data.synthetic_train=200", "data.synthetic_valid=64",

@@ -8,8 +8,8 @@ from gymnasium.utils.env_checker import check_env
 from ray.rllib.env.env_context import EnvContext
 from ray.tune.registry import ENV_CREATOR, _global_registry
 
-import envs
-from envs import InfillEnv, InfillVectorEnv
+import maskgan_rl_envs as envs
+from maskgan_rl_envs import InfillEnv, InfillVectorEnv
 from maskgan_rl.config import MaskConfig, ModelConfig, load_config
 from maskgan_rl.dataset import write_windows
 from maskgan_rl.errors import ConfigError

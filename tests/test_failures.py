@@ -7,7 +7,7 @@ Every kill is a real SIGKILL of a real process during a real (tiny) training run
   in the middle of an iteration; Ray restarts it and it resumes from its saved state;
 - driver: `maskgan train` in a subprocess, killed after a few checkpoints; `--resume` continues
   the same MLflow run from the newest readable checkpoint without logging any step twice.
-Then the divergence guard: NaN metrics or a masked perplexity past gan.max_masked_perplexity stop
+Then the divergence guard: NaN metrics or a learner_masked_perplexity past gan.max_masked_perplexity stop
 the run with one line naming the last good checkpoint, which is kept.
 """
 
@@ -72,7 +72,7 @@ def metric_values(run_dir: Path, key: str) -> dict[int, float]:
 
 def assert_one_value_per_iteration(run_dir: Path, iterations: int) -> None:
     steps = metric_steps(run_dir)
-    for key in ("gan/episode_reward_mean", "gan/masked_perplexity", "gan/disc_loss", "gan/env_runner_restarts"):
+    for key in ("gan/episode_reward_mean", "gan/learner_masked_perplexity", "gan/disc_loss", "gan/env_runner_restarts"):
         assert sorted(steps[key]) == list(range(1, iterations + 1)), (key, steps[key])
     for key, logged in steps.items():
         assert len(logged) == len(set(logged)), f"{key} logged twice at some step: {logged}"
@@ -102,7 +102,7 @@ def kill_during_next_sample(trainer: AdversarialTrainer, pid: int | None = None,
 
 
 def discriminator_pid(trainer: AdversarialTrainer) -> int:
-    return ray.get(trainer.discriminator.__ray_call__.remote(lambda actor: os.getpid()))
+    return ray.get(trainer.disc_actor.__ray_call__.remote(lambda actor: os.getpid()))
 
 
 def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path, monkeypatch, capsys):
@@ -116,11 +116,11 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
         os.kill(seen["runner_pid"], signal.SIGKILL)
 
     def kill_discriminator_from_outside(trainer: AdversarialTrainer) -> None:
-        before = ray.get(trainer.discriminator.get_state.remote())
+        before = ray.get(trainer.disc_actor.get_state.remote())
         seen["disc_pid"] = discriminator_pid(trainer)
         os.kill(seen["disc_pid"], signal.SIGKILL)
         # The next call waits for the restarted actor, which must hold exactly the state it had.
-        after = ray.get(trainer.discriminator.get_state.remote())
+        after = ray.get(trainer.disc_actor.get_state.remote())
         assert discriminator_pid(trainer) != seen["disc_pid"]
         assert after["version"] == before["version"] >= 1
         assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
@@ -282,11 +282,11 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session
     good = folder / "gan-000002.pt"
     capsys.readouterr()
 
-    # A masked perplexity past the limit: the next iteration stops the run.
+    # A learner_masked_perplexity past the limit: the next iteration stops the run.
     assert main(["train", "--resume", *args, "gan.iterations=4", "gan.max_masked_perplexity=1.0001"]) == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message
-    assert message.startswith("maskgan train: error: training diverged at iteration 3 (masked perplexity")
+    assert message.startswith("maskgan train: error: training diverged at iteration 3 (learner_masked_perplexity")
     assert f"the last good checkpoint is {good}" in message and "gan.gen_lr" in message
 
     # NaN in any metric (a loss, here) does the same.
@@ -304,4 +304,4 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session
     # Nothing was written over the good checkpoint, and nothing past it was logged.
     assert sorted(p.name for p in folder.glob("gan-*.pt")) == ["gan-000001.pt", "gan-000002.pt"]
     assert load_checkpoint(good)["iteration"] == 2
-    assert max(metric_steps(run_dir)["gan/masked_perplexity"]) == 2
+    assert max(metric_steps(run_dir)["gan/learner_masked_perplexity"]) == 2

@@ -26,9 +26,9 @@ class RecordingGenerator(Generator):
         with torch.no_grad():
             self.head.bias[fill_id] = 100.0
 
-    def infill(self, windows, present, temperature=1.0, generator=None):
+    def sample(self, windows, present, temperature=1.0, generator=None):
         self.windows, self.present, self.temperature = windows, present, temperature
-        return super().infill(windows, present, temperature, generator)
+        return super().sample(windows, present, temperature, generator)
 
 
 def recording(fill_id: int = 3, **data) -> Infiller:

@@ -1,4 +1,5 @@
-"""The RLlib learners around the hand-checked maths: what they compute from real episodes."""
+"""The RLlib learners around the hand-checked maths: what they compute from real episodes, and that
+the single-process reference loop (rl/reference.py) computes the same."""
 
 import gymnasium as gym
 import numpy as np
@@ -7,7 +8,12 @@ import torch
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from maskgan_rl.config import ALGORITHM_NAMES, load_config
+from maskgan_rl.masking import mask_context
+from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config
+from maskgan_rl.rl.module import policy_model_config
+from maskgan_rl.rl.reference import actor_critic_losses
 from maskgan_rl.rl.reinforce import RETURNS, MaskedReturnsToGo
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, reinforce_loss
 
@@ -19,7 +25,7 @@ def build_learner(algo: str, *overrides: str):
     cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8", f"gan.algo={algo}", *overrides])
     box = gym.spaces.Box(0, V, (T + 1,), np.int64)
     spaces = gym.spaces.Dict({"context": box, "filled": box, "position": gym.spaces.Box(0, T - 1, (1,), np.int64)})
-    learner = algorithm_config(cfg, V, {}, discriminator=None).build_learner(  # built, as RLlib's LearnerGroup does
+    learner = algorithm_config(cfg, V, {}, disc_actor=None).build_learner(  # built, as RLlib's LearnerGroup does
         env=None, spaces={"default_policy": (spaces, gym.spaces.Discrete(V))}
     )
     return cfg, learner
@@ -152,3 +158,40 @@ def test_ppo_fits_the_critic_to_large_returns_without_clipping_its_error():
     results = learner.update(episodes=[ep])["default_policy"]
     assert results["vf_loss_unclipped"].peek() > 10.0
     assert results["vf_loss"].peek() == pytest.approx(results["vf_loss_unclipped"].peek())
+
+
+def test_reference_loop_losses_and_gradients_equal_the_reinforce_learners():
+    # The same weights, episodes and rewards through rl/reference.py's actor_critic_losses and through
+    # the RLlib learner's connectors, module and loss. Clipping off: the gradients are compared as computed.
+    cfg, learner = build_learner(
+        "reinforce", "gan.gamma=0.7", "gan.advantage_clip=0.8", "gan.temperature=0.6", "gan.grad_clip=1e9"
+    )
+    module = learner.module["default_policy"].unwrapped()
+    rng = np.random.default_rng(5)
+    windows = torch.as_tensor(rng.integers(0, V, (3, T + 1)))
+    present = torch.tensor([[False, True, False, False, True, True],  # a gap between masked targets
+                            [True, False, False, False, True, True],
+                            [False, False, True, True, True, False]])
+    filled = torch.where(torch.cat([torch.ones(3, 1, dtype=torch.bool), present], 1), windows, torch.as_tensor(rng.integers(0, V, (3, T + 1))))
+    rewards = torch.as_tensor(-rng.exponential(1.0, (3, T)), dtype=torch.float32)  # log D < 0; present targets' unused
+    episodes = [
+        episode(windows[b].numpy(), present[b].numpy(), filled[b, 1:][~present[b]].tolist(), rewards[b][~present[b]].tolist())
+        for b in range(3)
+    ]
+
+    generator = Generator(V, policy_model_config(cfg.model))
+    generator.load_state_dict(module.generator.state_dict())
+    critic = Critic(V, policy_model_config(cfg.model))
+    critic.load_state_dict(module.critic.state_dict())
+    policy_loss, value_loss = actor_critic_losses(
+        generator, critic, mask_context(windows, present, MISSING), filled, present, rewards, cfg.gan
+    )
+    (policy_loss + value_loss).backward()
+
+    results = learner.update(episodes=episodes)["default_policy"]  # leaves each parameter's gradient in .grad
+    assert results["policy_loss"].peek() == pytest.approx(policy_loss.item(), rel=1e-5)
+    assert results["vf_loss"].peek() == pytest.approx(value_loss.item(), rel=1e-5)
+    for mine, theirs in ((generator, module.generator), (critic, module.critic)):
+        for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
+            assert p.grad is not None and torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
+    assert any(p.grad.abs().sum() > 0 for p in generator.parameters())

@@ -44,7 +44,7 @@ def test_output_shapes():
     enc = gen.encode(context)
     step_logits, (h, c) = gen.decode_step(enc, windows[:, 0], enc.state)
     assert step_logits.shape == (B, V) and h.shape == c.shape == (2, B, 8)
-    filled, logp = gen.infill(windows, present)
+    filled, logp = gen.sample(windows, present)
     assert filled.shape == (B, T + 1) and filled.dtype == torch.int64 and logp.shape == (B, T)
     assert Discriminator(V, cfg)(context, filled).shape == (B, T)
     assert Critic(V, cfg)(filled).shape == (B, T)
@@ -62,8 +62,8 @@ def test_lm_infill_reads_only_the_left_context_and_its_logp_matches_its_logits()
     changed = windows.clone()
     changed[:, 1:][after] = (windows[:, 1:][after] + 1) % V
     with torch.no_grad():
-        filled, logp = lm.infill(windows, present, generator=torch.Generator().manual_seed(1))
-        again, _ = lm.infill(changed, present, generator=torch.Generator().manual_seed(1))
+        filled, logp = lm.sample(windows, present, generator=torch.Generator().manual_seed(1))
+        again, _ = lm.sample(changed, present, generator=torch.Generator().manual_seed(1))
         expected = torch.log_softmax(lm.logits(None, filled), -1).gather(-1, filled[:, 1:, None])[..., 0]
     assert torch.equal(filled[:, 1:][present], windows[:, 1:][present])
     assert after.any() and torch.equal(filled[:, 1:][~present], again[:, 1:][~present])
@@ -77,7 +77,7 @@ def test_infill_copies_present_tokens_and_samples_only_blanks(attention):
     with torch.no_grad():
         gen.head.bias[windows.min()] = 100.0  # every sample is this token, unlike real ones it replaces
     windows[~torch.cat([torch.ones(B, 1, dtype=torch.bool), present], 1)] = windows.max()
-    filled, logp = gen.infill(windows, present)
+    filled, logp = gen.sample(windows, present)
     targets = filled[:, 1:]
     assert filled[:, 0].equal(windows[:, 0])
     assert targets[present].equal(windows[:, 1:][present])
@@ -92,7 +92,7 @@ def test_infill_logp_matches_teacher_forced_logits():
     windows, present = batch()
     for temperature in (1.0, 0.7):
         with torch.no_grad():
-            filled, logp = gen.infill(windows, present, temperature, torch.Generator().manual_seed(1))
+            filled, logp = gen.sample(windows, present, temperature, torch.Generator().manual_seed(1))
             logits = gen.logits(mask_context(windows, present, V), filled)
             recomputed = gen.token_log_probs(mask_context(windows, present, V), filled, ~present, temperature)
         teacher = F.log_softmax(logits / temperature, -1).gather(2, filled[:, 1:, None]).squeeze(2)
@@ -121,7 +121,7 @@ def test_logits_at_chosen_targets_and_masked_target_nll_match_the_full_pass(mode
 def test_infill_is_reproducible_with_a_generator():
     gen = eval_generator()
     windows, present = batch()
-    runs = [gen.infill(windows, present, generator=torch.Generator().manual_seed(3))[0] for _ in range(2)]
+    runs = [gen.sample(windows, present, generator=torch.Generator().manual_seed(3))[0] for _ in range(2)]
     assert runs[0].equal(runs[1])
 
 
@@ -129,7 +129,7 @@ def test_low_temperature_gives_argmax():
     gen = eval_generator()
     windows, present = batch()
     with torch.no_grad():
-        filled, _ = gen.infill(windows, present, temperature=1e-6)
+        filled, _ = gen.sample(windows, present, temperature=1e-6)
         logits = gen.logits(mask_context(windows, present, V), filled)
     assert filled[:, 1:][~present].equal(logits.argmax(-1)[~present])
 
@@ -149,8 +149,8 @@ def test_masked_positions_use_the_missing_embedding():
     changed[:, 1:][~present] = (changed[:, 1:][~present] + 1) % V  # only the hidden true tokens differ
     with torch.no_grad():
         seed = 5
-        a = gen.infill(windows, present, generator=torch.Generator().manual_seed(seed))
-        b = gen.infill(changed, present, generator=torch.Generator().manual_seed(seed))
+        a = gen.sample(windows, present, generator=torch.Generator().manual_seed(seed))
+        b = gen.sample(changed, present, generator=torch.Generator().manual_seed(seed))
     assert a[0].equal(b[0]) and a[1].equal(b[1])
     assert mask_context(windows, present, V).equal(mask_context(changed, present, V))
 
@@ -239,6 +239,6 @@ def test_training_mode_sampling_runs_with_locked_masks():
     torch.manual_seed(0)
     gen = Generator(V, config(keep_prob=0.5)).train()
     windows, present = batch()
-    filled, logp = gen.infill(windows, present)
+    filled, logp = gen.sample(windows, present)
     logp[~present].sum().backward()  # a single-process REINFORCE can back-propagate through the rollout
     assert gen.seq2seq.decoder.layers[0].weight_ih_l0.grad.abs().sum() > 0

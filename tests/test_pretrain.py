@@ -52,7 +52,7 @@ def test_maskmle_infills_beat_an_untrained_generator_and_the_oracle_beats_both(p
 
     def oracle_nll_of_infills(generator: Generator) -> float:
         with torch.no_grad():
-            filled, _ = generator.infill(windows, present, generator=torch.Generator().manual_seed(0))
+            filled, _ = generator.sample(windows, present, generator=torch.Generator().manual_seed(0))
         return oracle.nll(filled, ~present).mean().item()
 
     own_samples = oracle.nll(oracle.sample(len(windows), cfg.data.seq_len, torch.Generator().manual_seed(1)), ~present)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.language_model import LanguageModel
-from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, VocabHead, infill_left_to_right
+from maskgan_rl.models.layers import EncoderState, LSTMState, Seq2Seq, VocabHead, sample_left_to_right
 
 
 class Generator(nn.Module):
@@ -39,7 +39,7 @@ class Generator(nn.Module):
 
     def token_log_probs(self, context: Tensor, filled: Tensor, at: Tensor, temperature: float = 1.0) -> Tensor:
         """log p(filled[t+1] | filled[:t+1], context) at `temperature` where `at` [B, T] is True, 0 elsewhere:
-        the log-probability each token had when `infill` sampled it, recomputed teacher-forced in one pass."""
+        the log-probability each token had when `sample` drew it, recomputed teacher-forced in one pass."""
         picked = torch.log_softmax(self.logits(context, filled, at=at) / temperature, dim=-1)
         picked = picked.gather(1, filled[:, 1:][at][:, None]).squeeze(1)
         return torch.zeros(at.shape, device=picked.device).masked_scatter(at, picked)
@@ -53,7 +53,7 @@ class Generator(nn.Module):
         features, state = self.seq2seq.decode(enc, prev_token[:, None], state)
         return self.head(features[:, 0]), state
 
-    def infill(
+    def sample(
         self,
         windows: Tensor,
         present: Tensor,
@@ -61,11 +61,11 @@ class Generator(nn.Module):
         generator: Optional[torch.Generator] = None,
     ) -> tuple[Tensor, Tensor]:
         """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]),
-        reading the whole masked context first (see `layers.infill_left_to_right` for logp and gradients).
+        reading the whole masked context first (see `layers.sample_left_to_right` for logp and gradients).
         `generator` (on the windows' device) makes sampling reproducible."""
         enc = self.seq2seq.encode(mask_context(windows, present, self.missing_id))
         decode = lambda inputs, state: self.seq2seq.decode(enc, inputs, state)  # noqa: E731
-        return infill_left_to_right(decode, self.head, windows, present, enc.state, temperature, generator)
+        return sample_left_to_right(decode, self.head, windows, present, enc.state, temperature, generator)
 
     @torch.no_grad()
     def init_from_language_model(self, lm: LanguageModel) -> None:

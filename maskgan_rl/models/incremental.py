@@ -2,8 +2,8 @@
 
 An in-filling episode asks two networks one question per step: the generator (which token next?) and
 the discriminator (is the token just placed real?). Asked afresh, each question reruns the encoder
-and the decoder over the whole prefix: O(T) LSTM steps per token, O(T^2) per episode, 10x the work
-of the fused sampler at T=20 (see benchmarks/README.md). `IncrementalDecoder` keeps, per slot (a
+and the decoder over the whole prefix: O(T) LSTM steps per token, O(T^2) per episode, where one
+batched pass over the window needs O(T) (see benchmarks/README.md). `IncrementalDecoder` keeps, per slot (a
 sub-environment, a batch row), the encoder's outputs and the decoder state after the tokens read so
 far, and reads only the new ones: O(1) LSTM steps per token.
 

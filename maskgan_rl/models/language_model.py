@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from maskgan_rl.config import ModelConfig
-from maskgan_rl.models.layers import Embedding, LSTMStack, VocabHead, infill_left_to_right
+from maskgan_rl.models.layers import Embedding, LSTMStack, VocabHead, sample_left_to_right
 
 
 class LanguageModel(nn.Module):
@@ -36,14 +36,14 @@ class LanguageModel(nn.Module):
         """Generator-compatible (`Generator.logits`): logits of filled[t+1] from filled[:t+1]; the context is not read."""
         return self(filled[:, :-1], at)
 
-    def infill(
+    def sample(
         self,
         windows: Tensor,
         present: Tensor,
         temperature: float = 1.0,
         generator: Optional[torch.Generator] = None,
     ) -> tuple[Tensor, Tensor]:
-        """Generator-compatible in-filling from the left context only (see `layers.infill_left_to_right`)."""
+        """Generator-compatible sampling of the masked targets, from the left context only (see `layers.sample_left_to_right`)."""
         masks = self.lstm.dropout_masks(len(windows), self.head.bias)
         decode = lambda inputs, state: self.lstm(self.embedding(inputs), state, masks)  # noqa: E731
-        return infill_left_to_right(decode, self.head, windows, present, None, temperature, generator)
+        return sample_left_to_right(decode, self.head, windows, present, None, temperature, generator)

@@ -198,8 +198,8 @@ def sample_logits(
 ) -> tuple[Tensor, Tensor]:
     """One token per row of logits [N, V] from softmax(logits / temperature) -> (tokens [N], log-probs [N]).
 
-    Inverse-CDF sampling (cumsum + searchsorted on one uniform draw per row) is ~20x faster than
-    torch.multinomial at vocab 10k. u = rand * cdf[-1] < cdf[-1] exactly in float32 (rand < 1), and
+    Inverse-CDF sampling (cumsum + searchsorted on one uniform draw per row), because torch.multinomial
+    is much slower at large vocabularies (benchmarks/README.md). u = rand * cdf[-1] < cdf[-1] exactly in float32 (rand < 1), and
     `right=True` picks the first index whose cdf exceeds u, so a zero-probability token is never drawn.
     `generator` must live on the logits' device.
     """
@@ -210,7 +210,7 @@ def sample_logits(
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
-def infill_left_to_right(
+def sample_left_to_right(
     decode: Callable[[Tensor, Optional[LSTMState]], tuple[Tensor, LSTMState]],
     head: nn.Module,
     windows: Tensor,

@@ -79,7 +79,7 @@ class AdversarialTrainer:
         self.cfg = cfg
         self.iteration = 0
         self.vocab_size = len(data.vocab)
-        self.discriminator = create_discriminator_actor(cfg, self.vocab_size, generator_state, discriminator_state)
+        self.disc_actor = create_discriminator_actor(cfg, self.vocab_size, generator_state, discriminator_state)
         env_config = {
             "data_path": str(data.train_path),
             "vocab_size": self.vocab_size,
@@ -91,7 +91,7 @@ class AdversarialTrainer:
             "torch_threads": cfg.resources.torch_threads,
         }
         self._train_path = str(data.train_path)
-        self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.discriminator).build_algo()
+        self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.disc_actor).build_algo()
         self.algo.learner_group.foreach_learner(
             lambda learner: learner.module[DEFAULT_MODULE_ID].unwrapped().load_generator_state(generator_state)
         )
@@ -109,9 +109,9 @@ class AdversarialTrainer:
     def pretrain_discriminator(self) -> dict[str, float]:
         """gan.disc_pretrain_steps D steps on the current generator's in-fills, then D to every env runner."""
         stats = ray.get(
-            self.discriminator.pretrain.remote(self.generator_state_dict(), self._train_path, self.cfg.gan.disc_pretrain_steps)
+            self.disc_actor.pretrain.remote(self.generator_state_dict(), self._train_path, self.cfg.gan.disc_pretrain_steps)
         )
-        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        push_discriminator_weights(self.algo.env_runner_group, self.disc_actor)
         return stats
 
     def train_iteration(self) -> dict[str, float]:
@@ -124,7 +124,7 @@ class AdversarialTrainer:
         # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
         # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
         disc, push_s = self._collect_disc_update()
-        self._disc_update = self.discriminator.train.remote(self.iteration)
+        self._disc_update = self.disc_actor.train.remote(self.iteration)
         if not self.cfg.gan.disc_overlap:
             disc, push_s = self._collect_disc_update()
         disc_s = time.perf_counter() - start - rl_s
@@ -140,7 +140,7 @@ class AdversarialTrainer:
             "iteration": self.iteration,
             "masked_tokens": int(tokens),
             "masked_tokens_per_s": tokens / total_s,
-            "masked_perplexity": self._masked_perplexity(),
+            "learner_masked_perplexity": self._learner_masked_perplexity(),
             "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
@@ -181,7 +181,7 @@ class AdversarialTrainer:
         disc = ray.get(self._disc_update)
         self._disc_update = None
         pushed = time.perf_counter()
-        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        push_discriminator_weights(self.algo.env_runner_group, self.disc_actor)
         self._disc_result = (disc, time.perf_counter() - pushed)
 
     def _collect_disc_update(self) -> tuple[dict[str, float], float]:
@@ -212,9 +212,12 @@ class AdversarialTrainer:
         present = make_present(len(windows), self.cfg.data.seq_len, self.cfg.mask, np.random.default_rng(self.cfg.seed + 1))
         return torch.as_tensor(windows), torch.as_tensor(present)
 
-    def _masked_perplexity(self) -> float:
-        """The generator's teacher-forced perplexity on masked validation targets (divergence guard),
-        computed on the learner, where the weights are: no weights travel for it."""
+    def _learner_masked_perplexity(self) -> float:
+        """The current (not the averaged, shipped) generator's teacher-forced perplexity on the masked
+        targets of one fixed validation batch (gan.disc_batch_size windows): the divergence guard's
+        number, cheap enough for every iteration. Computed on the learner, where the weights are: no
+        weights travel for it. `eval/masked_perplexity` is another number: the shipped generator on
+        pretrain.eval_batches batches, every gan.eval_every iterations."""
         windows, present = self._eval_batch
 
         @torch.no_grad()
@@ -250,7 +253,7 @@ class AdversarialTrainer:
 
     def discriminator_state_dict(self) -> dict[str, torch.Tensor]:
         """The actor's current D (after any update still running)."""
-        return ray.get(self.discriminator.weights.remote())[0]
+        return ray.get(self.disc_actor.weights.remote())[0]
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         return _sub_state(self._module_weights(), "critic.")
@@ -264,13 +267,13 @@ class AdversarialTrainer:
             "seed": self.cfg.seed,
             "algo": self.cfg.gan.algo,
             "learner": _to_torch({c: learner[c] for c in LEARNER_COMPONENTS}),
-            "discriminator": ray.get(self.discriminator.get_state.remote()),
+            "discriminator": ray.get(self.disc_actor.get_state.remote()),
             "generator_average": self._generator_average,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.algo.learner_group.set_state({"learner": state["learner"]})
-        ray.get(self.discriminator.set_state.remote(state["discriminator"]))
+        ray.get(self.disc_actor.set_state.remote(state["discriminator"]))
         self.iteration = int(state["iteration"])
         if self.cfg.gan.generator_ema:  # (a checkpoint written without the average starts one here)
             self._generator_average = _copy(state.get("generator_average") or self.generator_state_dict())
@@ -281,11 +284,11 @@ class AdversarialTrainer:
         self.algo.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.algo.learner_group, inference_only=True, timeout_seconds=None
         )
-        push_discriminator_weights(self.algo.env_runner_group, self.discriminator)
+        push_discriminator_weights(self.algo.env_runner_group, self.disc_actor)
 
     def stop(self) -> None:
         self.algo.stop()
-        ray.kill(self.discriminator)
+        ray.kill(self.disc_actor)
 
 
 def _sub_state(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

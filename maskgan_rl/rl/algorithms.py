@@ -1,10 +1,11 @@
-"""The algorithm registry: `gan.algo` picks one entry. Adding an RLlib algorithm is one entry here.
+"""The algorithm registry: `gan.algo` picks one entry.
 
 An entry is a function `cfg -> AlgorithmConfig` holding only what is particular to that algorithm
 (its config class, learner class, and the defaults this project overrides). `algorithm_config`
 adds everything they share: environment, module, resources, learning rates, callbacks.
 The names `gan.algo` may take live in the config layer (`config.ALGORITHM_NAMES`), which validates
-them without importing RL; this registry has one entry per name.
+them without importing RL; this registry has one entry per name, so adding an algorithm is a name
+there and an entry here.
 
 Shared choices:
 - one iteration = about gan.episodes_per_iteration masked windows (the same number of generated
@@ -25,13 +26,19 @@ from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
-import envs  # importing it registers the vector env with Ray
 from maskgan_rl.config import Config
 from maskgan_rl.masking import num_masked
 from maskgan_rl.rl.callbacks import MaskGANCallbacks
 from maskgan_rl.rl.learners import APPOLearner, IMPALALearner, PPOLearner
 from maskgan_rl.rl.module import DropActionDistInputs, module_spec
 from maskgan_rl.rl.reinforce import ReinforceConfig
+
+# Importing the environments registers them with Ray. An install ships envs/ as maskgan_rl_envs; a Ray
+# job's working_dir (launch/runtime_env.yaml) runs the source tree, where it is the top-level envs/.
+try:
+    import maskgan_rl_envs as envs
+except ModuleNotFoundError:
+    import envs
 
 
 def masked_per_episode(cfg: Config) -> int:
@@ -87,7 +94,7 @@ def _async_common(config: AlgorithmConfig, cfg: Config, learner_class: type) -> 
         # One outstanding sample request per runner: with D pushed after every iteration, a rollout
         # is scored by a D at most one push old (see maskgan_rl/rl/adversarial.py). Generator
         # weights are pushed to the runners directly: RLlib's pull-based state server is one more
-        # actor process (~14 s to start on 2 cores) that only pays off with many runners.
+        # actor process, slow to start, that only pays off with many runners.
         # While no remote runner is healthy (the only one died and is restarting), RLlib's IMPALA
         # samples on the driver's runner, which then needs environments of its own.
         .env_runners(
@@ -114,7 +121,7 @@ ALGORITHMS: dict[str, Callable[[Config], AlgorithmConfig]] = {
 }
 
 
-def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], discriminator: Any) -> AlgorithmConfig:
+def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], disc_actor: Any) -> AlgorithmConfig:
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
     r, g = cfg.resources, cfg.gan
     return (
@@ -147,7 +154,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             grad_clip=g.grad_clip,
             grad_clip_by="global_norm",
         )
-        # RLlib checks every gradient tensor for NaN/Inf twice per update (~0.1 s at the paper's size).
+        # RLlib checks every gradient tensor for NaN/Inf twice per update (its cost: benchmarks/README.md).
         # The global gradient norms (grad_norm_* metrics) say the same in one number, and the driver's
         # divergence guard stops on them before any checkpoint holds the resulting weights.
         .framework(torch_skip_nan_gradients=True)
@@ -158,5 +165,5 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
         # An iteration ends only after a generator update: when a dying runner left a training step
         # without episodes, RLlib restores the runners and runs the step again.
         .reporting(metrics_num_episodes_for_smoothing=g.episodes_per_iteration, min_train_timesteps_per_iteration=1)
-        .callbacks(functools.partial(MaskGANCallbacks, discriminator=discriminator, wait_for_discriminator=not g.disc_overlap))
+        .callbacks(functools.partial(MaskGANCallbacks, disc_actor=disc_actor, wait_for_discriminator=not g.disc_overlap))
     )

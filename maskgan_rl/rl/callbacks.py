@@ -20,11 +20,11 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 
 
 class MaskGANCallbacks(RLlibCallback):
-    """Pass as `callbacks_class=functools.partial(MaskGANCallbacks, discriminator=<actor handle>)`."""
+    """Pass as `callbacks_class=functools.partial(MaskGANCallbacks, disc_actor=<actor handle>)`."""
 
-    def __init__(self, discriminator: Any = None, wait_for_discriminator: bool = True) -> None:
+    def __init__(self, disc_actor: Any = None, wait_for_discriminator: bool = True) -> None:
         super().__init__()
-        self.discriminator = discriminator
+        self.disc_actor = disc_actor
         self.wait_for_discriminator = wait_for_discriminator
 
     def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=(), **kwargs) -> None:
@@ -32,7 +32,7 @@ class MaskGANCallbacks(RLlibCallback):
         if not finished:
             return
         infos = [episode.get_infos(-1) for episode in finished]
-        stored = self.discriminator.add_rollouts.remote(
+        stored = self.disc_actor.add_rollouts.remote(
             filled=np.stack([episode.get_observations(-1)["filled"] for episode in finished]),
             window=np.stack([info["window"] for info in infos]),
             present=np.stack([info["present"] for info in infos]),
@@ -42,16 +42,16 @@ class MaskGANCallbacks(RLlibCallback):
             ray.get(stored)
 
     def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices, is_evaluation, **kwargs) -> None:
-        push_discriminator_weights(env_runner_group, self.discriminator, env_runner_indices)
+        push_discriminator_weights(env_runner_group, self.disc_actor, env_runner_indices)
 
 
-def push_discriminator_weights(env_runner_group, discriminator, remote_worker_ids: Optional[list[int]] = None) -> None:
+def push_discriminator_weights(env_runner_group, disc_actor, remote_worker_ids: Optional[list[int]] = None) -> None:
     """Load the actor's current D into the environments of every runner (or of `remote_worker_ids`).
 
     The weights travel as one ObjectRef: the state dict is put in the object store once and each
     runner fetches it, instead of the driver pickling one copy per runner.
     """
-    weights = discriminator.weights.remote()
+    weights = disc_actor.weights.remote()
 
     def load(runner) -> None:
         if runner.env is not None:  # with remote runners, the driver's local runner has no env

@@ -14,7 +14,7 @@ reward, and the generator's first updates are then noise.
 Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
 meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
 `<run_dir>/discriminator_actor.pt` when created and every gan.checkpoint_every updates (written in
-the background, see `_save_state`: ~250 MB at the paper's size), and a restarted process starts from
+the background, see `_save_state`), and a restarted process starts from
 that file: the restart loses the episodes received since the last `train` and the updates since the
 last save (with gan.checkpoint_every=1, none).
 `train` reports the restarts as `disc_actor_restarts`.
@@ -147,7 +147,7 @@ class DiscriminatorTrainer:
             window = windows.sample(self.gan.disc_batch_size, rng)
             present = make_present(len(window), windows.seq_len, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
             with torch.no_grad():
-                filled, _ = generator.infill(
+                filled, _ = generator.sample(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
                     self.gan.temperature, sampling,
                 )
@@ -207,7 +207,7 @@ class DiscriminatorTrainer:
 
     def _save_state(self) -> None:
         """Snapshot the state now and write it (atomically, fsynced) on a background thread, while the
-        driver goes on sampling and learning: at the paper's size the file is ~250 MB. Anything that
+        driver goes on sampling and learning (the file is large at the paper's size). Anything that
         reads or replaces the state waits for the write first, so the file is never behind it then."""
         if self.state_path is None:
             return

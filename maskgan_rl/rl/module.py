@@ -65,7 +65,7 @@ class DropActionDistInputs(ConnectorV2):
     """Env-runner (module-to-env) connector: keep the action-distribution inputs out of the episodes.
 
     RLlib stores every module output in the episode; here that is a vocabulary-sized logits row per
-    generated token (46 MB per iteration at the paper's size), copied into episodes and then into the
+    generated token (a [tokens, vocabulary] float array per iteration), copied into episodes and then into the
     learner's batch, though only PPO's loss reads them back (for its KL term). The registry adds this
     piece for the algorithms that do not.
     """

@@ -1,4 +1,10 @@
-"""Text in-filling as a reinforcement-learning environment (the contract in notes/interfaces.md).
+"""Text in-filling as a reinforcement-learning environment.
+
+Contract. `config` holds `data_path` (a Parquet window file), `vocab_size`, `seq_len`, `mask` and
+`model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads`.
+Observations are `{context, filled, position}` (int64; `position` the target to fill next), the
+action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
+an episode's last step's info carries `window`, `present` and `disc_version` for the discriminator actor.
 
 An episode is one real window with a fresh mask. Present targets are copied in by the environment;
 the agent only places the masked ones, left to right, one token per step, and each token earns
@@ -7,8 +13,8 @@ D is causal (output t sees filled[:t+2] only), so the reward a token gets when p
 the finished sequence would give it: the targets still unfilled to its right cannot change it.
 
 `InfillEpisodes` advances N episodes in lockstep with one batched discriminator call per step;
-`InfillEnv` is a batch of one and `InfillVectorEnv` a batch of N (about 40x faster per episode
-than N single envs, because the discriminator call dominates a step). That call reads only the
+`InfillEnv` is a batch of one and `InfillVectorEnv` a batch of N (much faster per episode than N
+single envs, because the discriminator call dominates a step). That call reads only the
 token just placed: an `IncrementalDecoder` keeps D's encoding of each episode's context and its
 decoder state between steps (cleared when new D weights arrive), so a step costs O(1) LSTM steps.
 
@@ -66,7 +72,7 @@ class InfillEpisodes:
             model_cfg = ModelConfig(**dict(config["model"]))  # the discriminator's shape
         except TypeError as err:
             raise ConfigError(f"env config 'mask' or 'model': {err}: use the fields of MaskConfig / ModelConfig") from None
-        # Every Ray worker pins its threads: two processes spinning on the same cores slow each other 5-8x.
+        # Every Ray worker pins its threads: processes spinning on the same cores slow each other down.
         torch.set_num_threads(int(config.get("torch_threads", 1)))
 
         self.dataset = WindowDataset(config["data_path"])
@@ -155,7 +161,7 @@ class InfillEpisodes:
 
 
 class InfillEnv(gym.Env):
-    """One in-filling episode at a time (`config`: see notes/interfaces.md, "Environment")."""
+    """One in-filling episode at a time (`config`: see the module docstring)."""
 
     metadata = {"render_modes": []}
 
