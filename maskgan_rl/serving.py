@@ -195,9 +195,10 @@ def serve_command(args: argparse.Namespace) -> None:
     # The checkpoint is read here, before Ray starts: a missing or corrupt one is a one-line error.
     generator, vocab, checkpoint = load_generator(args.checkpoint)
     cfg = config_from_dict(checkpoint["config"], overrides)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does: cleanly
     try:
         url = start_server(Infiller(generator, vocab, cfg.data), str(args.checkpoint), cfg)
+        # After ray.init, which installs a SIGTERM handler of its own: `kill` stops it as Ctrl-C does.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         print(f"[serve] {args.checkpoint} at {url} (POST {url}infill, GET {url}healthz); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
