@@ -38,7 +38,7 @@ from ray.serve import Application
 from maskgan_rl.config import Config, ServeConfig, config_from_dict
 from maskgan_rl.errors import ConfigError, MaskGANError
 from maskgan_rl.infill import FillRequest, Infiller, example_text
-from maskgan_rl.pretrain import load_generator, resolve_device
+from maskgan_rl.loading import load_generator, resolve_device
 from maskgan_rl.resources import check_cluster_can_host, serving_demands
 
 APP_NAME = "maskgan"

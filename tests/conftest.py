@@ -1,6 +1,8 @@
 """Shared fixtures. `ray_session`: one local Ray for the whole test session (starting one takes seconds)."""
 
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -46,3 +48,18 @@ def free_port() -> Callable[[], int]:
             return probe.getsockname()[1]
 
     return pick
+
+
+@pytest.fixture(scope="session")
+def wait_until_healthy() -> Callable[..., None]:
+    """A function returning once `healthy()` holds for a server a test started as `process`, and failing
+    the test with the end of its log if the process exits first or `timeout_s` passes."""
+
+    def wait(process: subprocess.Popen, healthy: Callable[[], bool], log_path: Path, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not healthy():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    return wait

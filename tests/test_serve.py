@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +148,7 @@ def test_seeded_answers_do_not_depend_on_their_batch(ray_session, tiny_checkpoin
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint, free_port):
+def server(tmp_path_factory, tiny_checkpoint, free_port, wait_until_healthy):
     """`maskgan serve` with 2 replicas on a free port; yields its URL, then stops it with SIGTERM."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     port = free_port()
@@ -160,11 +159,7 @@ def server(tmp_path_factory, tiny_checkpoint, free_port):
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"maskgan serve did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
+        wait_until_healthy(process, lambda: _healthy(url), log_path, "maskgan serve", STARTUP_TIMEOUT_S)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
