@@ -166,16 +166,17 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a generator over HTTP with Ray Serve: a JSON API (POST /infill) and a web page (/)",
         description="The checkpoint's generator as a Ray Serve deployment until Ctrl-C. Texts follow the rules "
-        "of `maskgan infill`. The flags set serve.* config keys; other serve.* and resources.* keys are "
-        "dotted overrides (serve.num_cpus_per_replica=2, resources.ray_address=auto).",
+        "of `maskgan infill`. Settings come from the checkpoint's config (default values in parentheses below); the flags "
+        "set serve.* keys, dotted overrides any serve.* or resources.* key (serve.num_cpus_per_replica=2, "
+        "resources.ray_address=auto).",
     )
     serve.add_argument("checkpoint", help="a MaskMLE or MaskGAN checkpoint (.pt)")
     serve.add_argument("overrides", nargs="*", metavar="key=value", help="serve.* and resources.* settings, e.g. serve.max_samples=32")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)")
-    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    serve.add_argument("--replicas", type=int, help="copies of the generator sharing the requests (default 1)")
-    serve.add_argument("--max-batch-size", type=int, help="concurrent requests a replica samples together (default 32)")
-    serve.add_argument("--batch-wait-ms", type=float, help="how long a replica waits for more requests to batch (default 10)")
+    serve.add_argument("--host", help="serve.host: the address to listen on (127.0.0.1: this machine only; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, help="serve.port: the HTTP port (8000)")
+    serve.add_argument("--replicas", type=int, help="serve.replicas: copies of the generator sharing the requests (1)")
+    serve.add_argument("--max-batch-size", type=int, help="serve.max_batch_size: concurrent requests a replica samples together (32)")
+    serve.add_argument("--batch-wait-ms", type=float, help="serve.batch_wait_ms: how long a replica waits for more requests to batch (10)")
     serve.set_defaults(run=_serve)
     return parser
 

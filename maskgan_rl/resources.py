@@ -11,7 +11,9 @@ The demands mirror what RLlib asks Ray for (`ray.rllib.algorithms.utils._get_lea
   (RLlib's `num_cpus_per_learner="auto"`), + `learner_resources`;
 - with `num_learners=0` the learner lives in the driver: nothing is reserved, but a GPU learner
   needs a GPU on the driver's node;
-- the discriminator actor: `disc_num_cpus` CPUs, `disc_num_gpus` GPUs + `disc_resources`.
+- the discriminator actor: `disc_num_cpus` CPUs, `disc_num_gpus` GPUs + `disc_resources`;
+- for `maskgan serve` (`serving_demands`), each replica: `serve.num_cpus_per_replica` CPUs,
+  `serve.num_gpus_per_replica` GPUs + `serve.replica_resources` (else `serve.run` waits forever).
 The checks are necessary conditions only (totals suffice, and every single actor fits on some
 node), so a raised error is always real; a config that passes can still queue behind other jobs.
 """

@@ -107,7 +107,8 @@ class InfillServer:
 
     def __init__(self, infiller: Infiller, checkpoint: str, cfg: Config):
         torch.set_num_threads(cfg.resources.torch_threads)
-        infiller.generator.to(resolve_device(cfg))  # a GPU when the replica was given one
+        if cfg.serve.num_gpus_per_replica > 0:  # the GPU Ray gave this replica (unless device=cpu)
+            infiller.generator.to(resolve_device(cfg))
         self.infiller, self.checkpoint, self.limits = infiller, checkpoint, cfg.serve
         self.fill_batch.set_max_batch_size(cfg.serve.max_batch_size)
         self.fill_batch.set_batch_wait_timeout_s(cfg.serve.batch_wait_ms / 1000)
