@@ -1,4 +1,4 @@
-"""`maskgan prepare|pretrain|train|infill|evaluate`: a thin layer over the library functions.
+"""`maskgan prepare|pretrain|train|infill|evaluate|serve`: a thin layer over the library functions.
 
 Every training command takes `--preset NAME` (or a YAML path) and dotted overrides, before or after
 the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`); `--print-config` shows the
@@ -83,6 +83,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     evaluate_command(args)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from maskgan_rl.serving import serve_command
+
+    serve_command(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskgan",
@@ -92,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "  maskgan train --preset ptb gan.algo=ppo        # a preset, with dotted overrides\n"
         '  maskgan infill runs/ptb/checkpoints/maskgan.pt "the ___ rose sharply"\n'
         "  maskgan evaluate runs/ptb/checkpoints/maskgan.pt runs/ptb/checkpoints/mle.pt\n"
+        "  maskgan serve runs/ptb/checkpoints/maskgan.pt --port 8000  # JSON API and a web page\n"
         "`maskgan COMMAND --help` describes each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -154,6 +161,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--baseline", default="MaskMLE", help="the model the others are compared with (default MaskMLE)")
     evaluate.set_defaults(run=_evaluate)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a generator over HTTP with Ray Serve: a JSON API (POST /infill) and a web page (/)",
+        description="The checkpoint's generator as a Ray Serve deployment until Ctrl-C. Texts follow the rules "
+        "of `maskgan infill`. Settings come from the checkpoint's config (default values in parentheses below); the flags "
+        "set serve.* keys, dotted overrides any serve.* or resources.* key (serve.num_cpus_per_replica=2, "
+        "resources.ray_address=auto).",
+    )
+    serve.add_argument("checkpoint", help="a MaskMLE or MaskGAN checkpoint (.pt)")
+    serve.add_argument("overrides", nargs="*", metavar="key=value", help="serve.* and resources.* settings, e.g. serve.max_samples=32")
+    serve.add_argument("--host", help="serve.host: the address to listen on (127.0.0.1: this machine only; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, help="serve.port: the HTTP port (8000)")
+    serve.add_argument("--replicas", type=int, help="serve.replicas: copies of the generator sharing the requests (1)")
+    serve.add_argument("--max-batch-size", type=int, help="serve.max_batch_size: concurrent requests a replica samples together (32)")
+    serve.add_argument("--batch-wait-ms", type=float, help="serve.batch_wait_ms: how long a replica waits for more requests to batch (10)")
+    serve.set_defaults(run=_serve)
     return parser
 
 

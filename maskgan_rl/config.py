@@ -165,6 +165,22 @@ class TrackingConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`maskgan serve`: the generator behind an HTTP API on Ray Serve (its flags override these keys)."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 accepts requests from other machines
+    port: int = 8000
+    replicas: int = 1  # copies of the generator, each its own Ray actor, requests spread between them
+    num_cpus_per_replica: float = 1.0
+    num_gpus_per_replica: float = 0.0  # > 0: the replica fills on its GPU
+    replica_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
+    max_batch_size: int = 32  # concurrent requests a replica samples together
+    batch_wait_ms: float = 10.0  # how long a replica waits for more requests before sampling a batch
+    max_texts: int = 64  # texts per request
+    max_samples: int = 16  # filled versions per text
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/synthetic"
     seed: int = 0
@@ -176,6 +192,7 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def available_presets() -> list[str]:
@@ -365,11 +382,22 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_gpus_per_learner >= 0, "resources.num_gpus_per_learner", ">= 0")
     need(r.disc_num_gpus >= 0, "resources.disc_num_gpus", ">= 0")
     need(r.torch_threads >= 1, "resources.torch_threads", "an integer >= 1")
-    for key in ("env_runner_resources", "learner_resources", "disc_resources"):
-        amounts = getattr(r, key).values()
-        need(all(isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0 for a in amounts),
-             f"resources.{key}", "a mapping of custom resource names to amounts >= 0, e.g. {cpu_node: 0.1}")
+    custom_resources = {f"resources.{key}": getattr(r, key) for key in ("env_runner_resources", "learner_resources", "disc_resources")}
+    custom_resources["serve.replica_resources"] = cfg.serve.replica_resources
+    for key, amounts in custom_resources.items():
+        need(all(isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0 for a in amounts.values()),
+             key, "a mapping of custom resource names to amounts >= 0, e.g. {cpu_node: 0.1}")
     need(cfg.device in ("auto", "cpu", "cuda"), "device", "auto | cpu | cuda")
+    s = cfg.serve
+    need(bool(s.host.strip()), "serve.host", "an address to listen on, e.g. 127.0.0.1 (this machine only) or 0.0.0.0")
+    need(1 <= s.port <= 65535, "serve.port", "a TCP port in [1, 65535]")
+    need(s.replicas >= 1, "serve.replicas", "an integer >= 1")
+    need(s.num_cpus_per_replica >= 0, "serve.num_cpus_per_replica", ">= 0")
+    need(s.num_gpus_per_replica >= 0, "serve.num_gpus_per_replica", ">= 0")
+    need(s.max_batch_size >= 1, "serve.max_batch_size", "an integer >= 1")
+    need(s.batch_wait_ms >= 0, "serve.batch_wait_ms", ">= 0 (milliseconds)")
+    need(s.max_texts >= 1, "serve.max_texts", "an integer >= 1")
+    need(s.max_samples >= 1, "serve.max_samples", "an integer >= 1")
 
 
 def _select(cfg: Any, key: str) -> Any:

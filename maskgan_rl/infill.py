@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -49,6 +50,25 @@ class UnknownWordWarning(UserWarning):
     """A word of the user's text is not in the model's vocabulary and was read as `<unk>`."""
 
 
+@dataclass(frozen=True)
+class FillRequest:
+    """Texts that passed a model's checks (`Infiller.request`), with how to sample them."""
+
+    token_lists: list[list[str]]  # each text's tokens, every blank as `___`
+    temperature: float
+    samples: int
+    seed: Optional[int]
+    unknown: list[str]  # words outside the vocabulary, read as <unk>
+
+    def blanks(self, text: int) -> list[int]:
+        """Positions of the blanks among the words of text number `text` (and of its filled versions)."""
+        return [i for i, token in enumerate(self.token_lists[text]) if token == BLANK]
+
+    def unknown_message(self, vocab_size: int) -> str:
+        shown = ", ".join(self.unknown[:10]) + (f" (+{len(self.unknown) - 10} more)" if len(self.unknown) > 10 else "")
+        return f"{len(self.unknown)} word(s) not in the model's {vocab_size}-word vocabulary, read as <unk>: {shown}"
+
+
 class Infiller:
     """A generator with the vocabulary and data settings needed to turn text into windows and back."""
 
@@ -74,11 +94,11 @@ class Infiller:
             tokens = (text.lower() if self.data.lowercase else text).split()
         return [BLANK if _BLANK_TOKEN.fullmatch(token) else token for token in tokens]
 
-    @torch.no_grad()
-    def fill(
+    def request(
         self, texts: Sequence[str], temperature: float = 1.0, samples: int = 1, seed: Optional[int] = None
-    ) -> list[list[str]]:
-        """For each text, `samples` filled-in versions (tokens joined by single spaces)."""
+    ) -> "FillRequest":
+        """The texts checked against this model's rules, with the sampling settings: a MaskGANError
+        names the first problem (no blank, too many tokens, a bad setting)."""
         if not 0 < temperature < math.inf:
             raise MaskGANError(f"temperature={temperature} must be > 0 and finite (1 samples the model as trained; lower is greedier)")
         if samples < 1:
@@ -86,20 +106,55 @@ class Infiller:
         if seed is not None and not 0 <= seed < 2**63:
             raise MaskGANError(f"seed={seed} must be an integer in [0, 2**63)")
         token_lists = [self._checked_tokens(text) for text in texts]
+        unknown = sorted({t for tokens in token_lists for t in tokens if t != BLANK and self._is_unknown(t)})
+        return FillRequest(token_lists, temperature, samples, seed, unknown)
+
+    def fill(
+        self, texts: Sequence[str], temperature: float = 1.0, samples: int = 1, seed: Optional[int] = None
+    ) -> list[list[str]]:
+        """For each text, `samples` filled-in versions (tokens joined by single spaces)."""
+        request = self.request(texts, temperature, samples, seed)
+        if request.unknown:
+            warnings.warn(request.unknown_message(len(self.vocab)), UnknownWordWarning, stacklevel=2)
+        return self.fill_requests([request])[0]
+
+    def fill_requests(self, requests: Sequence["FillRequest"]) -> list[list[list[str]]]:
+        """Each request's filled texts (per text, `samples` versions), sampled together only where that
+        cannot change a result: requests without a seed at the same temperature share the generator's
+        passes; a request with a seed is sampled alone from its own seed, so it gets what `fill` gives
+        it on its own whatever it arrives with (a server batches concurrent requests this way)."""
+        groups: dict[object, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(i if request.seed is not None else ("no seed", request.temperature), []).append(i)
+        results: list[list[list[str]]] = [[] for _ in requests]
+        for members in groups.values():
+            first = requests[members[0]]
+            token_lists = [tokens for i in members for tokens in requests[i].token_lists]
+            repeats = [requests[i].samples for i in members for _ in requests[i].token_lists]
+            filled = iter(self._sample(token_lists, repeats, first.temperature, first.seed))
+            for i in members:
+                results[i] = [next(filled) for _ in requests[i].token_lists]
+        return results
+
+    @torch.no_grad()
+    def _sample(
+        self, token_lists: list[list[str]], repeats: list[int], temperature: float, seed: Optional[int]
+    ) -> list[list[str]]:
+        """`repeats[i]` filled versions of each checked token list, in one stream of randomness."""
         if not token_lists:
             return []
-        self._warn_unknown(token_lists)
         windows, present = self._windows(token_lists)
         device = next(self.generator.parameters()).device
         rng = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        windows, present = windows.repeat_interleave(samples, 0), present.repeat_interleave(samples, 0)
+        counts = torch.tensor(repeats)
+        windows, present = windows.repeat_interleave(counts, 0), present.repeat_interleave(counts, 0)
         filled = torch.cat([
             self.generator.sample(w.to(device), p.to(device), temperature=temperature, generator=rng)[0].cpu()
             for w, p in zip(windows.split(ROWS_PER_BATCH), present.split(ROWS_PER_BATCH))
         ])
-        results = []
-        for i, tokens in enumerate(token_lists):
-            rows = filled[i * samples : (i + 1) * samples]
+        results, start = [], 0
+        for tokens, count in zip(token_lists, repeats):
+            rows, start = filled[start : start + count], start + count
             # Target t is window position t + 1 (position 0 is the <eos> boundary).
             results.append([
                 " ".join(self.vocab.decode([row[t + 1]])[0] if token == BLANK else token for t, token in enumerate(tokens))
@@ -118,16 +173,6 @@ class Infiller:
                 f"<= {self.seq_len} tokens around each blank"
             )
         return tokens
-
-    def _warn_unknown(self, token_lists: list[list[str]]) -> None:
-        unknown = sorted({t for tokens in token_lists for t in tokens if t != BLANK and self._is_unknown(t)})
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
-            warnings.warn(
-                f"{len(unknown)} word(s) not in the model's {len(self.vocab)}-word vocabulary, read as <unk>: {shown}",
-                UnknownWordWarning,
-                stacklevel=3,
-            )
 
     def _is_unknown(self, token: str) -> bool:
         return self.vocab.encode([token])[0] == self.vocab.unk_id and token != self.vocab.tokens[self.vocab.unk_id]

@@ -11,7 +11,9 @@ The demands mirror what RLlib asks Ray for (`ray.rllib.algorithms.utils._get_lea
   (RLlib's `num_cpus_per_learner="auto"`), + `learner_resources`;
 - with `num_learners=0` the learner lives in the driver: nothing is reserved, but a GPU learner
   needs a GPU on the driver's node;
-- the discriminator actor: `disc_num_cpus` CPUs, `disc_num_gpus` GPUs + `disc_resources`.
+- the discriminator actor: `disc_num_cpus` CPUs, `disc_num_gpus` GPUs + `disc_resources`;
+- for `maskgan serve` (`serving_demands`), each replica: `serve.num_cpus_per_replica` CPUs,
+  `serve.num_gpus_per_replica` GPUs + `serve.replica_resources` (else `serve.run` waits forever).
 The checks are necessary conditions only (totals suffice, and every single actor fits on some
 node), so a raised error is always real; a config that passes can still queue behind other jobs.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from maskgan_rl.config import Config, ResourcesConfig
+from maskgan_rl.config import Config, ResourcesConfig, ServeConfig
 from maskgan_rl.errors import ConfigError
 
 # Ray stores resources in units of 1e-4; comparisons allow for float rounding below that.
@@ -107,6 +109,15 @@ def demands_of(r: ResourcesConfig) -> list[Demand]:
     return demands
 
 
+def serving_demands(s: ServeConfig) -> list[Demand]:
+    """What `maskgan serve` asks the cluster for: its replicas (Serve's controller and proxies ask for no CPU)."""
+    builtin = {
+        "CPU": (s.num_cpus_per_replica, "serve.num_cpus_per_replica"),
+        "GPU": (s.num_gpus_per_replica, "serve.num_gpus_per_replica"),
+    }
+    return [_demand("serve replica", s.replicas, builtin, s.replica_resources, "serve.replica_resources", count_key="serve.replicas")]
+
+
 def shortfalls(
     demands: Sequence[Demand],
     nodes: Sequence[Mapping[str, float]],
@@ -152,13 +163,18 @@ def shortfalls(
 
 def check_cluster_resources(cfg: Config) -> None:
     """Raise ConfigError if the connected Ray cluster cannot host this run; call after `ray.init`."""
+    check_cluster_can_host(demands_of(cfg.resources))
+
+
+def check_cluster_can_host(demands: Sequence[Demand]) -> None:
+    """Raise ConfigError naming what is missing if the connected Ray cluster cannot host `demands`."""
     import ray  # only needed against a live cluster; the comparison above is testable without it
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
     nodes = [dict(n["Resources"]) for n in alive]
     driver_id = ray.get_runtime_context().get_node_id()
     driver_node = next((dict(n["Resources"]) for n in alive if n["NodeID"] == driver_id), None)
-    problems = shortfalls(demands_of(cfg.resources), nodes, driver_node)
+    problems = shortfalls(demands, nodes, driver_node)
     if problems:
         raise ConfigError(f"the Ray cluster cannot run this config: {'; '.join(problems)}")
 

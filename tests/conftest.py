@@ -1,6 +1,16 @@
 """Shared fixtures. `ray_session`: one local Ray for the whole test session (starting one takes seconds)."""
 
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
 import pytest
+import torch
+
+TINY_VOCAB = ["<eos>", "<unk>", "the", "stock", "rose", "sharply", "in", "early", "trading", "."]
+TINY_SEQ_LEN = 6
 
 
 @pytest.fixture(scope="session")
@@ -10,3 +20,46 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A MaskMLE checkpoint of a real, untrained generator (8 units, data.seq_len=6) over TINY_VOCAB:
+    made in a second, shared by the tests that only read it."""
+    from maskgan_rl.checkpoint import save_checkpoint
+    from maskgan_rl.config import ModelConfig, load_config, to_dict
+    from maskgan_rl.models import Generator
+
+    cfg = load_config("synthetic", [f"data.seq_len={TINY_SEQ_LEN}", "model.embed=8", "model.hidden=8"])
+    torch.manual_seed(0)
+    generator = Generator(len(TINY_VOCAB), ModelConfig(embed=8, hidden=8))
+    path = tmp_path_factory.mktemp("tiny") / "mle.pt"
+    save_checkpoint(path, {"kind": "mle", "config": to_dict(cfg), "vocab": TINY_VOCAB, "models": {"generator": generator.state_dict()}})
+    return path
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A function giving a TCP port of 127.0.0.1 that nothing listens on (for a server a test starts)."""
+
+    def pick() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture(scope="session")
+def wait_until_healthy() -> Callable[..., None]:
+    """A function returning once `healthy()` holds for a server a test started as `process`, and failing
+    the test with the end of its log if the process exits first or `timeout_s` passes."""
+
+    def wait(process: subprocess.Popen, healthy: Callable[[], bool], log_path: Path, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not healthy():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    return wait

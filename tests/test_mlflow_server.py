@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import mlflow
@@ -39,7 +38,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, wait_until_healthy):
     """`mlflow server` on a free port with a sqlite store; yields its URI, then stops it."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
@@ -53,11 +52,7 @@ def server(tmp_path_factory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(uri):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_healthy(process, lambda: _healthy(uri), root / "server.log", "mlflow server", STARTUP_TIMEOUT_S)
         yield uri
     finally:
         os.killpg(process.pid, signal.SIGTERM)
