@@ -5,6 +5,10 @@ iteration's metrics and the artifacts. The run id is written into `run_dir`, so 
 the same run (as does running an interrupted command again with the same config). The default store
 is a local sqlite database beside the run folders (works with no server); `MLFLOW_TRACKING_URI` or
 `tracking.tracking_uri` points it at a tracking server.
+
+MLflow's fluent API keeps the store in a process-wide setting, and `mlflow.set_tracking_uri` also
+writes it into `MLFLOW_TRACKING_URI`: a `Tracker` sets both for its run only and puts back what was
+there when it ends, so the next run in the same process (a notebook, a sweep) resolves its own store.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from maskgan_rl.config import Config, flatten
 from maskgan_rl.vocab import Vocab
 
 RUN_ID_FILE = "mlflow_run_id"
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")  # what mlflow.set_tracking_uri / set_experiment write
 Reopen = Literal["always", "same_config", "never"]
 
 
@@ -43,6 +48,8 @@ class Tracker:
         self.cfg, self.command, self.reopen = cfg, command, reopen
         self.enabled = cfg.tracking.enabled
         self.run_id: Optional[str] = None
+        self.uri: Optional[str] = None  # the store, resolved when the run starts
+        self._environment: dict[str, Optional[str]] = {}  # MLflow's variables before the run, put back after it
         self._resumed = False
         self._steps: dict[str, set[int]] = {}  # metric -> steps this run holds (see log_metrics)
         self._tags = {"maskgan.command": command, "maskgan.algo": cfg.gan.algo, "maskgan.dataset": cfg.data.dataset}
@@ -51,15 +58,25 @@ class Tracker:
     def __enter__(self) -> "Tracker":
         if not self.enabled:
             return self
+        self.uri = tracking_uri(self.cfg)
+        self._environment = {name: os.environ.get(name) for name in _MLFLOW_ENV}
+        try:
+            self._start_run()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _start_run(self) -> None:
         # MLflow is imported where it is used, here and below: it is slow to import and
         # tracking.enabled=false runs never need it.
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        mlflow.set_tracking_uri(self.uri)
         experiment = mlflow.get_experiment_by_name(self.cfg.tracking.experiment)
         if experiment is None:
             artifacts = None
-            if tracking_uri(self.cfg).startswith("sqlite:"):
+            if self.uri.startswith("sqlite:"):
                 artifacts = (Path(self.cfg.run_dir).resolve().parent / "mlartifacts").as_uri()
             mlflow.create_experiment(self.cfg.tracking.experiment, artifact_location=artifacts)
         mlflow.set_experiment(self.cfg.tracking.experiment)
@@ -75,13 +92,26 @@ class Tracker:
             run_id_file.write_text(run.info.run_id)
         mlflow.set_tags(self._tags)
         self.run_id = run.info.run_id
-        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+            try:
+                mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+            finally:
+                self._restore()
+
+    def _restore(self) -> None:
+        """MLflow's store setting and environment variables as they were before this run."""
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # (also clears MLFLOW_TRACKING_URI, put back below if it was set)
+        for name, value in self._environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         """Log numbers at `step`, except those the run already holds at that step: a resumed run that
@@ -142,7 +172,7 @@ class Tracker:
         if key not in self._steps:
             from mlflow.tracking import MlflowClient
 
-            history = MlflowClient().get_metric_history(self.run_id, key) if self._resumed else []
+            history = MlflowClient(self.uri).get_metric_history(self.run_id, key) if self._resumed else []
             self._steps[key] = {m.step for m in history}
         return self._steps[key]
 
@@ -153,7 +183,7 @@ class Tracker:
         if self.reopen == "never":
             return False
         try:
-            run = MlflowClient().get_run(run_id)
+            run = MlflowClient(self.uri).get_run(run_id)
         except MlflowException:  # deleted, or another tracking store
             return False
         return self.reopen == "always" or run.data.params == _params(self.cfg)
