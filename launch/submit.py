@@ -78,7 +78,7 @@ def entrypoint(preset: Optional[str], resume: bool, overrides: Sequence[str]) ->
     if preset:
         command += ["--preset", preset]
     if resume:
-        command.append("--resume")
+        command += ["--resume", "auto"]
     return command + list(overrides)
 
 
@@ -184,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("submit", help="submit `maskgan train` (the default command)")
     common(sub)
     sub.add_argument("--preset", default=None, help="synthetic | ptb | imdb | a YAML path inside the project")
-    sub.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run_dir")
+    sub.add_argument("--resume", action="store_true",
+                     help="maskgan train --resume auto: start the run, or continue it from its newest checkpoint in run_dir")
     sub.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
     sub.add_argument("--submission-id", default=None, help="job id (default maskgan-<date>-<time>-<random>)")
     sub.add_argument("--runtime-env", default=RUNTIME_ENV, help="runtime_env YAML (default launch/runtime_env.yaml)")

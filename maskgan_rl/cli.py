@@ -18,6 +18,7 @@ from maskgan_rl.errors import MaskGANError
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
+    argv = _resume_auto(list(sys.argv[1:] if argv is None else argv))
     # Overrides may come before, between or after options (`train gan.algo=ppo --preset ptb`), as
     # in Hydra; argparse alone stops collecting a positional list at the first option.
     args, extra = parser.parse_known_args(argv)
@@ -38,6 +39,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"maskgan {args.command}: interrupted; the last complete checkpoint is kept (use --resume)", file=sys.stderr)
         return 130
+
+
+def _resume_auto(argv: list[str]) -> list[str]:
+    """`--resume auto` -> `--resume`: the spelling a job script uses for "start, or continue" (what
+    `--resume` does). Taken out here because an optional value would make argparse read an override
+    after the flag (`--resume gan.iterations=40`) as the flag's value."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--resume" and argv[i + 1] == "auto":
+            return argv[:i + 1] + argv[i + 2:]
+    return argv
 
 
 def _config(args: argparse.Namespace):
@@ -115,7 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     configured("prepare", _prepare, "tokenise a corpus into Parquet windows and a vocabulary")
     configured("pretrain", _pretrain, "train the language model, then MaskMLE")
     train = configured("train", _train, "the whole pipeline: prepare, pretrain (or load), adversarial training")
-    train.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in run_dir")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="start a new run, or continue the one in run_dir from its newest readable checkpoint; "
+        "`--resume auto` says the same (what a cluster job should run: every retry continues)",
+    )
 
     infill = commands.add_parser(
         "infill",

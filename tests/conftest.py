@@ -1,5 +1,15 @@
-"""Shared fixtures. `ray_session`: one local Ray for the whole test session (starting one takes seconds)."""
+"""Shared fixtures and settings.
 
+`ray_session`: one local Ray for the whole test session (starting one takes seconds). It is started
+with `address="local"` (never another process's cluster) and without GPUs even where the machine has
+some, so tests see the same 2-CPU Ray everywhere.
+
+Hypothesis: in CI (`CI=true`, as GitHub Actions, GitLab and most CI services set) its examples are
+derandomised, so a red build is never a random draw that a rerun turns green; elsewhere each run
+draws new examples.
+"""
+
+import os
 import socket
 import subprocess
 import time
@@ -8,16 +18,21 @@ from typing import Callable
 
 import pytest
 import torch
+from hypothesis import settings
 
 TINY_VOCAB = ["<eos>", "<unk>", "the", "stock", "rose", "sharply", "in", "early", "trading", "."]
 TINY_SEQ_LEN = 6
+
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").lower() in ("true", "1"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

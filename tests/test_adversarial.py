@@ -179,6 +179,7 @@ def test_resumed_run_repeats_the_uninterrupted_next_iteration(ray_session, run_d
 def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     cfg = tiny_config(run_dir, "reinforce", runners=0)
     cfg.gan.max_disc_lag = 1
+    cfg.gan.disc_steps = 1  # one step: the loss and accuracy it reports are those of D before it
     data, generator_state = start(cfg)
     trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
     rng = np.random.default_rng(0)
@@ -191,7 +192,20 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     stats = trainer.train(iteration=1)
     assert (stats["disc_episodes"], stats["disc_episodes_too_old"]) == (4, 2)
     assert stats["disc_lag_max"] == 3 and stats["disc_lag_mean"] == pytest.approx((0 + 0 + 1 + 1 + 2 + 3) / 6)
-    assert stats["disc_version"] == 4 and 0.0 <= stats["disc_accuracy"] <= 1.0 and stats["disc_loss"] > 0
+    assert stats["disc_version"] == 4
+    # Loss and accuracy of the D before the step on the 4 fresh episodes, by hand: mean over masked
+    # targets of (-log sigmoid(real) - log(1 - sigmoid(fake))) / 2; real called real when its logit > 0.
+    disc = Discriminator(len(data.vocab), cfg.model).eval()
+    disc.load_state_dict(before["model"])
+    fresh_windows, fresh_filled = torch.as_tensor(windows[:4]), torch.as_tensor(windows[::-1][:4].copy())
+    masked = ~torch.as_tensor(present[:4])
+    context = mask_context(fresh_windows, ~masked, len(data.vocab))
+    with torch.no_grad():
+        real, fake = disc(context, fresh_windows)[masked], disc(context, fresh_filled)[masked]
+    by_hand = ((-torch.log(torch.sigmoid(real))).mean() + (-torch.log(1 - torch.sigmoid(fake))).mean()) / 2
+    assert stats["disc_loss"] == pytest.approx(float(by_hand), rel=1e-5)
+    right = float((real > 0).sum() + (fake <= 0).sum()) / (2 * int(masked.sum()))
+    assert stats["disc_accuracy"] == pytest.approx(right)
     idle = trainer.train(iteration=2)  # nothing new: no step, no new version
     assert idle["disc_version"] == 4 and idle["disc_episodes"] == 0 and "disc_loss" not in idle
 

@@ -36,6 +36,8 @@ import yaml
 from maskgan_rl.config import load_config
 from maskgan_rl.resources import demands_of, shortfalls
 
+from processes import cmdline, process_table, send_signal, session_processes
+
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch"
 SUBMIT = LAUNCH / "submit.py"
@@ -97,7 +99,9 @@ def test_kuberay_entrypoint_fits_the_pods_it_declares():
     job = yaml.safe_load((LAUNCH / "kuberay-rayjob.yaml").read_text())["spec"]
     words = shlex.split(job["entrypoint"])
     assert words[:4] == ["python", "-m", "maskgan_rl.cli", "train"] and words[4] == "--preset"
-    cfg = load_config(words[5], words[6:])
+    # A retry (a preempted pod, a dead driver) continues the run instead of failing on its checkpoints.
+    assert words[6:8] == ["--resume", "auto"] and job["backoffLimit"] > 0
+    cfg = load_config(words[5], words[8:])
     cluster = job["rayClusterSpec"]
     head = {"CPU": float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"])}
     nodes = [head]
@@ -126,7 +130,7 @@ def test_submit_reads_the_token_from_env_before_file(tmp_path, monkeypatch):
     # Overrides reach `maskgan train` word for word, dicts included.
     args = submit._parser().parse_args(["submit", "--preset", "ptb", "--resume", f"@{LAUNCH / 'placement-aws.args'}", "a.b=1"])
     assert submit.entrypoint(args.preset, args.resume, args.overrides) == [
-        "python", "-m", "maskgan_rl.cli", "train", "--preset", "ptb", "--resume", *placement("aws"), "a.b=1"]
+        "python", "-m", "maskgan_rl.cli", "train", "--preset", "ptb", "--resume", "auto", *placement("aws"), "a.b=1"]
 
 
 def free_port() -> int:
@@ -180,19 +184,12 @@ class LocalCluster:
     def processes(self) -> dict[int, str]:
         """pid -> command line of every live process of this cluster: the nodes' sessions, plus
         anything started from them in a session of its own (job entrypoints)."""
-        table = _process_table()
-        ours = {pid for pid, (_, sid, _) in table.items() if sid in self.sessions}
-        grew = True
-        while grew:
-            children = {pid for pid, (ppid, _, _) in table.items() if ppid in ours} - ours
-            grew = bool(children)
-            ours |= children
-        return {pid: _cmdline(pid) for pid in ours if table[pid][2] != "Z"}  # zombies hold nothing
+        return session_processes(self.sessions)
 
     def stop(self) -> dict[int, str]:
         """`ray stop --force` for this cluster only; returns what is still alive afterwards."""
         for pid in self.processes():
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
         while (left := self.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -204,8 +201,8 @@ class LocalCluster:
         """Live processes of this cluster, found two ways: by session, and (independently of how
         `processes` tracks them) by this cluster's temp dirs on their command line (gcs, raylets...)."""
         found = self.processes()
-        for pid, (_, _, state) in _process_table().items():
-            command = _cmdline(pid)
+        for pid, (_, _, state) in process_table().items():
+            command = cmdline(pid)
             if state != "Z" and any(str(temp_dir) in command for temp_dir in self.temp_dirs):
                 found[pid] = command
         return found
@@ -223,34 +220,6 @@ class LocalCluster:
                        "--detail", "--limit", "10000", timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
-
-
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, session id, state) from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # The command name is in parentheses and may hold spaces: split after the last ")".
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # exited meanwhile
-            table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
-    return table
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-    except OSError:
-        return "?"
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ Every kill is a real SIGKILL of a real process during a real (tiny) training run
   environment in the middle of sampling; RLlib restarts it with the current weights;
 - discriminator actor: killed from here between iterations, and inside a call from an env runner
   in the middle of an iteration; Ray restarts it and it resumes from its saved state;
-- driver: `maskgan train` in a subprocess, killed after a few checkpoints; `--resume` continues
-  the same MLflow run from the newest readable checkpoint without logging any step twice.
+- driver: see test_command_line_runs.py (a killed `maskgan train` run again); here, that a resumed
+  MLflow run never logs a step twice;
 Then the divergence guard: NaN metrics or a learner_masked_perplexity past gan.max_masked_perplexity stop
 the run with one line naming the last good checkpoint, which is kept.
 """
@@ -14,11 +14,7 @@ the run with one line naming the last good checkpoint, which is kept.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -35,39 +31,18 @@ from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.train import run_training
 
+from runs import logged_metrics, tiny_overrides
+
 pytestmark = pytest.mark.slow
-
-
-def tiny_overrides(run_dir: Path, iterations: int) -> list[str]:
-    """A whole pipeline in seconds: 30-word oracle, T=8, 8-unit LSTMs, 5 pretraining steps."""
-    return [
-        f"run_dir={run_dir}",
-        "data.seq_len=8", "data.oracle_vocab=30", "data.oracle_hidden=8",
-        "data.synthetic_train=200", "data.synthetic_valid=40", "data.synthetic_test=40",
-        "model.embed=8", "model.hidden=8",
-        "pretrain.lm_steps=5", "pretrain.mle_steps=5", "pretrain.batch_size=16", "pretrain.eval_every=5",
-        "pretrain.eval_batches=1",
-        f"gan.iterations={iterations}", "gan.episodes_per_iteration=16", "gan.disc_batch_size=16",
-        "gan.checkpoint_every=1", "gan.eval_every=1000",
-        "resources.num_env_runners=1", "resources.num_envs_per_env_runner=4",
-        # One runner CPU + half a CPU for D fit the 2-CPU test Ray; the learner is the driver.
-        "resources.num_cpus=2", "resources.disc_num_cpus=0.5",
-        f"tracking.tracking_uri=sqlite:///{run_dir.parent / 'mlflow.db'}", "tracking.log_model=false",
-    ]
 
 
 def metric_steps(run_dir: Path) -> dict[str, list[int]]:
     """Every `gan/*` metric of the run's MLflow history -> the steps logged, in logging order."""
-    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
-    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
-    keys = [key for key in client.get_run(run_id).data.metrics if key.startswith("gan/")]
-    return {key: [m.step for m in client.get_metric_history(run_id, key)] for key in keys}
+    return {key: [step for step, _ in values] for key, values in logged_metrics(run_dir, "gan/").items()}
 
 
 def metric_values(run_dir: Path, key: str) -> dict[int, float]:
-    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
-    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
-    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    return dict(logged_metrics(run_dir, key)[key])
 
 
 def assert_one_value_per_iteration(run_dir: Path, iterations: int) -> None:
@@ -189,68 +164,6 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
     run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text().strip()
     tags = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}").get_run(run_id).data.tags
     assert tags["maskgan.adversarial_summary"] == summary.removeprefix("[gan] ")
-
-
-def _start_training(args: list[str], log: Path) -> subprocess.Popen:
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # its own Ray
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "maskgan_rl.cli", "train", *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,  # its Ray processes share its process group: cleaned up below
-        )
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the driver, then whatever of its local Ray cluster outlived it."""
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def test_killed_driver_resumes_from_the_last_good_checkpoint_in_the_same_mlflow_run(tmp_path):
-    run_dir, log = tmp_path / "run", tmp_path / "train.log"
-    iterations = 40  # an iteration can take 0.1 s: plenty left to interrupt after the second checkpoint
-    args = tiny_overrides(run_dir, iterations)
-    folder = run_dir / "checkpoints"
-
-    first = _start_training(args, log)
-    try:
-        while not (folder / "gan-000002.pt").exists():
-            assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
-            time.sleep(0.1)
-        time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))  # somewhere in the iterations after it
-        assert first.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
-    finally:
-        _kill_group(first)
-    run_id = (run_dir / f"{RUN_ID_FILE}.train").read_text()
-    assert not (folder / "maskgan.pt").exists()
-
-    # The kill may have hit anything, even a checkpoint write (before the oldest was pruned); on top
-    # of that, the newest checkpoint is ruined, as a disk without atomic renames could leave it.
-    *_, previous, newest = sorted(folder.glob("gan-*.pt"))
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-
-    log.write_text("")
-    second = _start_training(["--resume", *args], log)
-    try:
-        assert second.wait(timeout=600) == 0, log.read_text()
-    finally:
-        _kill_group(second)
-    output = log.read_text()
-    assert "skipping corrupt checkpoint" in output and newest.name in output
-    assert f"resumed from {previous} at iteration {int(previous.stem.split('-')[1])}" in output, output
-
-    assert (run_dir / f"{RUN_ID_FILE}.train").read_text() == run_id  # the same MLflow run
-    assert_one_value_per_iteration(run_dir, iterations)
-    _, _, final = load_generator(folder / "maskgan.pt")
-    assert final["iteration"] == iterations
-    # The training curves cover the whole run once, across the kill: history came with the checkpoint.
-    assert [record["iteration"] for record in final["history"]] == list(range(iterations + 1))
-    assert (run_dir / "training_curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_resumed_run_never_logs_a_step_it_already_holds(tmp_path):

@@ -91,6 +91,7 @@ class AdversarialTrainer:
             "torch_threads": cfg.resources.torch_threads,
         }
         self._train_path = str(data.train_path)
+        torch.manual_seed(iteration_seed(cfg.seed, 0, 9))  # the critic's initial weights, on a learner in this process
         self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.disc_actor).build_algo()
         self.algo.learner_group.foreach_learner(
             lambda learner: learner.module[DEFAULT_MODULE_ID].unwrapped().load_generator_state(generator_state)
@@ -203,8 +204,12 @@ class AdversarialTrainer:
                 runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
                 runner.env.unwrapped.set_present_rate(present_rate)
 
+        def reseed_learner(learner) -> None:
+            torch.manual_seed(iteration_seed(seed, iteration, 4))
+            np.random.seed(iteration_seed(seed, iteration, 5))  # RLlib shuffles PPO's minibatches with it
+
         self.algo.env_runner_group.foreach_env_runner(reseed_runner, local_env_runner=True)
-        self.algo.learner_group.foreach_learner(lambda learner: torch.manual_seed(iteration_seed(seed, iteration, 4)))
+        self.algo.learner_group.foreach_learner(reseed_learner)
 
     # -- evaluation on the driver ---------------------------------------------------------------
     def _fixed_validation_batch(self, data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:

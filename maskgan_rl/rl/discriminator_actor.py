@@ -69,6 +69,7 @@ class DiscriminatorTrainer:
         self.missing_id = vocab_size
         self.device = torch.device("cuda" if cfg.resources.disc_num_gpus > 0 else "cpu")
         self.model_cfg, self.mask_cfg = cfg.model, cfg.mask
+        torch.manual_seed(iteration_seed(self.seed, 0, 8))  # D's own initial weights (those not copied from the generator): the same in every run of a seed
         self.model = Discriminator.from_config(vocab_size, cfg).to(self.device)
         if discriminator_weights is not None:
             self.model.load_state_dict(discriminator_weights)
