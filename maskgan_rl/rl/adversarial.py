@@ -30,7 +30,8 @@ benchmarks/README.md); a resumed run no longer repeats the uninterrupted one exa
 
 Checkpoints: `get_state` holds tensors and plain Python only (module weights, learner optimisers,
 D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_only=True).
-With num_env_runners=0 and `reinforce` a resumed run repeats the uninterrupted one exactly.
+With `reinforce` or `ppo` (local or remote env runners) a resumed run repeats the uninterrupted one
+exactly: every random draw derives from (seed, iteration), D's head and the critic start from the seed.
 
 Failures: a dead env runner is restarted by RLlib and handed the current generator and D before it
 samples again; the discriminator actor restarts from its own saved state (see discriminator_actor).
@@ -203,6 +204,10 @@ class AdversarialTrainer:
             if runner.env is not None:
                 runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
                 runner.env.unwrapped.set_present_rate(present_rate)
+                # Every iteration's episodes start with a reset, as a new (restarted, resumed) runner's
+                # do. Else a timestep-sampling algorithm (ppo...) starts with gymnasium's autoreset step,
+                # whose discarded actions draw from the runner's torch RNG. (RLlib has no public switch.)
+                runner._needs_initial_reset = True
 
         def reseed_learner(learner) -> None:
             torch.manual_seed(iteration_seed(seed, iteration, 4))
