@@ -195,7 +195,7 @@ def test_discriminator_trainer_skips_episodes_scored_by_a_too_old_d(run_dir):
     assert stats["disc_version"] == 4
     # Loss and accuracy of the D before the step on the 4 fresh episodes, by hand: mean over masked
     # targets of (-log sigmoid(real) - log(1 - sigmoid(fake))) / 2; real called real when its logit > 0.
-    disc = Discriminator(len(data.vocab), cfg.model).eval()
+    disc = Discriminator.from_config(len(data.vocab), cfg).eval()
     disc.load_state_dict(before["model"])
     fresh_windows, fresh_filled = torch.as_tensor(windows[:4]), torch.as_tensor(windows[::-1][:4].copy())
     masked = ~torch.as_tensor(present[:4])

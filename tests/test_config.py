@@ -25,6 +25,18 @@ def test_print_config_shows_the_resolved_config_and_preset_reads_it_back(tmp_pat
     assert load_config(str(tmp_path / "resolved.yaml")) == load_config("synthetic-gan", args[2:])
 
 
+def test_resume_auto_leaves_the_overrides_after_it_alone(capsys):
+    from maskgan_rl.cli import main
+
+    # `auto` is the flag's word; an override right after `--resume` stays an override.
+    for resume in (["--resume", "auto"], ["--resume"]):
+        assert main(["train", *resume, "gan.iterations=7", "--print-config", "gan.algo=ppo"]) == 0
+        printed = capsys.readouterr().out
+        assert "iterations: 7" in printed and "algo: ppo" in printed
+    assert main(["train", "--resume", "latest", "--print-config"]) == 2  # another word is not a mode
+    assert "override 'latest' is not of the form key=value" in capsys.readouterr().err
+
+
 def test_round_trip_through_a_stored_dict():
     cfg = load_config("imdb", ["seed=7"])
     again = config_from_dict(to_dict(cfg))
