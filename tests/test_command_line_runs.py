@@ -30,7 +30,7 @@ import torch
 
 from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.cli import main
-from maskgan_rl.rl.algorithms import ALGORITHMS
+from maskgan_rl.config import ALGORITHM_NAMES
 from maskgan_rl.tracking import RUN_ID_FILE
 
 from processes import send_signal, session_processes
@@ -69,7 +69,7 @@ def uninterrupted(ray_session, tmp_path_factory) -> Callable[[str], Path]:
     return run
 
 
-@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algo", ALGORITHM_NAMES)
 def test_every_algorithm_trains_and_evaluates_through_the_command_line(uninterrupted, algo, capsys):
     run_dir = uninterrupted(algo)
     folder = run_dir / "checkpoints"
@@ -99,6 +99,7 @@ RESUME_AUTO, RESUME = ["--resume", "auto"], ["--resume"]
 DRIVER_KILLED_AT = """
 import os, signal, sys
 from maskgan_rl.cli import main
+PLACEHOLDER
 
 stage, at = sys.argv[1], int(sys.argv[2])
 if stage == "gan":  # in iteration `at`, once its metrics are logged: when its checkpoint is asked for
