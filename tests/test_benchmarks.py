@@ -76,8 +76,11 @@ def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path):
     assert set(rows) == {(reward, i) for reward in ("oracle", "optimal", "d", "noise") for i in (0, 30, 60)}
     assert rows["oracle", 60]["oracle_nll"] < rows["oracle", 0]["oracle_nll"] - 0.3
     assert rows["optimal", 60]["oracle_nll"] < rows["optimal", 0]["oracle_nll"] - 0.1
-    assert all(-1 <= r["reward_oracle_corr"] <= 1 and 0 <= r["disc_heldout_accuracy"] <= 1 for r in rows.values())
-    assert all(-1 <= r["disc_optimal_corr"] <= 1 and 0.5 < r["optimal_disc_accuracy"] <= 1 for r in rows.values())
+    # Every arm starts from the same MaskMLE generator and D (its warm-up steps the critic and D, on the
+    # same in-fills whatever the reward): at iteration 0 all four report the same numbers.
+    start = {key: value for key, value in rows["oracle", 0].items() if key != "reward"}
+    assert all({key: value for key, value in rows[reward, 0].items() if key != "reward"} == start for reward in ("optimal", "d", "noise"))
+    assert all(r["optimal_disc_accuracy"] > 0.5 for r in rows.values())  # what could be known beats a coin
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == report["rows"]
     assert out.with_suffix(".md").read_text().count("\n| oracle | critic | 5 | 0 |") == 3
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
