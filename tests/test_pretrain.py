@@ -1,5 +1,6 @@
 """MLE pretraining on the synthetic oracle: MaskMLE must in-fill better than an untrained generator."""
 
+import logging
 import re
 
 import numpy as np
@@ -59,10 +60,11 @@ def test_maskmle_infills_beat_an_untrained_generator_and_the_oracle_beats_both(p
     assert own_samples.mean().item() < oracle_nll_of_infills(trained) < oracle_nll_of_infills(untrained)
 
 
-def test_second_run_loads_instead_of_retraining(pretrained, capsys):
+def test_second_run_loads_instead_of_retraining(pretrained, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     cfg, result = pretrained
     again = run_pretraining(cfg)
-    assert "loaded" in capsys.readouterr().out
+    assert "[mle] loaded" in caplog.text
     assert again.mle_valid_perplexity == pytest.approx(result.mle_valid_perplexity)
 
 
