@@ -26,7 +26,7 @@ log = logging.getLogger("maskgan_rl")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    _log_to_stderr()
+    log_to_stderr()
     parser = _parser()
     # Overrides may come before, between or after options (`train gan.algo=ppo --preset ptb`), as
     # in Hydra; argparse alone stops collecting a positional list at the first option.
@@ -62,7 +62,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """The `maskgan_rl` logger (every module's, by name) prints INFO and up, one plain line each, on stderr."""
     logger = logging.getLogger("maskgan_rl")
     logger.setLevel(logging.INFO)

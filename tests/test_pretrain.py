@@ -74,12 +74,13 @@ def test_vocabulary_mismatch_is_a_clear_error(pretrained):
         load_generator(result.mle_path, Vocab(["<eos>", "<unk>", "other"]))
 
 
-def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_path, capsys):
+def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     # A learning rate far too high: validation perplexity gets worse after its best point.
     cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path}", "pretrain.mle_steps=100", "pretrain.lr=0.3", "pretrain.eval_every=20"])
     torch.set_num_threads(1)
     result = run_pretraining(cfg)
-    seen = [float(x) for x in re.findall(r"\[mle\] \d+/100 .*valid_perplexity=([0-9.e+]+)", capsys.readouterr().out)]
+    seen = [float(x) for x in re.findall(r"\[mle\] \d+/100 .*valid_perplexity=([0-9.e+]+)", caplog.text)]
     checkpoint = load_checkpoint(result.mle_path)
     assert len(seen) == 5 and seen[-1] > min(seen)
     assert checkpoint["metrics"]["valid_perplexity"] == pytest.approx(min(seen), rel=1e-3)
