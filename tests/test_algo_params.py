@@ -1,5 +1,6 @@
-"""gan.algo_params: RLlib's own settings of the chosen algorithm, checked before anything runs and
-passed to its AlgorithmConfig; and RLlib's learner and env-runner results in MLflow as `rllib/*`."""
+"""gan.algo_params: RLlib's own settings of the chosen algorithm, checked before training does anything
+(tests/test_cli.py runs that through `maskgan train`) and passed to its AlgorithmConfig; and RLlib's
+learner and env-runner results in MLflow as `rllib/*`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from maskgan_rl.config import load_config
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.rl.adversarial import AdversarialTrainer, rllib_metrics
-from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config, tunable_params
+from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config, check_algo_params, tunable_params
 from maskgan_rl.tracking import RUN_ID_FILE
 from maskgan_rl.train import run_training
 from test_failures import tiny_overrides
@@ -22,7 +23,7 @@ from test_failures import tiny_overrides
 
 def refused(*overrides: str) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config("synthetic", overrides)
+        check_algo_params(load_config("synthetic", overrides))
     message = str(caught.value)
     assert "\n" not in message
     return message
