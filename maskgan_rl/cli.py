@@ -63,13 +63,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def log_to_stderr() -> None:
-    """The `maskgan_rl` logger (every module's, by name) prints INFO and up, one plain line each, on stderr."""
-    logger = logging.getLogger("maskgan_rl")
-    logger.setLevel(logging.INFO)
-    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+    """The `maskgan_rl` logger (the parent of every module's) prints INFO and up, one plain line each, on stderr."""
+    log.setLevel(logging.INFO)
+    if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+        log.addHandler(handler)
 
 
 def _config(args: argparse.Namespace):

@@ -4,7 +4,6 @@ progress on stderr and results on stdout, and a Ray of its own beside an unrelat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from importlib import metadata
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from maskgan_rl.config import load_config
+from maskgan_rl.train import ray_address
 from test_bad_input import tiny
 from test_cluster import LocalCluster, free_port
 
@@ -64,6 +65,18 @@ def test_usage_errors_exit_2_and_runtime_failures_exit_1(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     message = done.stderr.splitlines()[-1]
     assert message.startswith(f"maskgan pretrain: error: checkpoint {lm} cannot be read") and "delete it" in message
+
+
+def test_the_ray_a_run_uses(monkeypatch):
+    """resources.ray_address, else the cluster of a submitted job (Ray's job supervisor sets both
+    variables for the entrypoint), else a local Ray; a RAY_ADDRESS alone is a shell's, not a job's."""
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(load_config()) == "local"
+    assert ray_address(load_config(None, ["resources.ray_address=auto"])) == "auto"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {}}')
+    assert ray_address(load_config()) == "10.0.0.1:6379"
+    assert ray_address(load_config(None, ["resources.ray_address=ray://head:10001"])) == "ray://head:10001"
 
 
 class UnrelatedCluster(LocalCluster):
