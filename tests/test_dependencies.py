@@ -125,3 +125,11 @@ def test_ray_images_and_the_kuberay_version_are_the_pinned_ray():
     assert len(images) == 3 and set(images) == {ray}
     job = yaml.safe_load((LAUNCH / "kuberay-rayjob.yaml").read_text())
     assert job["spec"]["rayClusterSpec"]["rayVersion"] == ray
+
+
+def test_no_other_launch_file_or_readme_spells_a_version_of_a_dependency():
+    """Install hints in prose and messages point at the constraints file rather than repeat a pin."""
+    spelled = re.compile(rf"\b({'|'.join(map(re.escape, pins()))})(\[[a-z,]+\])?\s*(==|>=|~=|<=)\s*\d", re.I)
+    files = [p for p in LAUNCH.iterdir() if p.is_file() and p.name != "constraints.txt"] + [ROOT / "README.md"]
+    found = {p.name: m.group(0) for p in files for m in [spelled.search(p.read_text())] if m}
+    assert not found, found
