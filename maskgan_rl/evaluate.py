@@ -437,7 +437,7 @@ def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: E
     if not compared:
         return {}
     if settings.reverse_lm_steps == 0:
-        print("[evaluate] no verdict: matching diversity needs the reverse LM (--reverse-lm-steps > 0)")
+        log.warning("[evaluate] no verdict: matching diversity needs the reverse LM (--reverse-lm-steps > 0)")
         return {}
     baseline = [c["label"] for c in checkpoints if c["model"] == settings.baseline]
     print(f"[evaluate] verdict against {settings.baseline} ({', '.join(baseline)}), "

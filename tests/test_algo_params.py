@@ -31,7 +31,7 @@ def refused(*overrides: str) -> str:
 
 def built(*overrides: str, preset: str = "synthetic"):
     """The full AlgorithmConfig of a config (no Ray started: only built, never run)."""
-    return algorithm_config(load_config(preset, overrides), vocab_size=30, env_config={}, discriminator=None)
+    return algorithm_config(load_config(preset, overrides), vocab_size=30, env_config={}, disc_actor=None)
 
 
 def test_an_unknown_key_names_the_key_the_algorithm_and_valid_keys():

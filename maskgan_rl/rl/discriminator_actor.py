@@ -78,7 +78,7 @@ class DiscriminatorTrainer:
             generator = Generator(vocab_size, cfg.model)
             generator.load_state_dict(generator_state)
             if not self.model.init_from_generator(generator):
-                print("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights", file=sys.stderr)
+                log.warning("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights")
         # Adam's weight_decay adds the L2 penalty's gradient (ScratchGAN's regularised D).
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.gan.disc_lr, betas=(cfg.gan.adam_beta1, 0.999), weight_decay=cfg.gan.disc_weight_decay
