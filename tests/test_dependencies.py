@@ -19,7 +19,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch"
-FIRST_PARTY = {"maskgan_rl", "envs"}
+FIRST_PARTY = {"maskgan_rl", "envs", "maskgan_rl_envs"}  # envs/ installs as maskgan_rl_envs
 
 
 def declared() -> dict[str, Requirement]:
