@@ -47,6 +47,7 @@ from typing import Any, Optional, Sequence
 import torch
 from matplotlib.figure import Figure
 
+from maskgan_rl.cli import log_to_stderr
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.errors import ConfigError
@@ -129,6 +130,7 @@ def reward_check(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    log_to_stderr()  # the pipeline's progress lines, as `maskgan` shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. run_dir=runs/synthetic-gan")
     parser.add_argument("--preset", default="synthetic-gan")

@@ -38,6 +38,7 @@ import psutil
 import ray
 import torch
 
+from maskgan_rl.cli import log_to_stderr
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.models.generator import Generator
@@ -206,6 +207,7 @@ def machine() -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    log_to_stderr()  # the pipeline's progress lines, as `maskgan` shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["cpu"], choices=sorted(SIZES))
     parser.add_argument("--algos", nargs="+", default=sorted(ALGORITHMS), choices=sorted(ALGORITHMS))

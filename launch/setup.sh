@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on machines without a GPU.
+# Every version comes from launch/constraints.txt (the tested set; launch/pin.py writes it).
+# torch first, at that version: an unpinned torch pulls a multi-GB CUDA build on machines without a GPU.
 # Where the default index serves the CUDA build (Linux PyPI), TORCH_INDEX_URL picks another, e.g.
 # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU one.
-.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+TORCH_PIN=$(grep -E '^torch==' launch/constraints.txt)
+.venv/bin/python -m pip install --quiet "$TORCH_PIN" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+.venv/bin/python -m pip install --quiet -c launch/constraints.txt -e ".[dev]"
 # The test of `maskgan serve`'s page drives a real headless Chromium: Debian's packages, installed
 # here when missing and we may (root, apt); elsewhere that one test is skipped, saying why.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -162,7 +162,7 @@ def _ray_executable() -> str:
     beside = Path(sys.executable).parent / "ray"
     found = str(beside) if beside.is_file() else shutil.which("ray")
     if not found:
-        raise SystemExit("submit.py: the `ray` command is not installed here: pip install 'ray[default]==2.60.*'")
+        raise SystemExit("submit.py: the `ray` command is not installed here: pip install -c launch/constraints.txt 'ray[default]'")
     return found
 
 

@@ -2,21 +2,31 @@
 
 Every training command takes `--preset NAME` (or a YAML path) and dotted overrides, before or after
 the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`); `--print-config` shows the
-config they resolve to, as YAML that `--preset` reads back, without running anything. A `MaskGANError` (bad config,
-corpus, checkpoint...) is printed as one line and exits with status 2.
+config they resolve to, as YAML that `--preset` reads back, without running anything.
+
+Output: a command's results (in-fills, `--print-config`'s YAML, `prepare`'s counts, evaluation tables,
+what a training made) go to stdout, for a pipe; progress and diagnostics go to stderr through the
+`maskgan_rl` logger. Exit status (maskgan_rl/errors.py has the rule): 0 done, 2 a usage error (bad
+arguments, config, input: a `MaskGANError`, printed as one line), 1 a runtime failure (`RunFailure`
+as one line; anything else with its traceback), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Optional, Sequence
 
+from maskgan_rl import __version__
 from maskgan_rl.config import load_config, to_yaml
 from maskgan_rl.errors import MaskGANError
 
+log = logging.getLogger("maskgan_rl")
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    log_to_stderr()
     parser = _parser()
     argv = _resume_auto(list(sys.argv[1:] if argv is None else argv))
     # Overrides may come before, between or after options (`train gan.algo=ppo --preset ptb`), as
@@ -34,10 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _print_config(args)
         return args.run(args) or 0
     except MaskGANError as err:
-        print(f"maskgan {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        log.error(f"maskgan {args.command}: error: {err}")
+        return err.exit_status
     except KeyboardInterrupt:
-        print(f"maskgan {args.command}: interrupted; the last complete checkpoint is kept (use --resume)", file=sys.stderr)
+        log.error(f"maskgan {args.command}: interrupted; the last complete checkpoint is kept (use --resume)")
         return 130
 
 
@@ -49,6 +59,27 @@ def _resume_auto(argv: list[str]) -> list[str]:
         if arg == "--resume" and argv[i + 1] == "auto":
             return argv[:i + 1] + argv[i + 2:]
     return argv
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each line to whatever sys.stderr is at that moment (pytest swaps it between tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def log_to_stderr() -> None:
+    """The `maskgan_rl` logger (the parent of every module's) prints INFO and up, one plain line each, on stderr."""
+    log.setLevel(logging.INFO)
+    if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
 
 
 def _config(args: argparse.Namespace):
@@ -113,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         "`maskgan COMMAND --help` describes each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"maskgan {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def configured(name: str, run, help: str) -> argparse.ArgumentParser:

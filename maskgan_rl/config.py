@@ -86,6 +86,10 @@ class PretrainConfig:
 @dataclass
 class GanConfig:
     algo: str = "reinforce"  # one of ALGORITHM_NAMES
+    # Settings of gan.algo's own RLlib config, passed to its AlgorithmConfig.training(...) over the
+    # project's defaults, e.g. {clip_param: 0.1, entropy_coeff: 0.01} for ppo (README, "Algorithms").
+    # Checked against that config class when training starts (rl.algorithms.check_algo_params).
+    algo_params: dict = field(default_factory=dict)
     iterations: int = 20
     episodes_per_iteration: int = 64  # masked windows filled per generator update
     gamma: float = 0.9
@@ -140,7 +144,9 @@ class GanConfig:
 
 @dataclass
 class ResourcesConfig:
-    ray_address: Optional[str] = None  # None: $RAY_ADDRESS if set, else a local Ray; "auto" or ray://...: join a cluster
+    # "auto", "HOST:PORT" or "ray://...": join that cluster. None: inside a `ray job submit` job, the job's
+    # cluster; anywhere else a new local Ray, even where a cluster runs or RAY_ADDRESS is set (train.ray_address).
+    ray_address: Optional[str] = None
     num_cpus: Optional[int] = None  # local Ray only
     num_env_runners: int = 0  # 0: sample in the driver's local env runner
     num_envs_per_env_runner: int = 16

@@ -38,6 +38,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import logging
 import math
 import re
 import tempfile
@@ -67,6 +68,8 @@ from maskgan_rl.pretrain import lm_loss, load_or_train, mle_loss, validation_per
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
 from maskgan_rl.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 NGRAM_ORDERS = (2, 3, 4)
 EVAL_LM_SEED_OFFSET = 1  # the eval LM must not be the generator's own pretraining LM
@@ -407,7 +410,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
                 ):
                     tracker.log_metrics({"masked_perplexity": masked_ppl, **point}, step=0)
             results["checkpoints"].append(entry)
-            print(f"[evaluate] {model.label}: masked perplexity {masked_ppl:.2f}")
+            log.info(f"[evaluate] {model.label}: masked perplexity {masked_ppl:.2f}")
         results["verdict"] = _verdict(results["checkpoints"], compared, settings, tracker)
         _write_outputs(out, results, scorer, fills, table_temperature)
         for path in sorted(out.glob("*.*")):
@@ -434,7 +437,7 @@ def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: E
     if not compared:
         return {}
     if settings.reverse_lm_steps == 0:
-        print("[evaluate] no verdict: matching diversity needs the reverse LM (--reverse-lm-steps > 0)")
+        log.warning("[evaluate] no verdict: matching diversity needs the reverse LM (--reverse-lm-steps > 0)")
         return {}
     baseline = [c["label"] for c in checkpoints if c["model"] == settings.baseline]
     print(f"[evaluate] verdict against {settings.baseline} ({', '.join(baseline)}), "
@@ -613,7 +616,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
     evaluate_checkpoints(checkpoints, cfg, settings, out)
     print((out / "metrics.md").read_text())
-    print(f"[evaluate] results, tables and plots in {out}")
+    log.info(f"[evaluate] results, tables and plots in {out}")
 
 
 def _config(checkpoints: list[Path], preset: Optional[str], overrides: list[str]) -> Config:

@@ -16,6 +16,7 @@ How a text becomes a model window (the rules users see in `maskgan infill --help
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import re
@@ -33,6 +34,8 @@ from maskgan_rl.errors import MaskGANError
 from maskgan_rl.loading import load_generator
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.vocab import EOS, SPECIALS, Vocab
+
+log = logging.getLogger(__name__)
 
 BLANK = "___"
 ROWS_PER_BATCH = 1024  # filled windows sampled at once: bounds memory whatever --samples asks
@@ -213,7 +216,7 @@ def infill_command(args: argparse.Namespace) -> None:
         warnings.simplefilter("always", UnknownWordWarning)
         results = model.fill(texts, temperature=args.temperature, samples=args.samples, seed=args.seed)
     for warning in caught:
-        print(f"maskgan infill: warning: {warning.message}", file=sys.stderr)
+        log.warning(f"maskgan infill: warning: {warning.message}")
     for i, filled in enumerate(results):
         if i and args.samples > 1:
             print()  # a blank line between the groups of samples of different texts
@@ -237,7 +240,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
             raise MaskGANError(f"--file {path}: not UTF-8 text: give a text file with one text per line") from None
     else:
         if sys.stdin.isatty():
-            print("maskgan infill: reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
+            log.info("maskgan infill: reading texts from stdin, one per line (Ctrl-D to end)")
         lines = sys.stdin.read().splitlines()
     texts = [line for line in lines if line.strip()]
     if not texts:

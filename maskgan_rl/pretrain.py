@@ -8,6 +8,7 @@ already exists for the same model and vocabulary is loaded instead of retrained.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import PreparedData, WindowDataset
+from maskgan_rl.errors import CheckpointError, RunFailure
 from maskgan_rl.loading import resolve_device
 from maskgan_rl.masking import make_present
 from maskgan_rl.models.generator import Generator
@@ -28,6 +30,8 @@ from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 from maskgan_rl.progress import Progress
 from maskgan_rl.tracking import Tracker
 from maskgan_rl.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,12 +95,15 @@ def load_or_train(
     device: torch.device,
 ) -> float:
     if path.is_file():
-        checkpoint = load_checkpoint(path)
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as err:  # the run's own checkpoint went bad: a runtime failure, not a usage error
+            raise RunFailure(f"{err}; delete it to train {stage} again") from None
         if _same_model(checkpoint, cfg, vocab, steps):
             model.load_state_dict(checkpoint["models"][model_key])
-            print(f"[{stage}] loaded {path} (validation perplexity {checkpoint['metrics']['valid_perplexity']:.2f})")
+            log.info(f"[{stage}] loaded {path} (validation perplexity {checkpoint['metrics']['valid_perplexity']:.2f})")
             return float(checkpoint["metrics"]["valid_perplexity"])
-        print(f"[{stage}] {path} was trained with another model, vocabulary or step count: retraining")
+        log.info(f"[{stage}] {path} was trained with another model, vocabulary or step count: retraining")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
     rng = np.random.default_rng(cfg.seed)
@@ -137,7 +144,7 @@ def load_or_train(
         "metrics": {"valid_perplexity": valid_ppl, "best_step": best_step},
     })
     tracker.log_metrics({f"{stage}/final_valid_perplexity": valid_ppl, f"{stage}/best_step": best_step}, step=steps)
-    print(f"[{stage}] kept the weights of step {best_step}: validation perplexity {valid_ppl:.2f}; saved {path}")
+    log.info(f"[{stage}] kept the weights of step {best_step}: validation perplexity {valid_ppl:.2f}; saved {path}")
     return valid_ppl
 
 

@@ -1,42 +1,37 @@
-"""One line per reporting step with rate and ETA, for every long loop (pretraining, GAN iterations)."""
+"""One line per reporting step with rate and ETA, for every long loop (pretraining, GAN iterations),
+logged at INFO by the `maskgan_rl.progress` logger (the command line prints it on stderr)."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
-from typing import Any, TextIO
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class Progress:
-    """`Progress("mle", total=3000)`; `.update(step, loss=2.3)` prints at most every `every_s` seconds.
+    """`Progress("mle", total=3000)`; `.update(step, loss=2.3)` logs a line at most every `every_s` seconds.
 
     `initial`: steps already done before this process started (a resumed run); the rate and ETA
     count only the steps done since.
     """
 
-    def __init__(
-        self, name: str, total: int, unit: str = "step", every_s: float = 2.0, stream: TextIO | None = None, initial: int = 0
-    ):
+    def __init__(self, name: str, total: int, unit: str = "step", every_s: float = 2.0, initial: int = 0):
         self.name, self.total, self.unit, self.every_s, self.initial = name, total, unit, every_s, initial
-        self.stream = stream or sys.stdout
         self.start = time.perf_counter()
-        self.last_print = -float("inf")
+        self.last_line = -float("inf")
 
     def update(self, done: int, force: bool = False, **metrics: Any) -> None:
         now = time.perf_counter()
-        if not force and now - self.last_print < self.every_s and done < self.total:
+        if not force and now - self.last_line < self.every_s and done < self.total:
             return
-        self.last_print = now
+        self.last_line = now
         elapsed = now - self.start
         rate = (done - self.initial) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         shown = "".join(f" {k}={_fmt(v)}" for k, v in metrics.items())
-        print(
-            f"[{self.name}] {done}/{self.total}{shown} | {rate:.2f} {self.unit}/s, "
-            f"elapsed {_clock(elapsed)}, eta {_clock(eta)}",
-            file=self.stream,
-            flush=True,
-        )
+        log.info(f"[{self.name}] {done}/{self.total}{shown} | {rate:.2f} {self.unit}/s, elapsed {_clock(elapsed)}, eta {_clock(eta)}")
 
 
 def _fmt(value: Any) -> str:

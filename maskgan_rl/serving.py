@@ -22,6 +22,7 @@ batched with.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -40,6 +41,8 @@ from maskgan_rl.errors import ConfigError, MaskGANError
 from maskgan_rl.infill import FillRequest, Infiller, example_text
 from maskgan_rl.loading import load_generator, resolve_device
 from maskgan_rl.resources import check_cluster_can_host, serving_demands
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "maskgan"
 REQUEST_FIELDS = ("texts", "temperature", "samples", "seed")
@@ -200,11 +203,11 @@ def serve_command(args: argparse.Namespace) -> None:
         url = start_server(Infiller(generator, vocab, cfg.data), str(args.checkpoint), cfg)
         # After ray.init, which installs a SIGTERM handler of its own: `kill` stops it as Ctrl-C does.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        print(f"[serve] {args.checkpoint} at {url} (POST {url}infill, GET {url}healthz); Ctrl-C stops", flush=True)
+        log.info(f"[serve] {args.checkpoint} at {url} (POST {url}infill, GET {url}healthz); Ctrl-C stops")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("[serve] stopping", flush=True)
+        log.info("[serve] stopping")
     finally:
         stop_server(cfg)
 

@@ -8,6 +8,7 @@ are never logged again.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, flatten, to_dict, to_yaml
 from maskgan_rl.dataset import prepare_data
-from maskgan_rl.errors import CheckpointError, MaskGANError
+from maskgan_rl.errors import CheckpointError, RunFailure
 from maskgan_rl.infill import example_text
 from maskgan_rl.loading import load_generator, stored_config
 from maskgan_rl.models.discriminator import Discriminator
@@ -34,8 +35,10 @@ FINAL_CHECKPOINT = "maskgan.pt"
 # Besides model.* and data.*, the settings a trainer state depends on: --resume refuses changes to them.
 FIXED_ON_RESUME = ("gan.algo", "gan.disc_embed", "gan.disc_hidden", "gan.disc_layers", "gan.disc_layer_norm")
 
+log = logging.getLogger(__name__)
 
-class DivergenceError(MaskGANError):
+
+class DivergenceError(RunFailure):
     """Training produced NaN/Inf or a learner_masked_perplexity past `gan.max_masked_perplexity`."""
 
 
@@ -50,6 +53,10 @@ def run_pretraining(cfg: Config) -> PretrainResult:
 
 
 def run_training(cfg: Config, resume: bool = False) -> Path:
+    if cfg.gan.algo_params:  # refused now, not after pretraining (RLlib is slow to import: only then)
+        from maskgan_rl.rl.algorithms import check_algo_params
+
+        check_algo_params(cfg)
     previous = _checkpoint_to_resume(cfg, resume)  # before the data are rebuilt for a config it refuses
     data = prepare_data(cfg)
     if previous is not None and previous[1].get("vocab") != data.vocab.tokens:
@@ -108,19 +115,19 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         trainer.set_state(checkpoint["trainer"])
         start = int(checkpoint["iteration"])
         history = list(checkpoint.get("history", []))
-        print(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint, path, cfg)}")
+        log.info(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint, path, cfg)}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0, initial=start)
     folder = Path(cfg.run_dir) / "checkpoints"
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
         if cfg.gan.disc_pretrain_steps:
             disc = trainer.pretrain_discriminator()
             tracker.log_metrics({f"gan/{k}": v for k, v in disc.items()}, step=0)
-            print(f"[gan] discriminator pretrained for {cfg.gan.disc_pretrain_steps} steps on MaskMLE in-fills: "
-                  f"accuracy {disc['disc_pretrain_accuracy']:.3f}, {disc['disc_pretrain_s']:.0f} s")
+            log.info(f"[gan] discriminator pretrained for {cfg.gan.disc_pretrain_steps} steps on MaskMLE in-fills: "
+                     f"accuracy {disc['disc_pretrain_accuracy']:.3f}, {disc['disc_pretrain_s']:.0f} s")
         start_metrics = evaluate()
         tracker.log_metrics({f"gan/eval/{k}": v for k, v in start_metrics.items()}, step=0)
         history.append({"iteration": 0, **{f"eval/{k}": v for k, v in start_metrics.items()}})
-        print("[gan] iteration 0 (MaskMLE): " + "  ".join(f"eval/{k}={v:.4g}" for k, v in start_metrics.items()))
+        log.info("[gan] iteration 0 (MaskMLE): " + "  ".join(f"eval/{k}={v:.4g}" for k, v in start_metrics.items()))
     try:
         for iteration in range(start + 1, cfg.gan.iterations + 1):
             metrics = trainer.train_iteration()
@@ -129,6 +136,7 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
                 metrics.update({f"eval/{k}": v for k, v in evaluate().items()})
             _guard_divergence(cfg, metrics, iteration, folder)
             tracker.log_metrics({f"gan/{k}": v for k, v in metrics.items()}, step=iteration)
+            tracker.log_metrics(trainer.rllib_metrics, step=iteration)  # rllib/learner/..., rllib/env_runner/...
             progress.update(iteration, **_headline(metrics))
             history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
             if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
@@ -138,11 +146,11 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
         if history:  # (empty only when resuming a finished run from a checkpoint older than histories)
             curves = save_figure(training_curves(history), Path(cfg.run_dir) / "training_curves.png")
             tracker.log_artifact(curves, "plots")
-            print(f"[gan] training curves: {curves}")
+            log.info(f"[gan] training curves: {curves}")
         summary = adversarial_summary(history)
         if summary is not None:
             sentence, deltas = summary
-            print(f"[gan] {sentence}")
+            log.info(f"[gan] {sentence}")
             tracker.log_metrics({f"gan/eval/delta_{k}": v for k, v in deltas.items()}, step=cfg.gan.iterations)
             tracker.set_tags({"maskgan.adversarial_summary": sentence})
         return final
@@ -163,8 +171,8 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     if not existing:
         return None
     previous = latest_good_checkpoint(folder, "gan-*.pt")
-    if previous is None:
-        raise CheckpointError(
+    if previous is None:  # the run's own files went bad: a runtime failure, not a usage error
+        raise RunFailure(
             f"no adversarial checkpoint in {folder} can be read ({', '.join(p.name for p in existing)}): "
             "move them away to start over, or set run_dir=... for a new run"
         )
@@ -202,17 +210,30 @@ def _changed_settings(checkpoint: dict[str, Any], path: Path, cfg: Config) -> st
 
 
 def init_ray(cfg: Config) -> None:
-    """Join the cluster named by `resources.ray_address` (or the one a `ray job submit` runs in), else start a local Ray."""
+    """Connect to the Ray this run uses (`ray_address`), unless this process already is."""
     import ray  # slow to import, and pretraining alone never starts Ray
 
     if ray.is_initialized():
         return
-    address = cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        # "local": a new Ray of our own, never whichever cluster `ray start` last left on this machine.
+    address = ray_address(cfg)
+    if address == "local":
         ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False)
+    else:
+        ray.init(address=address)
+
+
+def ray_address(cfg: Config) -> str:
+    """The rule: `resources.ray_address` if set ("auto", "HOST:PORT", "ray://..."); else, inside a job
+    submitted with `ray job submit` (also KubeRay's RayJob), the job's own cluster; else "local", a
+    new Ray of this process's own. Never a cluster merely found running on the machine (`ray start`)
+    or named by a RAY_ADDRESS left in the shell: Ray's own default would join those."""
+    if cfg.resources.ray_address:
+        return cfg.resources.ray_address
+    # Ray's job supervisor starts the entrypoint with the cluster's address in RAY_ADDRESS and the
+    # job's config in RAY_JOB_CONFIG_JSON_ENV_VAR; only the latter says the process is a submitted job.
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    return "local"
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Bad input never ends in a traceback: the command line prints one line naming the problem and the
-fix, and exits with status 2 (`maskgan_rl.cli.main`, and the installed `maskgan` for a few)."""
+fix, and exits with status 2 (`maskgan_rl.cli.main`, and the installed `maskgan` for a few), or 1 where the
+run's own files went bad (a runtime failure, maskgan_rl/errors.py)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def tiny(run_dir: Path) -> list[str]:
     ]
 
 
-def fails(capsys, argv: list[str], *words: str) -> str:
-    """Runs the command line in-process: exit status 2 and one line holding every one of `words`."""
-    assert main(argv) == 2
+def fails(capsys, argv: list[str], *words: str, status: int = 2) -> str:
+    """Runs the command line in-process: exit `status` and one line holding every one of `words`."""
+    assert main(argv) == status
     message = capsys.readouterr().err.strip().splitlines()[-1]  # warnings, if any, come before it
     assert message.startswith(f"maskgan {argv[0]}: error: "), message
     for word in words:
@@ -291,7 +292,7 @@ def test_untrusted_checkpoints_are_refused_without_running_their_code(capsys, tm
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "gan-000003.pt").write_bytes(as_torch.read_bytes())
     with pytest.warns(UserWarning, match="gan-000003.pt cannot be read: it contains pickled Python objects"):
-        fails(capsys, ["train", "--resume", *tiny(run_dir)], "no adversarial checkpoint", "can be read (gan-000003.pt)")
+        fails(capsys, ["train", "--resume", *tiny(run_dir)], "no adversarial checkpoint", "can be read (gan-000003.pt)", status=1)
     assert not marker.exists()
 
 

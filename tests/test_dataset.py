@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pyarrow as pa
@@ -85,12 +86,13 @@ def test_imdb_windows_are_review_prefixes_padded_with_eos(tmp_path):
     assert prepared.counts["train_tokens"] == 4 + 2 + 1 + 17 and prepared.counts["valid_windows"] == 1
 
 
-def test_synthetic_data_is_deterministic_oracle_samples(tmp_path, capsys):
+def test_synthetic_data_is_deterministic_oracle_samples(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     data = DataConfig(
         seq_len=6, oracle_vocab=20, oracle_hidden=4, synthetic_train=30, synthetic_valid=5, synthetic_test=4
     )
     first = prepare_data(Config(run_dir=str(tmp_path / "one"), data=data))
-    assert "[data] 39/39 " in capsys.readouterr().out  # sampling shows progress over all three splits
+    assert "[data] 39/39 " in caplog.text  # sampling shows progress over all three splits
     second = prepare_data(Config(run_dir=str(tmp_path / "two"), data=data))
     windows = WindowDataset(first.train_path).windows
     assert windows.shape == (30, 7) and (windows[:, 0] == 0).all()

@@ -13,6 +13,7 @@ the run with one line naming the last good checkpoint, which is kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -80,7 +81,8 @@ def discriminator_pid(trainer: AdversarialTrainer) -> int:
     return ray.get(trainer.disc_actor.__ray_call__.remote(lambda actor: os.getpid()))
 
 
-def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path, monkeypatch, capsys):
+def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     run_dir = tmp_path / "run"
     cfg = load_config("synthetic", tiny_overrides(run_dir, iterations=6))
     seen: dict[str, object] = {}
@@ -141,7 +143,7 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
     assert seen["restored_version"] == 3
 
     # The log line of the iteration and MLflow both say what happened.
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[gan] ")]
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("[gan] ")]
     assert any(line.startswith("[gan] 2/6") and "env_runner_restarts=1" in line for line in lines), lines
     assert any(line.startswith("[gan] 4/6") and "disc_actor_restarts=1" in line for line in lines), lines
     # The evaluated (last) iteration's line also says how good the in-fills are and what D knows.
@@ -196,9 +198,11 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session
     capsys.readouterr()
 
     # A learner_masked_perplexity past the limit: the next iteration stops the run.
-    assert main(["train", "--resume", *args, "gan.iterations=4", "gan.max_masked_perplexity=1.0001"]) == 2
-    message = capsys.readouterr().err.strip()
-    assert "\n" not in message
+    # A runtime failure, not a usage error: exit status 1.
+    assert main(["train", "--resume", *args, "gan.iterations=4", "gan.max_masked_perplexity=1.0001"]) == 1
+    err = capsys.readouterr().err  # progress lines, then the error as one line
+    message = err.strip().splitlines()[-1]
+    assert "Traceback" not in err
     assert message.startswith("maskgan train: error: training diverged at iteration 3 (learner_masked_perplexity")
     assert f"the last good checkpoint is {good}" in message and "gan.gen_lr" in message
 
@@ -209,8 +213,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session
         return {**real_train_iteration(trainer), "policy_loss": float("nan")}
 
     monkeypatch.setattr(AdversarialTrainer, "train_iteration", nan_loss)
-    assert main(["train", "--resume", *args, "gan.iterations=4"]) == 2
-    message = capsys.readouterr().err.strip()
+    assert main(["train", "--resume", *args, "gan.iterations=4"]) == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "training diverged at iteration 3 (non-finite policy_loss)" in message
     assert f"the last good checkpoint is {good}" in message
 

@@ -1,5 +1,6 @@
 """MLE pretraining on the synthetic oracle: MaskMLE must in-fill better than an untrained generator."""
 
+import logging
 import re
 
 import numpy as np
@@ -59,10 +60,11 @@ def test_maskmle_infills_beat_an_untrained_generator_and_the_oracle_beats_both(p
     assert own_samples.mean().item() < oracle_nll_of_infills(trained) < oracle_nll_of_infills(untrained)
 
 
-def test_second_run_loads_instead_of_retraining(pretrained, capsys):
+def test_second_run_loads_instead_of_retraining(pretrained, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     cfg, result = pretrained
     again = run_pretraining(cfg)
-    assert "loaded" in capsys.readouterr().out
+    assert "[mle] loaded" in caplog.text
     assert again.mle_valid_perplexity == pytest.approx(result.mle_valid_perplexity)
 
 
@@ -72,12 +74,13 @@ def test_vocabulary_mismatch_is_a_clear_error(pretrained):
         load_generator(result.mle_path, Vocab(["<eos>", "<unk>", "other"]))
 
 
-def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_path, capsys):
+def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     # A learning rate far too high: validation perplexity gets worse after its best point.
     cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path}", "pretrain.mle_steps=100", "pretrain.lr=0.3", "pretrain.eval_every=20"])
     torch.set_num_threads(1)
     result = run_pretraining(cfg)
-    seen = [float(x) for x in re.findall(r"\[mle\] \d+/100 .*valid_perplexity=([0-9.e+]+)", capsys.readouterr().out)]
+    seen = [float(x) for x in re.findall(r"\[mle\] \d+/100 .*valid_perplexity=([0-9.e+]+)", caplog.text)]
     checkpoint = load_checkpoint(result.mle_path)
     assert len(seen) == 5 and seen[-1] > min(seen)
     assert checkpoint["metrics"]["valid_perplexity"] == pytest.approx(min(seen), rel=1e-3)

@@ -33,6 +33,11 @@ D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_o
 With `reinforce` or `ppo` (local or remote env runners) a resumed run repeats the uninterrupted one
 exactly: every random draw derives from (seed, iteration), D's head and the critic start from the seed.
 
+Metrics: `train_iteration` returns the project's own numbers (logged as `gan/*`); every number of
+RLlib's own learner and env-runner results (entropy, KL, losses, learning rates, episode statistics...)
+is in `rllib_metrics` after each iteration, named `rllib/learner/...` and `rllib/env_runner/...` the
+same way for every algorithm, so that runs of different algorithms share plots.
+
 Failures: a dead env runner is restarted by RLlib and handed the current generator and D before it
 samples again; the discriminator actor restarts from its own saved state (see discriminator_actor).
 Every iteration reports both as `env_runner_restarts` and `disc_actor_restarts`.
@@ -42,6 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import re
 import time
 from typing import Any, Optional
 
@@ -106,6 +113,7 @@ class AdversarialTrainer:
         self._generator_average = _copy(generator_state) if cfg.gan.generator_ema else None
         self._eval_batch = self._fixed_validation_batch(data)
         self._generator_frozen: Optional[bool] = None  # unknown to the learners until the first iteration
+        self.rllib_metrics: dict[str, float] = {}  # RLlib's results of the last iteration, see rllib_metrics()
 
     # -- training -------------------------------------------------------------------------------
     def pretrain_discriminator(self) -> dict[str, float]:
@@ -122,6 +130,7 @@ class AdversarialTrainer:
         self._reseed()
         self._freeze_generator(self.iteration <= self.cfg.gan.critic_warmup_iterations)
         result = self.algo.train()
+        self.rllib_metrics = rllib_metrics(result)
         rl_s = time.perf_counter() - start
         # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
         # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
@@ -299,6 +308,36 @@ class AdversarialTrainer:
     def stop(self) -> None:
         self.algo.stop()
         ray.kill(self.disc_actor)
+
+
+def rllib_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an `algo.train()` result's learner and env-runner parts, flattened with "/":
+    `rllib/learner/default_policy/entropy`, `rllib/env_runner/episode_return_mean`... Finite numbers
+    only: RLlib reports NaN for a statistic with no data in the iteration (no episode finished)."""
+    flat: dict[str, float] = {}
+
+    def walk(name: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{name}/{_metric_name_part(key)}", value)
+            return
+        if isinstance(node, torch.Tensor):
+            node = node.detach().cpu().numpy()
+        if isinstance(node, np.ndarray) and node.size == 1:  # a reduced statistic in an array
+            node = node.item()
+        if isinstance(node, numbers.Real) and not isinstance(node, (bool, np.bool_)) and math.isfinite(node):
+            flat[name] = float(node)
+
+    for prefix, key in (("learner", LEARNER_RESULTS), ("env_runner", ENV_RUNNER_RESULTS)):
+        walk(f"rllib/{prefix}", result.get(key, {}))
+    return flat
+
+
+def _metric_name_part(key: Any) -> str:
+    """A result key as MLflow accepts it in a metric name on every platform (letters, digits, `_-. `;
+    "/" separates parts), e.g. a module id holding other characters."""
+    part = re.sub(r"[^A-Za-z0-9_.\- ]", "_", str(key))
+    return "_" if part in ("", ".", "..") else part
 
 
 def _sub_state(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

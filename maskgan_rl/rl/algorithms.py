@@ -14,19 +14,26 @@ Shared choices:
 - PPO/APPO/IMPALA use RLlib's own advantages: GAE with lambda=1 (Monte-Carlo returns, like the
   paper) but discounted per env step, i.e. per masked target rather than per position (the same
   for one contiguous blank), and PPO standardises them. Only `reinforce` is the paper's update.
+
+`gan.algo_params` reaches the chosen algorithm's `AlgorithmConfig.training(...)` after the entry's
+defaults, so it overrides them; `check_algo_params` refuses, before anything runs, a key that is not a
+`training` argument of that algorithm or that the project sets itself (`NOT_TUNABLE`, with the reason).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
+from ray._common.deprecation import DEPRECATED_VALUE  # (where RLlib's own configs take it from)
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from maskgan_rl.config import Config
+from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import num_masked
 from maskgan_rl.rl.callbacks import MaskGANCallbacks
 from maskgan_rl.rl.learners import APPOLearner, IMPALALearner, PPOLearner
@@ -121,11 +128,90 @@ ALGORITHMS: dict[str, Callable[[Config], AlgorithmConfig]] = {
 }
 
 
+_OWN_LEARNERS = "the project's learners and connectors (maskgan_rl/rl/learners.py) run every algorithm"
+_OLD_STACK = "a setting of RLlib's old API stack, which this project does not run"
+# `training` arguments that gan.algo_params may not set, and why: the project sets them from its own
+# keys, or the pipeline depends on their values. A key's entry under the algorithm wins over "all".
+NOT_TUNABLE: dict[str, dict[str, str]] = {
+    "all": {
+        "lr": "set it with gan.gen_lr",
+        "gamma": "set it with gan.gamma",
+        "grad_clip": "set it with gan.grad_clip",
+        "grad_clip_by": "always global_norm: the grad_norm_* metrics and the divergence guard read those norms",
+        "train_batch_size_per_learner": "set from gan.episodes_per_iteration (times the masked tokens of a window)",
+        "train_batch_size": "set from gan.episodes_per_iteration (times the masked tokens of a window)",
+        "learner_class": _OWN_LEARNERS,
+        "learner_connector": _OWN_LEARNERS,
+        "add_default_connectors_to_learner_pipeline": _OWN_LEARNERS,
+        "learner_config_dict": "set from gan.critic_lr and resources.torch_threads",
+        **{key: _OLD_STACK for key in (
+            "model", "optimizer", "lr_schedule", "entropy_coeff_schedule", "opt_type", "decay", "momentum", "epsilon",
+            "_separate_vf_optimizer", "_lr_vf", "num_multi_gpu_tower_stacks", "minibatch_buffer_size",
+            "replay_proportion", "replay_buffer_num_slots", "learner_queue_timeout",
+        )},
+    },
+    "reinforce": {
+        "episodes_per_iteration": "set it with gan.episodes_per_iteration",
+        "advantage_clip": "set it with gan.advantage_clip",
+        **{key: "reinforce makes one pass over each batch (the paper's update)"
+           for key in ("num_epochs", "minibatch_size", "shuffle_batch_per_epoch")},
+    },
+}
+
+
+def tunable_params(config: AlgorithmConfig, algo: str) -> list[str]:
+    """The `training` arguments of `config`'s class (its own and its bases') that gan.algo_params may set."""
+    names = set()
+    for cls in type(config).__mro__:
+        if "training" in vars(cls):
+            names |= {
+                name for name, param in inspect.signature(vars(cls)["training"]).parameters.items()
+                if param.kind is param.KEYWORD_ONLY and param.default is not DEPRECATED_VALUE
+            }
+    refused = NOT_TUNABLE["all"].keys() | NOT_TUNABLE.get(algo, {}).keys()
+    return sorted(names - refused)
+
+
+def check_algo_params(cfg: Config) -> None:
+    """Raise ConfigError for a key of gan.algo_params that gan.algo's config does not take or that the
+    project sets, or a value of another type than RLlib's default for it. (Not in config.validate:
+    the config layer does not import RL; `maskgan train` calls this before it does anything.)"""
+    algo, params = cfg.gan.algo, cfg.gan.algo_params
+    config = ALGORITHMS[algo](cfg)  # the algorithm's config with the project's defaults: its types, its class
+    valid = tunable_params(config, algo)
+    for key, value in params.items():
+        reason = NOT_TUNABLE.get(algo, {}).get(key) or NOT_TUNABLE["all"].get(key)
+        if reason:
+            raise ConfigError(f"gan.algo_params.{key} cannot be set for gan.algo={algo}: {reason}")
+        if key not in valid:
+            raise ConfigError(
+                f"gan.algo_params.{key}: {type(config).__name__} (gan.algo={algo}) has no training setting {key!r}; "
+                f"valid ones: {', '.join(valid) or 'none (its settings are gan.* keys)'}"
+            )
+        default = getattr(config, key, None)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"gan.algo_params.{key}={value!r}: must be true or false (RLlib's default: {default})")
+        if isinstance(default, int) and not isinstance(default, bool) and not _is_integer(value):
+            raise ConfigError(f"gan.algo_params.{key}={value!r}: must be an integer (RLlib's default: {default})")
+        # A float setting may also be a schedule, [[timestep, value], ...], where RLlib takes one.
+        if isinstance(default, float) and not (_is_number(value) or isinstance(value, list)):
+            raise ConfigError(f"gan.algo_params.{key}={value!r}: must be a number (RLlib's default: {default})")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], disc_actor: Any) -> AlgorithmConfig:
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
     r, g = cfg.resources, cfg.gan
     return (
         ALGORITHMS[g.algo](cfg)
+        .training(**g.algo_params)  # the user's settings of this algorithm, over the entry's defaults
         .environment(envs.RAY_VECTOR_ENV, env_config=env_config)
         .env_runners(
             num_env_runners=r.num_env_runners,

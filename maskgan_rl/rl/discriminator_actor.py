@@ -23,7 +23,7 @@ last save (with gan.checkpoint_every=1, none).
 from __future__ import annotations
 
 import copy
-import sys
+import logging
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +39,8 @@ from maskgan_rl.dataset import WindowDataset
 from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
+
+log = logging.getLogger(__name__)
 
 DISC_MAX_RESTARTS = 5  # a D that keeps dying (out of memory...) should stop the run, not loop
 STATE_FILE = "discriminator_actor.pt"
@@ -77,7 +79,7 @@ class DiscriminatorTrainer:
             generator = Generator(vocab_size, cfg.model)
             generator.load_state_dict(generator_state)
             if not self.model.init_from_generator(generator):
-                print("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights", file=sys.stderr)
+                log.warning("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights")
         # Adam's weight_decay adds the L2 penalty's gradient (ScratchGAN's regularised D).
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.gan.disc_lr, betas=(cfg.gan.adam_beta1, 0.999), weight_decay=cfg.gan.disc_weight_decay
@@ -224,9 +226,9 @@ class DiscriminatorTrainer:
         self._restarts = 1
         if self.state_path.is_file():
             self.set_state(load_checkpoint(self.state_path)["discriminator_actor"])
-            print(f"[disc] actor restarted: resumed version {self.version} from {self.state_path}", file=sys.stderr)
+            log.warning(f"[disc] actor restarted: resumed version {self.version} from {self.state_path}")
         else:  # restarted on a machine that cannot see run_dir
-            print(f"[disc] actor restarted without {self.state_path}: D starts again from its initial weights", file=sys.stderr)
+            log.warning(f"[disc] actor restarted without {self.state_path}: D starts again from its initial weights")
 
 
 def create_discriminator_actor(
