@@ -3,7 +3,8 @@
 MaskMLE is the generator trained with teacher-forced cross-entropy on masked positions only. Both
 stages report validation perplexity (the LM's over all targets, MaskMLE's over masked targets) and
 write an atomic checkpoint that records the config and the vocabulary. A stage whose checkpoint
-already exists for the same model and vocabulary is loaded instead of retrained.
+already exists for the same model and vocabulary is loaded instead of retrained; one trained for fewer
+steps than asked is continued from its weights and optimiser state for the missing steps only.
 """
 
 from __future__ import annotations
@@ -94,26 +95,40 @@ def load_or_train(
     valid: WindowDataset,
     device: torch.device,
 ) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
+    # The weights kept are those of the best validation perplexity seen (checked every eval_every
+    # steps): a long schedule that starts to overfit cannot hand a worse model to the next stage.
+    best = (math.inf, 0, None)  # (perplexity, step, CPU copy of the weights)
+    done = 0  # steps already trained, when a shorter checkpoint of this model is continued
     if path.is_file():
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as err:  # the run's own checkpoint went bad: a runtime failure, not a usage error
             raise RunFailure(f"{err}; delete it to train {stage} again") from None
-        if _same_model(checkpoint, cfg, vocab, steps):
+        done = int(checkpoint.get("steps", 0)) if _same_model(checkpoint, cfg, vocab) else 0
+        if done == steps:
             model.load_state_dict(checkpoint["models"][model_key])
             log.info(f"[{stage}] loaded {path} (validation perplexity {checkpoint['metrics']['valid_perplexity']:.2f})")
             return float(checkpoint["metrics"]["valid_perplexity"])
-        log.info(f"[{stage}] {path} was trained with another model, vocabulary or step count: retraining")
+        if 0 < done < steps:
+            # More steps than the checkpoint has: train only the missing ones, from its weights and Adam
+            # state (checkpoints from before the state was stored restart Adam's moments).
+            model.load_state_dict(checkpoint["models"][model_key])
+            if "optimizer" in checkpoint:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            metrics = checkpoint["metrics"]
+            best = (float(metrics["valid_perplexity"]), int(metrics["best_step"]), _cpu_copy(model))
+            log.info(f"[{stage}] continuing {path} from step {done} to {steps}")
+        else:
+            done = 0
+            log.info(f"[{stage}] {path} was trained with another model, vocabulary or more steps: retraining")
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
-    rng = np.random.default_rng(cfg.seed)
-    progress = Progress(stage, total=steps)
+    # A continued run draws other batches and masks than the first `done` steps did.
+    rng = np.random.default_rng([cfg.seed, done] if done else cfg.seed)
+    progress = Progress(stage, total=steps, initial=done)
     evaluate = lambda: validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
     tokens, started = 0, time.perf_counter()
-    # The weights kept are those of the best validation perplexity seen (checked every eval_every
-    # steps): a long schedule that starts to overfit cannot hand a worse model to the next stage.
-    best = (math.inf, 0, None)  # (perplexity, step, CPU copy of the weights)
-    for step in range(1, steps + 1):
+    for step in range(done + 1, steps + 1):
         model.train()
         windows = torch.as_tensor(train.sample(cfg.pretrain.batch_size, rng), device=device)
         loss, count = batch_loss(windows, rng)
@@ -127,7 +142,7 @@ def load_or_train(
             metrics["valid_perplexity"] = evaluate()
             metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
             if metrics["valid_perplexity"] < best[0]:
-                best = (metrics["valid_perplexity"], step, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                best = (metrics["valid_perplexity"], step, _cpu_copy(model))
             tracker.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()}, step=step)
         progress.update(step, force="valid_perplexity" in metrics, **metrics)
     valid_ppl, best_step, best_state = best
@@ -140,6 +155,7 @@ def load_or_train(
         "config": to_dict(cfg),
         "vocab": vocab.tokens,
         "models": {model_key: model.state_dict()},
+        "optimizer": optimizer.state_dict(),  # so that a longer schedule can continue this one
         "steps": steps,
         "metrics": {"valid_perplexity": valid_ppl, "best_step": best_step},
     })
@@ -169,9 +185,12 @@ def validation_perplexity(
     return math.exp(total / max(count, 1.0))
 
 
-def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab, steps: int) -> bool:
+def _same_model(checkpoint: dict, cfg: Config, vocab: Vocab) -> bool:
     return (
         checkpoint.get("vocab") == vocab.tokens
         and checkpoint.get("config", {}).get("model") == to_dict(cfg)["model"]
-        and checkpoint.get("steps") == steps
     )
+
+
+def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -3,11 +3,17 @@
 
 import importlib.util
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.reference import ReferenceLoop
@@ -111,3 +117,43 @@ def test_reward_check_can_evaluate_the_moving_average_of_the_generator(tmp_path)
     moved = {name: abs(rows[1]["masked_perplexity"] - rows[0]["masked_perplexity"])
              for name, rows in (("trained", trained), ("averaged", averaged))}
     assert moved["trained"] > 0 and moved["averaged"] < moved["trained"] / 5
+
+
+def run_verdict_experiment(tmp_path: Path, *args: str) -> str:
+    """The experiment driver as the next session runs it, in its own process group: on the deadline the
+    driver and the maskgan command it runs are killed together."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    command = [sys.executable, str(BENCHMARKS / "verdict_experiment.py"), "run", "--experiments", "synthetic-oracle88",
+               "--seeds", "0", "--tiny", "--root", str(tmp_path / "runs"), "--publish", str(tmp_path / "results"), *args]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              start_new_session=True)
+    try:
+        out, _ = driver.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
+    assert driver.returncode == 0, out[-3000:]
+    return out
+
+
+def test_verdict_experiment_runs_every_stage_then_skips_them(tmp_path):
+    out = run_verdict_experiment(tmp_path)
+    stages = ["pretrain-seed0", "maskgan-seed0", "mle-extra-seed0", "evaluate"]
+    for stage in stages:
+        assert f"synthetic-oracle88/{stage}: finished" in out
+    runs = tmp_path / "runs" / "synthetic-oracle88"
+    assert (runs / "maskgan-seed0" / "log.txt").read_text().startswith("$ ")  # each stage logs its own command
+    # --tiny: 20 MaskMLE steps, then 2 adversarial iterations of 16 windows -> ceil(2 * 16 / 64) = 1 more step.
+    assert load_checkpoint(runs / "mle-extra-seed0" / "checkpoints" / "mle.pt")["steps"] == 21
+    assert load_checkpoint(runs / "pretrain-seed0" / "checkpoints" / "mle.pt")["steps"] == 20
+    published = tmp_path / "results" / "verdict-synthetic-oracle88"
+    results = json.loads((published / "results.json").read_text())
+    assert sorted(c["model"] for c in results["checkpoints"]) == ["MaskGAN", "MaskMLE", "MaskMLE+extra"]
+    assert sorted(results["verdict"]) == ["MaskGAN", "MaskMLE+extra"]
+    for verdict in results["verdict"].values():  # a finite ratio, or explicitly none when nothing matched
+        assert (verdict["ratio"] is None and verdict["matched_points"] == 0) or math.isfinite(verdict["ratio"])
+    assert [s["stage"].split("/")[1] for s in json.loads((published / "experiment.json").read_text())["stages"]] == stages
+
+    again = run_verdict_experiment(tmp_path)
+    assert [f"synthetic-oracle88/{stage}: done, skipped" in again for stage in stages] == [True] * 4
+    assert ": running" not in again

@@ -2,6 +2,7 @@
 
 import logging
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -141,3 +142,30 @@ def test_next_steps_names_the_generator_and_commands_that_run(pretrained, tmp_pa
     text = next_steps(tracked, final, vocab)
     assert f"maskgan evaluate {final} {result.mle_path}" in text
     assert "runs and curves: http://mlflow:5000" in text
+
+
+def test_a_longer_schedule_continues_the_checkpoint_instead_of_redoing_its_steps(tmp_path, caplog):
+    # The "MaskMLE trained for the same extra steps" baseline: a 30-step MaskMLE's checkpoints copied
+    # into a new run_dir, then pretraining asked for 90 MaskMLE steps trains steps 31-90 only.
+    short = ["pretrain.lm_steps=30", "pretrain.eval_every=10"]
+    torch.set_num_threads(1)
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
+    first = run_pretraining(load_config("synthetic", TINY + short + [f"run_dir={tmp_path / 'first'}", "pretrain.mle_steps=30"]))
+    run_dir = tmp_path / "extra"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for path in (first.lm_path, first.mle_path):
+        shutil.copy(path, run_dir / "checkpoints" / path.name)
+    caplog.clear()
+    extra = run_pretraining(load_config("synthetic", TINY + short + [f"run_dir={run_dir}", "pretrain.mle_steps=90"]))
+    out = caplog.text
+    assert "[lm] loaded" in out and "continuing" in out and "from step 30 to 90" in out
+    # The validation points of steps 10, 20 and 30 would be printed again had the first steps been redone.
+    assert "[mle] 90/90" in out and not re.search(r"\[mle\] (10|20|30)/90", out)
+    before, after = load_checkpoint(first.mle_path), load_checkpoint(extra.mle_path)
+    assert after["steps"] == 90 and after["kind"] == "mle"
+    assert all(state["step"] == 90 for state in after["optimizer"]["state"].values())  # Adam went on counting
+    # 30 steps leave this MaskMLE far from converged: the continued weights are better and are the ones kept.
+    assert after["metrics"]["best_step"] > 30
+    assert after["metrics"]["valid_perplexity"] < before["metrics"]["valid_perplexity"]
+    weights_before, weights_after = before["models"]["generator"], after["models"]["generator"]
+    assert any(not torch.equal(weights_before[k], weights_after[k]) for k in weights_before)
