@@ -2,8 +2,12 @@
 # The quality benchmark of one data set: LM -> MaskMLE -> MaskGAN, then the evaluation suite comparing
 # LM (left context only), MaskMLE and MaskGAN in-fills across temperatures: masked perplexity,
 # perplexity under an independent evaluation LM, unique n-grams, reverse-LM perplexity, BLEU/Self-BLEU,
-# quality-diversity plots and, on synthetic data, the oracle NLL. Budgets finish in under an hour per
-# data set on 2 CPU cores.
+# quality-diversity plots and, on synthetic data, the oracle NLL, and the verdict: each model's
+# eval-LM perplexity against MaskMLE's at matched reverse-LM perplexity, with a held-out discriminator
+# (two-sample test, 100 steps per model and temperature) at every point. Seven temperatures, so that
+# MaskMLE's curve is fine enough to interpolate along; one training and one evaluation seed, so no
+# interval: benchmarks/verdict_experiment.py is the experiment with seeds. Budgets finish in under an
+# hour per data set on 2 CPU cores.
 #
 #   bash benchmarks/quality.sh ptb|imdb|synthetic [dotted overrides for training...]
 #
@@ -26,7 +30,8 @@ started=$(date +%s)
 $MASKGAN train --preset "$preset" "run_dir=$run_dir" "${budget[@]}" "$@"
 trained=$(date +%s)
 $MASKGAN evaluate "$run_dir"/checkpoints/{lm,mle,maskgan}.pt pretrain.lm_steps=600 --out "$run_dir/eval" \
-  --temperatures 0.5,0.7,1.0,1.3 --samples 400 --bleu-references 300 --reverse-lm-steps 100 --table-rows 6
+  --temperatures 0.5,0.7,0.85,1.0,1.15,1.3,1.5 --samples 400 --bleu-references 300 --reverse-lm-steps 100 \
+  --two-sample-steps 100 --seeds 0 --table-rows 6
 finished=$(date +%s)
 
 mkdir -p "docs/results/$dataset"

@@ -220,7 +220,9 @@ def print_plan(stages: dict[str, tuple[list[Stage], Stage]]) -> None:
                 print(f"  {stage.name:<36} done in {json.loads(stage.done_file.read_text())['minutes']:.1f} min")
             else:
                 total += stage.estimate_min
-                print(f"  {stage.name:<36} to run, ~{stage.estimate_min:.0f} min")
+                over = stage.estimate_min > 90 and "/evaluate" not in stage.name
+                print(f"  {stage.name:<36} to run, ~{stage.estimate_min:.0f} min"
+                      + ("  (over the 90-minute budget of a run: lower gan.iterations in the levers)" if over else ""))
     print(f"[verdict] estimated time left: ~{total / 60:.1f} h")
 
 
@@ -245,7 +247,8 @@ def run_stage(stage: Stage) -> None:
     minutes = (time.monotonic() - started) / 60
     if code != 0:
         raise StageFailed(f"{stage.name} failed (exit {code}) after {minutes:.1f} min: see {log}; run the driver again to retry it")
-    stage.done_file.write_text(json.dumps({"command": stage.command, "minutes": minutes}) + "\n")
+    shown = ["maskgan", *(a.replace(f"{REPO}/", "") for a in stage.command[len(MASKGAN):])]  # as a user types it
+    stage.done_file.write_text(json.dumps({"command": shown, "minutes": round(minutes, 2)}) + "\n")
     print(f"[verdict] {stage.name}: finished in {minutes:.1f} min", flush=True)
 
 
@@ -267,7 +270,8 @@ def sweep(args: argparse.Namespace, levers: dict) -> int:
     rest of the levers file, to <root>/sweep-ptb/levers.yaml."""
     experiment = EXPERIMENTS["ptb"]
     sweep_dir = args.root / "sweep-ptb"
-    base = [*experiment.budget, *lever_overrides(levers, "sweep"), "tracking.experiment=verdict-sweep-ptb", *(TINY + ["gan.iterations=2"] if args.tiny else [])]
+    base = [*experiment.budget, *lever_overrides(levers, "sweep"), "tracking.experiment=verdict-sweep-ptb",
+            *(TINY + ["gan.iterations=2"] if args.tiny else [])]
     iterations = load_config(experiment.preset, base).gan.iterations
     tune = [*MASKGAN, "tune", "--preset", experiment.preset, "--space", str(args.space), f"run_dir={sweep_dir}", *base,
             "--metric", "eval/masked_perplexity", "--mode", "min", "--num-samples", str(args.trials),
