@@ -28,11 +28,11 @@ continued from the same mle.pt (`maskgan pretrain` trains only the missing steps
 ESTIMATED time on a 2-core machine (estimates, not measurements: derived from benchmarks/quality.sh's
 measured totals, PTB 6 + 5 min, IMDB 9 + 8 min, synthetic 12 + 2 min, scaled to these budgets; `plan` prints
 them for the levers given, and each stage's log and stage.done its measured minutes):
-    sweep (PTB, 12 trials x 600 iterations, then their validation evaluation)   ~4 h
-    PTB       per seed: pretrain ~4 min, maskgan ~30 min, mle-extra ~2 min; evaluate ~50 min
-    IMDB      per seed: pretrain ~6 min, maskgan ~45 min, mle-extra ~3 min; evaluate ~80 min
-    synthetic per oracle seed and training seed: pretrain ~7 min, maskgan ~55 min, mle-extra ~4 min; evaluate ~25 min
-    all of `run` (3 seeds, 4 experiments)                                         ~10 h
+    sweep (PTB, 12 trials x 600 iterations, then their validation evaluation)   ~5 h
+    PTB       per seed: pretrain ~4 min, maskgan ~27 min (1,000 iterations), mle-extra ~1 min; evaluate ~50 min
+    IMDB      per seed: pretrain ~6 min, maskgan ~36 min (600 iterations), mle-extra ~2 min; evaluate ~80 min
+    synthetic per oracle seed and training seed: pretrain ~7 min, maskgan ~50 min, mle-extra ~1 min; evaluate ~25 min
+    all of `run` (3 seeds, 4 experiments)                                         ~12.6 h
 """
 
 from __future__ import annotations
