@@ -101,6 +101,10 @@ PUBLISHED = ("metrics.md", "samples.md", "results.json", "quality_diversity_lm.p
              "quality_diversity_oracle.png")
 
 
+class StageFailed(Exception):
+    """A stage's command failed: the driver stops, and the next run retries that stage."""
+
+
 @dataclass
 class Stage:
     name: str  # "ptb/maskgan-seed0"
@@ -144,10 +148,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
-class StageFailed(Exception):
-    pass
-
-
 def read_levers(path: Path) -> dict[str, dict[str, Any]]:
     """{section: {dotted key: value}}, refusing keys that would change pretraining."""
     if not path.is_file():
@@ -172,7 +172,9 @@ def extra_mle_steps(cfg: Config) -> int:
     return math.ceil(updates * cfg.gan.episodes_per_iteration / cfg.pretrain.batch_size)
 
 
-def experiment_stages(experiment: Experiment, args: argparse.Namespace, levers: dict) -> tuple[list[Stage], Stage]:
+def experiment_stages(
+    experiment: Experiment, args: argparse.Namespace, levers: dict[str, dict[str, Any]]
+) -> tuple[list[Stage], Stage]:
     root = args.root / experiment.name
     sizes = experiment.budget + (TINY + ["gan.iterations=2"] if args.tiny else [])
     gan = lever_overrides(levers, experiment.lever_section) + (["gan.iterations=2"] if args.tiny else [])
@@ -263,7 +265,7 @@ def publish(experiment: Experiment, evaluate: Stage, out: Path, training: Sequen
     print(f"[verdict] {experiment.name}: results in {out}")
 
 
-def sweep(args: argparse.Namespace, levers: dict) -> int:
+def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
     """The PTB sweep on validation data: `maskgan tune` trains the trials (every one to the end: the
     choice is made after, on the verdict), then `maskgan evaluate --split valid` compares each trial's
     MaskGAN with their MaskMLE at matched diversity; the lowest ratio wins and is written, with the
@@ -281,7 +283,9 @@ def sweep(args: argparse.Namespace, levers: dict) -> int:
                           f"the sweep will be: {' '.join(tune[2:])}")
     resume = ["--resume"] if (sweep_dir / "tune").exists() else []  # the sweep's driver died: Tune continues it
     run_stage(Stage("sweep-ptb/tune", sweep_dir, [*tune, *resume], 0.0))
-    trials = sorted(p for p in (sweep_dir / "trials").iterdir() if (p / "checkpoints" / "maskgan.pt").is_file())
+    trials = sorted(p for p in (sweep_dir / "trials").glob("*") if (p / "checkpoints" / "maskgan.pt").is_file())
+    if not trials:
+        raise StageFailed(f"no trial in {sweep_dir / 'trials'} finished with a maskgan.pt: see {sweep_dir / 'log.txt'}")
     eval_dir = sweep_dir / "eval"
     run_stage(Stage("sweep-ptb/evaluate", eval_dir,
                     [*MASKGAN, "evaluate", f"MaskMLE:{trials[0]}/checkpoints/mle.pt",

@@ -1,4 +1,5 @@
-"""The benchmarks run end to end on a tiny model: both loops train, and they write their reports.
+"""The benchmarks run end to end on a tiny model: both loops train, and they write their reports; the
+verdict experiment's driver runs every stage at toy sizes and skips them when run again.
 (They measure nothing here: figures belong in benchmarks/README.md, never in tests.)"""
 
 import importlib.util
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from maskgan_rl.checkpoint import load_checkpoint
+from maskgan_rl.config import load_config
 from maskgan_rl.dataset import prepare_data
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.reference import ReferenceLoop
@@ -26,6 +28,7 @@ def load_benchmark(name: str):
     """A script of benchmarks/ as a module (the folder is not a package)."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -157,3 +160,20 @@ def test_verdict_experiment_runs_every_stage_then_skips_them(tmp_path):
     again = run_verdict_experiment(tmp_path)
     assert [f"synthetic-oracle88/{stage}: done, skipped" in again for stage in stages] == [True] * 4
     assert ": running" not in again
+
+
+def test_extra_maskmle_steps_match_the_windows_the_adversarial_generator_learned_from():
+    experiment = load_benchmark("verdict_experiment")
+    cfg = load_config("synthetic", ["gan.iterations=1000", "gan.critic_warmup_iterations=100",
+                                    "gan.episodes_per_iteration=128", "pretrain.batch_size=64"])
+    assert experiment.extra_mle_steps(cfg) == 1800  # 900 updates x 128 windows / 64 windows per step
+    cfg = load_config("synthetic", ["gan.iterations=3", "gan.episodes_per_iteration=16", "pretrain.batch_size=64"])
+    assert experiment.extra_mle_steps(cfg) == 1  # 48 windows: one step, rounded up
+
+
+def test_verdict_experiment_refuses_levers_that_change_pretraining(tmp_path, capsys):
+    levers = tmp_path / "levers.yaml"
+    levers.write_text("all:\n  gan.gen_lr: 1.0e-4\nptb:\n  pretrain.mle_steps: 10\n")
+    assert load_benchmark("verdict_experiment").main(["plan", "--levers", str(levers), "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ptb.pretrain.mle_steps changes pretraining" in err
