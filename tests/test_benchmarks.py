@@ -156,6 +156,13 @@ def test_verdict_experiment_runs_every_stage_then_skips_them(tmp_path):
     for verdict in results["verdict"].values():  # a finite ratio, or explicitly none when nothing matched
         assert (verdict["ratio"] is None and verdict["matched_points"] == 0) or math.isfinite(verdict["ratio"])
     assert [s["stage"].split("/")[1] for s in json.loads((published / "experiment.json").read_text())["stages"]] == stages
+    # Each stage is its own top-level MLflow run in the experiment's store (evaluate's points nest under its run).
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("verdict-synthetic-oracle88")
+    top = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(top) == len(stages)
 
     again = run_verdict_experiment(tmp_path)
     assert [f"synthetic-oracle88/{stage}: done, skipped" in again for stage in stages] == [True] * 4
