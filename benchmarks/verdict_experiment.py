@@ -291,7 +291,7 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
                     [*MASKGAN, "evaluate", f"MaskMLE:{trials[0]}/checkpoints/mle.pt",
                      *(f"{t.name}:{t}/checkpoints/maskgan.pt" for t in trials), "--out", str(eval_dir),
                      *(TINY_EVAL if args.tiny else SWEEP_EVAL), "tracking.experiment=verdict-sweep-ptb",
-                     *experiment.eval_overrides], 0.0))
+                     *experiment.eval_overrides, *(["pretrain.lm_steps=20"] if args.tiny else [])], 0.0))
     verdicts = json.loads((eval_dir / "results.json").read_text())["verdict"]
     ranked = sorted((v["ratio"], name) for name, v in verdicts.items() if v["ratio"] is not None)
     if not ranked:
