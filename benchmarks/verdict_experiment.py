@@ -274,7 +274,11 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
     sweep_dir = args.root / "sweep-ptb"
     base = [*experiment.budget, *lever_overrides(levers, "sweep"), "tracking.experiment=verdict-sweep-ptb",
             *(TINY + ["gan.iterations=2"] if args.tiny else [])]
-    iterations = load_config(experiment.preset, base).gan.iterations
+    cfg = load_config(experiment.preset, base)
+    iterations, rates = cfg.gan.iterations, experiment.minutes
+    # At the base config's episodes per iteration: trials that draw more take longer.
+    tune_minutes = 2 * rates["pretrain"] + args.trials * rates["iteration"] * iterations * cfg.gan.episodes_per_iteration / 64
+    eval_minutes = rates["point"] * (args.trials + 1) * 5 * 2  # SWEEP_EVAL: 5 temperatures x 2 seeds
     tune = [*MASKGAN, "tune", "--preset", experiment.preset, "--space", str(args.space), f"run_dir={sweep_dir}", *base,
             "--metric", "eval/masked_perplexity", "--mode", "min", "--num-samples", str(args.trials),
             "--max-concurrent", "1", "--grace-period", str(iterations)]
@@ -282,7 +286,7 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
         raise ConfigError("`maskgan tune` is not in this checkout yet (branch tune): once merged, run this again; "
                           f"the sweep will be: {' '.join(tune[2:])}")
     resume = ["--resume"] if (sweep_dir / "tune").exists() else []  # the sweep's driver died: Tune continues it
-    run_stage(Stage("sweep-ptb/tune", sweep_dir, [*tune, *resume], 0.0))
+    run_stage(Stage("sweep-ptb/tune", sweep_dir, [*tune, *resume], tune_minutes))
     trials = sorted(p for p in (sweep_dir / "trials").glob("*") if (p / "checkpoints" / "maskgan.pt").is_file())
     if not trials:
         raise StageFailed(f"no trial in {sweep_dir / 'trials'} finished with a maskgan.pt: see {sweep_dir / 'log.txt'}")
@@ -291,7 +295,7 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
                     [*MASKGAN, "evaluate", f"MaskMLE:{trials[0]}/checkpoints/mle.pt",
                      *(f"{t.name}:{t}/checkpoints/maskgan.pt" for t in trials), "--out", str(eval_dir),
                      *(TINY_EVAL if args.tiny else SWEEP_EVAL), "tracking.experiment=verdict-sweep-ptb",
-                     *experiment.eval_overrides, *(["pretrain.lm_steps=20"] if args.tiny else [])], 0.0))
+                     *experiment.eval_overrides, *(["pretrain.lm_steps=20"] if args.tiny else [])], eval_minutes))
     verdicts = json.loads((eval_dir / "results.json").read_text())["verdict"]
     ranked = sorted((v["ratio"], name) for name, v in verdicts.items() if v["ratio"] is not None)
     if not ranked:
