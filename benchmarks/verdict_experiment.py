@@ -55,7 +55,7 @@ from maskgan_rl.config import Config, load_config
 from maskgan_rl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-MASKGAN = [sys.executable, "-m", "maskgan_rl.cli"]
+MASKGAN = [sys.executable, "-m", "maskgan_rl"]
 # Keys the levers may not set: they change pretraining, which every MaskGAN run loads from its seed's stage.
 PRETRAINING_PREFIXES = ("seed", "data.", "model.", "pretrain.", "device")
 
