@@ -276,8 +276,8 @@ def verdict_sentence(verdict: Mapping[str, Any]) -> str:
     interval = verdict.get("ratio_interval")
     spread = (f"{CONFIDENCE:.0%} CI {interval[0]:.3f}-{interval[1]:.3f} over {verdict['replicates']} {verdict['interval_over']}"
               if interval else "one replicate, no interval: give --seeds 0,1,2 or several checkpoints per model")
-    word = "better" if verdict["ratio"] < 1 and (not interval or interval[1] < 1) else (
-        "worse" if verdict["ratio"] > 1 and (not interval or interval[0] > 1) else "not distinguishable")
+    # Without an interval nothing is judged: one replicate's 1.0004 is noise, not "worse".
+    word = "not judged" if not interval else "better" if interval[1] < 1 else "worse" if interval[0] > 1 else "not distinguishable"
     text = (f"{model}: eval-LM perplexity {verdict['ratio']:.3f}x {baseline}'s at matched reverse-LM perplexity "
             f"({spread}; {word}); {verdict['matched_points']} points matched, {verdict['unmatched_points']} outside "
             f"{baseline}'s range {low:.4g}-{high:.4g} (not extrapolated)")

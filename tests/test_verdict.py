@@ -131,6 +131,7 @@ def test_the_verdict_sentence_says_better_or_worse_only_when_the_interval_exclud
     assert verdict["ratio"] == pytest.approx(0.9) and verdict["ratio_interval"] is None
     assert "MaskGAN: eval-LM perplexity 0.900x MaskMLE's" in verdict_sentence(verdict)
     assert "one replicate, no interval" in verdict_sentence(verdict)
+    assert "; not judged);" in verdict_sentence(verdict)  # 0.9 from one replicate is not called better
     for interval, word in (([0.85, 0.95], "better"), ([0.8, 1.05], "not distinguishable")):
         assert f"; {word});" in verdict_sentence({**verdict, "ratio_interval": interval, "replicates": 3})
     assert "; worse);" in verdict_sentence({**verdict, "ratio": 1.2, "ratio_interval": [1.1, 1.3], "replicates": 3})
@@ -229,7 +230,7 @@ def test_the_end_of_training_summary_says_better_or_worse_against_the_mle_start(
 def test_training_curves_mark_the_mle_start_on_evaluation_panels_with_whole_iteration_ticks():
     fig = training_curves(_history())
     panels = {ax.get_ylabel(): ax for ax in fig.axes}
-    assert set(panels) == {"disc_loss", "eval/oracle_nll", "eval/disc_heldout_accuracy"}
+    assert set(panels) == {"disc_loss", "eval/oracle_nll", "eval/masked_perplexity", "eval/disc_heldout_accuracy"}
     fig.canvas.draw()
     for key, ax in panels.items():
         references = [line for line in ax.get_lines() if line.get_label() == "MaskMLE start"]
@@ -240,6 +241,7 @@ def test_training_curves_mark_the_mle_start_on_evaluation_panels_with_whole_iter
             assert references == []
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
-    # Three panels in one row of the grid: side by side, not stacked.
+    # Four panels in a grid of three columns: two rows, not one column of four.
     rows = {round(ax.get_position().y0, 3) for ax in fig.axes}
-    assert len(rows) == 1
+    columns = {round(ax.get_position().x0, 3) for ax in fig.axes}
+    assert len(rows) == 2 and len(columns) == 3
