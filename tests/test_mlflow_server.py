@@ -3,6 +3,7 @@ iterations on the shared local Ray) logs params, metric history, artifacts and t
 pyfunc model, which loads back through `runs:/` and fills in text; `--resume` continues the same run."""
 
 import dataclasses
+import logging
 import os
 import re
 import signal
@@ -70,8 +71,9 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, tmp_path, ray_session, monkeypatch, capsys):
+def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, tmp_path, ray_session, monkeypatch, caplog):
     cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={server}"])
+    caplog.set_level(logging.INFO, logger="maskgan_rl")
     run_training(cfg)
     run_id = (tmp_path / "run" / f"{RUN_ID_FILE}.train").read_text().strip()
 
@@ -90,8 +92,8 @@ def test_training_is_tracked_on_the_server_and_its_model_fills_in_text(server, t
     for key in ("gan/eval/masked_perplexity", "gan/eval/oracle_nll"):  # step 0: the MaskMLE starting point
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
     pretrained_d = client.get_metric_history(run_id, "gan/disc_pretrain_accuracy")
-    printed = re.search(r"discriminator pretrained for 3 steps .*: accuracy ([0-9.]+)", capsys.readouterr().out)
-    assert [m.step for m in pretrained_d] == [0] and pretrained_d[0].value == pytest.approx(float(printed[1]), abs=5e-4)
+    reported = re.search(r"discriminator pretrained for 3 steps .*: accuracy ([0-9.]+)", caplog.text)
+    assert [m.step for m in pretrained_d] == [0] and pretrained_d[0].value == pytest.approx(float(reported[1]), abs=5e-4)
     assert {"config.yaml", "vocab.json", "checkpoints"} <= {a.path for a in client.list_artifacts(run_id)}
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)  # for runs:/ URIs; not left to the tests after this one
