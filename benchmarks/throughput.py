@@ -226,8 +226,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="maskgan-bench-"))
     started_ray = not ray.is_initialized()  # (tests run it inside their own Ray session)
     if started_ray:
-        # At least 4 logical CPUs, so that 2 runners + D actor + driver fit on a 2-core machine (they share it).
-        ray.init(num_cpus=max(psutil.cpu_count(logical=True), 4), include_dashboard=False, log_to_driver=False)
+        # At least 4 logical CPUs, so that 2 runners + D actor + driver fit on a 2-core machine (they share it);
+        # a cluster of its own (address="local"), never one another process started.
+        ray.init(address="local", num_cpus=max(psutil.cpu_count(logical=True), 4), include_dashboard=False, log_to_driver=False)
     try:
         for size in args.sizes:
             base = benchmark_config(size, work, args.overrides)

@@ -55,6 +55,7 @@ from maskgan_rl.checkpoint import load_checkpoint, writable_dir
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
 from maskgan_rl.errors import ConfigError, DataError
+from maskgan_rl.fitting import lm_loss, load_or_train, mle_loss, validation_perplexity
 from maskgan_rl.loading import load_infiller, resolve_device
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.metrics import bleu, self_bleu, unique_ngram_fraction, validation_ngram_overlap
@@ -64,7 +65,6 @@ from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
-from maskgan_rl.pretrain import lm_loss, load_or_train, mle_loss, validation_perplexity
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
 from maskgan_rl.vocab import Vocab

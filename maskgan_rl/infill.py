@@ -28,10 +28,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from maskgan_rl.config import DataConfig, config_from_dict
+from maskgan_rl.config import DataConfig
 from maskgan_rl.corpora import tokenize_review
 from maskgan_rl.errors import MaskGANError
-from maskgan_rl.loading import load_generator
+from maskgan_rl.loading import load_generator, stored_config
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.vocab import EOS, SPECIALS, Vocab
 
@@ -83,7 +83,7 @@ class Infiller:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Infiller":
         generator, vocab, checkpoint = load_generator(path, device=device)
-        return cls(generator, vocab, config_from_dict(checkpoint["config"]).data)
+        return cls(generator, vocab, stored_config(checkpoint, path).data)
 
     @property
     def seq_len(self) -> int:

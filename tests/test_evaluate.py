@@ -1,6 +1,7 @@
 """Evaluation: each metric on hand-computed tiny cases, then the whole `maskgan evaluate` pipeline on
 a tiny synthetic run (two MaskMLE checkpoints, two temperatures)."""
 
+import csv
 import json
 import math
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.cli import main
 from maskgan_rl.config import ModelConfig, load_config
 from maskgan_rl.dataset import WindowDataset, prepare_data, write_windows
@@ -15,14 +17,19 @@ from maskgan_rl.evaluate import (
     _md_cell,
     discriminator_metrics,
     evaluate_during_training,
+    fill_windows,
     lm_perplexity,
     masked_perplexity,
     ngram_metrics,
     oracle_nll,
     render,
 )
+from maskgan_rl.loading import load_infiller
+from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.metrics import bleu, self_bleu
 from maskgan_rl.models import Discriminator, Generator, LanguageModel
 from maskgan_rl.oracle import OracleLM
+from maskgan_rl.plots import plot_quality_diversity
 from maskgan_rl.train import run_pretraining
 from maskgan_rl.vocab import Vocab
 
@@ -162,17 +169,43 @@ def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
     discriminator = Discriminator(len(prepare_data(cfg).vocab), cfg.model)
     with_disc = evaluate_during_training(generator, prepare_data(cfg), cfg, discriminator)
     assert with_disc.items() > metrics.items()  # the same in-fills, plus D's numbers
-    assert 0 <= with_disc["disc_heldout_accuracy"] <= 1 and -1 <= with_disc["reward_oracle_corr"] <= 1
+    # D's numbers by their definitions, from the models themselves, on the same seeded in-fills.
+    windows = WindowDataset(prepare_data(cfg).valid_path).windows[: cfg.pretrain.batch_size * cfg.pretrain.eval_batches]
+    present = make_present(len(windows), cfg.data.seq_len, cfg.mask, np.random.default_rng(cfg.seed))
+    filled = fill_windows(generator, windows, present, cfg.gan.temperature, cfg.seed)
+    masked, keep = torch.as_tensor(~present), torch.as_tensor(present)
+    context = mask_context(torch.as_tensor(windows), keep, discriminator.missing_id)
+    oracle = OracleLM(cfg.data.oracle_vocab, cfg.data.oracle_hidden, cfg.data.oracle_seed)
+    with torch.no_grad():
+        real, fake = discriminator(context, torch.as_tensor(windows)), discriminator(context, torch.as_tensor(filled))
+        oracle_log_p = oracle.token_log_probs(filled)
+        optimal = oracle_log_p - generator.token_log_probs(context, torch.as_tensor(filled), masked, cfg.gan.temperature)
+    right = int((real[masked] > 0).sum()) + int((fake[masked] <= 0).sum())
+    assert with_disc["disc_heldout_accuracy"] == pytest.approx(right / (2 * int(masked.sum())))
+    log_d = torch.log(torch.sigmoid(fake[masked]) + 1e-7)  # the reward
+    assert with_disc["reward_oracle_corr"] == pytest.approx(np.corrcoef(log_d.numpy(), oracle_log_p[masked].numpy())[0, 1], abs=1e-5)
+    assert with_disc["disc_optimal_corr"] == pytest.approx(np.corrcoef(fake[masked].numpy(), optimal[masked].numpy())[0, 1], abs=1e-5)
     # What D could know: the optimal D tells the oracle's text from a barely trained generator's well.
     assert with_disc["optimal_disc_accuracy"] > max(0.6, with_disc["disc_heldout_accuracy"])
-    assert -1 <= with_disc["disc_optimal_corr"] <= 1
-    assert 1 < metrics["masked_perplexity"] < 40  # better than uniform over the 40 tokens
-    assert 0 < metrics["oracle_nll"] < 20 and 0 < metrics["unique_2grams"] <= 100
+    # The masked perplexity is MaskMLE's validation perplexity (same batches, same masks) of the kept weights.
+    kept = load_checkpoint(two_checkpoints[0])["metrics"]["valid_perplexity"]
+    assert metrics["masked_perplexity"] == pytest.approx(kept, rel=1e-5)
+    # Real text is what the oracle generates best: its NLL at the same blanks is lower than the in-fills'.
+    assert metrics["oracle_nll"] > oracle_nll(oracle, windows, present)
+    assert metrics["unique_2grams"] == pytest.approx(100 * len({g for row in filled[:, 1:].tolist() for g in zip(row, row[1:])})
+                                                     / sum(len(row) - 2 for row in filled))
     assert evaluate_during_training(generator, prepare_data(cfg), cfg) == metrics  # seeded: same weights, same numbers
 
 
 def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkpoints, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plotted = {}  # path -> the curves drawn there
+
+    def plot_and_record(curves, x, y, path, *args, **kwargs):
+        plotted[path] = curves
+        return plot_quality_diversity(curves, x, y, path, *args, **kwargs)
+
+    monkeypatch.setattr("maskgan_rl.evaluate.plot_quality_diversity", plot_and_record)
     trained, untrained = two_checkpoints
     out = tmp_path / "eval"
     db = tmp_path / "mlflow.db"
@@ -182,29 +215,67 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
         "--bleu-references", "20", "--reverse-lm-steps", "5", "--two-sample-steps", "5", "--table-rows", "3",
     ])
     assert code == 0
-    for name in ("results.json", "metrics.csv", "metrics.md", "samples.csv", "samples.md", "eval_lm.pt"):
-        assert (out / name).is_file(), name
-    for name in ("quality_diversity_lm.png", "quality_diversity_bleu.png", "quality_diversity_oracle.png"):
-        assert (out / name).read_bytes().startswith(PNG_MAGIC)
-
     results = json.loads((out / "results.json").read_text())
     assert (results["prompts"], results["references"], results["bleu_references"]) == (30, 50, 20)
     trained_entry, untrained_entry = results["checkpoints"]
     assert trained_entry["label"] != untrained_entry["label"] and trained_entry["kind"] == "mle"
     # MLE training lowers the masked perplexity it minimises.
     assert trained_entry["masked_perplexity"] < untrained_entry["masked_perplexity"] < 40
-    for point in trained_entry["points"] + [results["real"]]:
-        assert 0 <= point["bleu4"] <= 1 and 0 <= point["self_bleu4"] <= 1
-        assert 0 < point["unique_2grams"] <= point["unique_4grams"] <= 100
-        assert 1 < point["eval_lm_perplexity"] < 100 and 1 < point["reverse_lm_perplexity"] < 100
-        assert 0 < point["oracle_nll"] < 20
-    # Real data is, by definition, what the oracle generates best.
-    assert results["real"]["oracle_nll"] < min(p["oracle_nll"] for p in untrained_entry["points"])
     assert [p["temperature"] for p in trained_entry["points"]] == [0.7, 1.0]
 
-    samples = (out / "samples.csv").read_text().splitlines()
-    assert len(samples) == 1 + 3 and samples[0].count(",") == 3  # masked input, real text, two checkpoints
-    assert "___" in samples[1] and "[" in samples[1]
+    # Each number recomputed from its definition: the first 30 held-out windows are the prompts, the
+    # rest the references; seed 0's masks; the trained checkpoint's in-fills; the saved eval LM.
+    cfg = load_config("synthetic", TINY + [f"run_dir={trained.parent.parent}"])
+    held = WindowDataset(prepare_data(cfg).valid_path).windows
+    prompts, references = held[:30], held[30:]
+    present = make_present(30, cfg.data.seq_len, cfg.mask, np.random.default_rng(0))
+    stored = load_checkpoint(out / "eval_lm.pt")
+    eval_lm = LanguageModel(len(stored["vocab"]), cfg.model)
+    eval_lm.load_state_dict(stored["models"]["language_model"])
+    assert results["eval_lm"]["valid_perplexity"] == stored["metrics"]["valid_perplexity"]
+    oracle = OracleLM(cfg.data.oracle_vocab, cfg.data.oracle_hidden, cfg.data.oracle_seed)
+    generator, _, _ = load_infiller(trained)
+    texts = [(results["real"], prompts)] + [
+        (point, fill_windows(generator, prompts, present, point["temperature"], 0)) for point in trained_entry["points"]
+    ]
+    for point, windows in texts:
+        sentences = windows[:, 1:].tolist()
+        assert point["bleu4"] == pytest.approx(bleu(sentences, references[:, 1:].tolist(), 4, num_references=20, seed=0))
+        assert point["self_bleu4"] == pytest.approx(self_bleu(sentences, 4, num_references=20, seed=0))
+        assert point["eval_lm_perplexity"] == pytest.approx(lm_perplexity(eval_lm, windows), rel=1e-5)
+        assert point["oracle_nll"] == pytest.approx(oracle_nll(oracle, windows, present), rel=1e-5)
+        assert 0 < point["unique_2grams"] <= point["unique_4grams"] <= 100
+        assert 1 < point["reverse_lm_perplexity"] < 100  # an LM trained 5 steps on 30 windows: no exact value to expect
+
+    # The tables hold results.json's numbers: a row for real data, then one per checkpoint and temperature.
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    expected = [("real data", "", results["real"])] + [
+        (entry["label"], str(point["temperature"]), {"masked_perplexity": entry["masked_perplexity"], **point})
+        for entry in results["checkpoints"] for point in entry["points"]
+    ]
+    assert [(row["model"], row["temperature"]) for row in rows] == [(label, t) for label, t, _ in expected]
+    for row, (_, _, values) in zip(rows, expected):
+        assert {k: float(row[k]) for k in values if k not in ("seed", "temperature")} == {
+            k: pytest.approx(v) for k, v in values.items() if k not in ("seed", "temperature")}
+    markdown = (out / "metrics.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in markdown[2:2 + len(expected)]] == ["| " + _md_cell(label) for label, _, _ in expected]
+
+    # The plots: one MaskMLE curve (both checkpoints are MaskMLE), each point the mean of the two at its temperature.
+    for name, x, y in (("lm", "eval_lm_perplexity", "reverse_lm_perplexity"), ("bleu", "self_bleu4", "bleu4"),
+                       ("oracle", "oracle_nll", "reverse_lm_perplexity")):
+        assert (out / f"quality_diversity_{name}.png").read_bytes().startswith(PNG_MAGIC)
+        ((model, curve),) = plotted[out / f"quality_diversity_{name}.png"].items()
+        assert model == "MaskMLE" and [p["temperature"] for p in curve] == [0.7, 1.0]
+        for point, a, b in zip(curve, trained_entry["points"], untrained_entry["points"]):
+            assert (point[x], point[y]) == (pytest.approx((a[x] + b[x]) / 2), pytest.approx((a[y] + b[y]) / 2))
+    # Real data is, by definition, what the oracle generates best.
+    assert results["real"]["oracle_nll"] < min(p["oracle_nll"] for p in untrained_entry["points"])
+
+    samples = list(csv.reader((out / "samples.csv").open()))
+    assert len(samples) == 1 + 3 and len(samples[0]) == 4  # masked input, real text, two checkpoints
+    vocab = prepare_data(cfg).vocab
+    assert [row[1] for row in samples[1:]] == [" ".join(vocab.decode(window)) for window in prompts[:3]]
+    assert "___" in samples[1][0] and "[" in samples[1][2]
     assert "real data" in capsys.readouterr().out  # the metrics table is printed
 
     from mlflow.tracking import MlflowClient
@@ -252,9 +323,11 @@ def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoin
     mle, copy = results["checkpoints"]
     assert (mle["model"], copy["model"]) == ("MaskMLE", "Copy") and copy["label"] == "Copy (trained)"
     assert [(p["seed"], p["temperature"]) for p in copy["points"]] == [(s, t) for s in (0, 1) for t in (0.7, 1.0, 1.3)]
-    for point in copy["points"]:
-        assert 0 <= point["two_sample_accuracy_low"] <= point["two_sample_accuracy"] <= point["two_sample_accuracy_high"] <= 1
-        assert 0 <= point["two_sample_auc"] <= 1
+    for point, same in zip(copy["points"], mle["points"]):
+        assert point["two_sample_accuracy_low"] <= point["two_sample_accuracy"] <= point["two_sample_accuracy_high"]
+        # The same file: the same in-fills and the same seeded two-sample discriminator, so the same numbers.
+        two_sample = [k for k in point if k.startswith("two_sample_")]
+        assert len(two_sample) >= 4 and [point[k] for k in two_sample] == [same[k] for k in two_sample]
 
     verdict = results["verdict"]["Copy"]
     assert verdict["pairs"] == [[copy["label"], mle["label"]]] and verdict["interval_over"] == "evaluation seeds"

@@ -7,7 +7,7 @@ import torch
 
 from maskgan_rl.cli import main
 from maskgan_rl.config import DataConfig, ModelConfig
-from maskgan_rl.errors import MaskGANError
+from maskgan_rl.errors import CheckpointError, MaskGANError
 from maskgan_rl.infill import Infiller, UnknownWordWarning, infill
 from maskgan_rl.models import Generator
 from maskgan_rl.vocab import Vocab
@@ -174,3 +174,18 @@ def test_a_seeded_request_gets_the_same_fills_whatever_it_is_batched_with(tiny_c
     assert model.fill_requests([*others, seeded])[2] == alone
     assert model.fill_requests([seeded, *others])[0] == alone
     assert model.fill_requests([seeded, seeded]) == [alone, alone]
+
+
+def test_a_checkpoint_whose_config_this_version_cannot_read_is_one_line_naming_it(tiny_checkpoint, tmp_path, capsys):
+    from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint["config"]["data"]["retired_option"] = 1  # a key this version does not know
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, checkpoint)
+    with pytest.raises(CheckpointError) as raised:
+        Infiller.from_checkpoint(old)
+    assert str(old) in str(raised.value) and "retired_option" in str(raised.value)
+    assert main(["infill", str(old), "the ___"]) == 2
+    err = capsys.readouterr().err
+    assert str(old) in err and len(err.strip().splitlines()) == 1

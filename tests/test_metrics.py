@@ -2,6 +2,8 @@
 
 import math
 
+import matplotlib.image
+import numpy as np
 import pytest
 
 from maskgan_rl.metrics import (
@@ -11,7 +13,13 @@ from maskgan_rl.metrics import (
     unique_ngram_fraction,
     validation_ngram_overlap,
 )
-from maskgan_rl.plots import plot_quality_diversity, plot_training_curves, quality_diversity_figure, training_curves_figure
+from maskgan_rl.plots import (
+    plot_quality_diversity,
+    plot_training_curves,
+    quality_diversity_figure,
+    save_figure,
+    training_curves_figure,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -149,10 +157,15 @@ def test_perplexity():
 # ---------------------------------------------------------------- plots
 
 
-def _assert_png(path):
-    data = path.read_bytes()
-    assert len(data) > 1000
-    assert data.startswith(PNG_MAGIC)
+def _assert_png_of(path, figure, other_figure):
+    """`path` is a PNG of `figure`, pixel for pixel (whose contents the figure tests check), and not of
+    `other_figure` (other data), so the comparison can tell figures apart."""
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    written = matplotlib.image.imread(path)
+    expected = matplotlib.image.imread(save_figure(figure, path.with_name("expected.png")))
+    other = matplotlib.image.imread(save_figure(other_figure, path.with_name("other.png")))
+    assert written.shape == expected.shape and np.array_equal(written, expected)
+    assert written.shape != other.shape or not np.array_equal(written, other)
 
 
 def test_plot_quality_diversity_writes_png(tmp_path):
@@ -162,7 +175,8 @@ def test_plot_quality_diversity_writes_png(tmp_path):
     }
     out = plot_quality_diversity(curves, x="nll_oracle", y="reverse_nll", path=tmp_path / "sub" / "qd.png")
     assert out == tmp_path / "sub" / "qd.png"
-    _assert_png(out)
+    _assert_png_of(out, quality_diversity_figure(curves, x="nll_oracle", y="reverse_nll"),
+                   quality_diversity_figure(curves, x="reverse_nll", y="nll_oracle"))
 
 
 def test_quality_diversity_figure_joins_each_models_points_in_temperature_order():
@@ -203,7 +217,8 @@ def test_plot_training_curves_writes_png(tmp_path):
     history[2]["eval_ppl"] = 80.0  # logged on some iterations only
     history[4]["eval_ppl"] = 70.0
     out = plot_training_curves(history, ["d_loss", "g_loss", "eval_ppl"], tmp_path / "train.png")
-    _assert_png(out)
+    _assert_png_of(out, training_curves_figure(history, ["d_loss", "g_loss", "eval_ppl"]),
+                   training_curves_figure(history, ["d_loss", "eval_ppl", "g_loss"]))
 
 
 def test_training_curves_figure_plots_each_metric_where_it_was_logged():
