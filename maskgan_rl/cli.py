@@ -1,4 +1,4 @@
-"""`maskgan prepare|pretrain|train|infill|evaluate|serve`: a thin layer over the library functions.
+"""`maskgan prepare|pretrain|train|tune|infill|evaluate|serve`: a thin layer over the library functions.
 
 Every training command takes `--preset NAME` (or a YAML path) and dotted overrides, before or after
 the options (`maskgan train --preset ptb gan.algo=ppo model.hidden=256`); `--print-config` shows the
@@ -113,6 +113,16 @@ def _train(args: argparse.Namespace) -> None:
     run_training(_config(args), resume=args.resume)
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from maskgan_rl.tune import run_sweep
+
+    run_sweep(
+        _config(args), args.space, metric=args.metric, mode=args.mode, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, resume=args.resume,
+    )
+
+
 def _infill(args: argparse.Namespace) -> None:
     from maskgan_rl.infill import infill_command
 
@@ -163,6 +173,16 @@ def _parser() -> argparse.ArgumentParser:
         help="start a new run, or continue the one in run_dir from its newest readable checkpoint; "
         "`--resume auto` says the same (what a cluster job should run: every retry continues)",
     )
+
+    tune = configured("tune", _tune, "a hyperparameter sweep on Ray Tune: trials of the whole pipeline, ASHA early stopping")
+    tune.add_argument("--space", required=True, help="search space YAML: dotted keys -> {loguniform|uniform|randint: [low, high]} or {choice|grid: [...]}")
+    tune.add_argument("--metric", default="eval/oracle_nll", help="what ASHA and the ranking compare, e.g. masked_perplexity, eval/masked_perplexity")
+    tune.add_argument("--mode", default="min", choices=("min", "max"), help="whether lower or higher --metric is better")
+    tune.add_argument("--num-samples", type=int, default=1, help="trials per grid point (Tune's num_samples)")
+    tune.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's resources place)")
+    tune.add_argument("--grace-period", type=int, default=1, help="iterations every trial runs before ASHA may stop it")
+    tune.add_argument("--reduction-factor", type=int, default=4, help="ASHA keeps about 1 in this many trials at each rung")
+    tune.add_argument("--resume", action="store_true", help="continue the sweep in run_dir after its driver died (Tuner.restore)")
 
     infill = commands.add_parser(
         "infill",

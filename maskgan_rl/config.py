@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -168,6 +168,9 @@ class TrackingConfig:
     experiment: str = "maskgan"
     run_name: Optional[str] = None
     log_model: bool = True
+    # An MLflow run to nest this run under (its tag mlflow.parentRunId): `maskgan tune` sets it to the
+    # sweep's run for every trial and shared pretraining.
+    parent_run_id: Optional[str] = None
 
 
 @dataclass
@@ -250,6 +253,20 @@ def _resolved_and_validated(cfg: DictConfig, where: str) -> Config:
         raise ConfigError(f"{where}{_describe(err)}") from None
     validate(cfg)
     return OmegaConf.to_object(cfg)
+
+
+def with_values(cfg: Config, values: Mapping[str, Any], where: str = "") -> Config:
+    """`cfg` with dotted keys set to Python values (`{"gan.gen_lr": 1e-4}`: a sweep's trial), checked
+    like overrides; `where` starts every error message."""
+    node = OmegaConf.structured(cfg)
+    for key, value in values.items():
+        layer = OmegaConf.create()
+        OmegaConf.update(layer, key, value)
+        node = _merged(node, layer, where)
+    try:
+        return _resolved_and_validated(node, "")
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
 
 
 def to_dict(cfg: Config | DictConfig) -> dict[str, Any]:
@@ -404,6 +421,8 @@ def validate(cfg: Config | DictConfig) -> None:
     need(s.batch_wait_ms >= 0, "serve.batch_wait_ms", ">= 0 (milliseconds)")
     need(s.max_texts >= 1, "serve.max_texts", "an integer >= 1")
     need(s.max_samples >= 1, "serve.max_samples", "an integer >= 1")
+    need(cfg.tracking.parent_run_id is None or bool(cfg.tracking.parent_run_id.strip()), "tracking.parent_run_id",
+         "null or an MLflow run id")
 
 
 def _select(cfg: Any, key: str) -> Any:

@@ -167,3 +167,20 @@ def training_curves_figure(
         ax.xaxis.set_tick_params(labelbottom=True)
     fig.tight_layout()
     return fig
+
+
+def plot_sweep(curves: Mapping[str, Sequence[tuple[float, float]]], metric: str, path: str | Path) -> Path:
+    """`metric` against the iteration, one line per trial of a sweep ({trial: [(iteration, value)...]}),
+    as a PNG at ``path``; a trial stopped early is a short line."""
+    fig = new_figure(7, 4.5)
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} of every trial")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -86,7 +86,11 @@ class Tracker:
             run = mlflow.start_run(run_id=previous)
             self._resumed = True
         else:
-            run = mlflow.start_run(run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}")
+            run = mlflow.start_run(
+                run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}",
+                parent_run_id=self.cfg.tracking.parent_run_id,
+                nested=self.cfg.tracking.parent_run_id is not None,  # (the parent may be this process's active run)
+            )
             mlflow.log_params(_params(self.cfg))
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, flatten, to_dict, to_yaml
@@ -52,7 +52,13 @@ def run_pretraining(cfg: Config) -> PretrainResult:
     return result
 
 
-def run_training(cfg: Config, resume: bool = False) -> Path:
+IterationHook = Callable[[list[dict[str, float]]], None]
+
+
+def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[IterationHook] = None) -> Path:
+    """The whole pipeline. `on_iteration(history)` is called after every adversarial iteration with the
+    records of every iteration so far (the last one just finished; after a resume, those before it
+    too), e.g. to report it to Ray Tune."""
     if cfg.gan.algo_params:  # refused now, not after pretraining (RLlib is slow to import: only then)
         from maskgan_rl.rl.algorithms import check_algo_params
 
@@ -73,7 +79,7 @@ def run_training(cfg: Config, resume: bool = False) -> Path:
         if cfg.gan.iterations == 0:
             final = pretrained.mle_path
         else:
-            final = _adversarial(cfg, data, pretrained, tracker, previous)
+            final = _adversarial(cfg, data, pretrained, tracker, previous, on_iteration)
         tracker.log_model(final, data.vocab)
     print(next_steps(cfg, final, data.vocab))
     return final
@@ -95,7 +101,9 @@ def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
     return "\n".join(lines)
 
 
-def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous) -> Path:
+def _adversarial(
+    cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous, on_iteration: Optional[IterationHook]
+) -> Path:
     # RLlib (and evaluation's plotting) load only when adversarial training runs: `maskgan pretrain` never needs them.
     from maskgan_rl.evaluate import evaluate_during_training
     from maskgan_rl.plots import save_figure
@@ -139,6 +147,8 @@ def _adversarial(cfg: Config, data, pretrained: PretrainResult, tracker: Tracker
             tracker.log_metrics(trainer.rllib_metrics, step=iteration)  # rllib/learner/..., rllib/env_runner/...
             progress.update(iteration, **_headline(metrics))
             history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+            if on_iteration is not None:
+                on_iteration(history)
             if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
                 _save_gan_checkpoint(cfg, data, trainer, iteration, folder, history)
         final = _save_final(cfg, data, trainer, folder, history)
