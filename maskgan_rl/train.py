@@ -56,9 +56,9 @@ IterationHook = Callable[[list[dict[str, float]]], None]
 
 
 def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[IterationHook] = None) -> Path:
-    """The whole pipeline. `on_iteration(history)` is called after every adversarial iteration with the
-    records of every iteration so far (the last one just finished; after a resume, those before it
-    too), e.g. to report it to Ray Tune."""
+    """The whole pipeline. `on_iteration(history)` is called after every adversarial iteration (and its
+    checkpoint, when one is due) with the records of every iteration so far, the last one just
+    finished (after a resume, those before it too): `maskgan tune` reports it to Ray Tune."""
     if cfg.gan.algo_params:  # refused now, not after pretraining (RLlib is slow to import: only then)
         from maskgan_rl.rl.algorithms import check_algo_params
 
@@ -147,10 +147,10 @@ def _adversarial(
             tracker.log_metrics(trainer.rllib_metrics, step=iteration)  # rllib/learner/..., rllib/env_runner/...
             progress.update(iteration, **_headline(metrics))
             history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-            if on_iteration is not None:
-                on_iteration(history)
             if iteration % cfg.gan.checkpoint_every == 0 or iteration == cfg.gan.iterations:
                 _save_gan_checkpoint(cfg, data, trainer, iteration, folder, history)
+            if on_iteration is not None:  # after the checkpoint: a sweep may end the process here
+                on_iteration(history)
         final = _save_final(cfg, data, trainer, folder, history)
         tracker.log_artifact(final, "checkpoints")
         if history:  # (empty only when resuming a finished run from a checkpoint older than histories)

@@ -287,8 +287,9 @@ def _fit(base, dimensions, sweep_dir: Path, metric, mode, num_samples, max_concu
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, num_samples=num_samples, max_concurrent_trials=max_concurrent,
                 # time_attr: the pipeline's own iteration, which a resumed trial continues
-                scheduler=ASHAScheduler(time_attr="iteration", max_t=base.gan.iterations,
-                                        grace_period=grace_period, reduction_factor=reduction_factor),
+                # stop_last_trials=False: a trial at max_t finishes its pipeline (final model, MLflow run)
+                scheduler=ASHAScheduler(time_attr="iteration", max_t=base.gan.iterations, grace_period=grace_period,
+                                        reduction_factor=reduction_factor, stop_last_trials=False),
             ),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1),
         )
