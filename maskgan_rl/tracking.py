@@ -82,14 +82,15 @@ class Tracker:
         mlflow.set_experiment(self.cfg.tracking.experiment)
         run_id_file = Path(self.cfg.run_dir) / f"{RUN_ID_FILE}.{self.command}"
         previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
+        nested = self.cfg.tracking.parent_run_id is not None  # (the parent may be this process's active run)
         if previous and self._may_reopen(previous):
-            run = mlflow.start_run(run_id=previous)
+            run = mlflow.start_run(run_id=previous, nested=nested)
             self._resumed = True
         else:
             run = mlflow.start_run(
                 run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}",
                 parent_run_id=self.cfg.tracking.parent_run_id,
-                nested=self.cfg.tracking.parent_run_id is not None,  # (the parent may be this process's active run)
+                nested=nested,
             )
             mlflow.log_params(_params(self.cfg))
             run_id_file.parent.mkdir(parents=True, exist_ok=True)

@@ -212,7 +212,7 @@ def test_a_sweep_stops_the_worse_trial_nests_its_runs_and_resumes_after_its_driv
     # Ray Tune: 4 trials, all ended; the one without MaskMLE stopped by ASHA after 1 iteration
     after = tune_trials(sweep)
     assert len(after) == 4 and all(status == "TERMINATED" for status, _ in after.values())
-    iterations = {trial: result["iteration"] for trial, (_, result) in after.items()}
+    iterations = {trial: int(result["iteration"]) for trial, (_, result) in after.items()}
     steps_of = {trial: result["config"]["pretrain.mle_steps"] for trial, (_, result) in after.items()}
     assert sorted(steps_of.values()) == sorted(TRIAL_STEPS)
     assert iterations == {trial: (1 if steps_of[trial] == 0 else 2) for trial in after}
