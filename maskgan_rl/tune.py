@@ -344,7 +344,9 @@ def _trial_summary(result, base: Config, dimensions, metric: str) -> TrialSummar
     iterations = int(result.metrics.get("iteration", 0)) if result.metrics else 0
     if result.error is not None:
         lines = [line for line in str(result.error).splitlines() if line.strip()]
-        status = f"error: {lines[-1].strip() if lines else type(result.error).__name__}"
+        last = lines[-1].strip() if lines else type(result.error).__name__
+        # "maskgan_rl.errors.ConfigError: <message>", as Ray passes a trial's exception on: the message
+        status = f"error: {last.split(': ', 1)[1] if last.startswith('maskgan_rl.errors.') else last}"
     else:
         status = "finished" if iterations >= base.gan.iterations else "stopped early"
     value = result.metrics.get(metric) if result.metrics else None

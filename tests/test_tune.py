@@ -265,3 +265,19 @@ def test_a_sweep_stops_the_worse_trial_nests_its_runs_and_resumes_after_its_driv
     assert best.pretrain.mle_steps == 30
     assert main(["train", "--preset", str(sweep / "best.yaml"), "--print-config"]) == 0
     assert capsys.readouterr().out == (sweep / "best.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_metric_training_never_reports_is_one_line(tmp_path):
+    sweep, space, log = tmp_path / "sweep", tmp_path / "space.yaml", tmp_path / "tune.log"
+    space.write_text("gan.gen_lr: {grid: [1.0e-3]}\n")
+    args = [arg.replace("eval/masked_perplexity", "eval/masked_perplexty") for arg in tiny_sweep_args(sweep, space)]
+    process = _start([*args, "gan.iterations=1"], log)
+    try:
+        assert process.wait(timeout=600) == 2, log.read_text()
+    finally:
+        _kill_group(process)
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith("maskgan tune: error: every trial failed; the first: --metric 'eval/masked_perplexty' "
+                           "is not reported by training; it reports "), last
+    assert "eval/masked_perplexity" in last  # what it could have been
