@@ -40,6 +40,8 @@ import yaml
 
 from maskgan_rl.config import Config, config_from_dict, flatten, to_dict, to_yaml, with_values
 from maskgan_rl.errors import ConfigError, MaskGANError
+from maskgan_rl.resources import check_cluster_resources, demands_of
+from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 # What pretraining reads: trials that agree on these share one pretraining.
@@ -160,8 +162,6 @@ def trial_resources(cfg: Config) -> Any:
     env runner, learner and the discriminator actor, as `resources.demands_of` counts them."""
     from ray.tune import PlacementGroupFactory
 
-    from maskgan_rl.resources import demands_of
-
     head: dict[str, float] = {"CPU": 1.0}
     others: list[dict[str, float]] = []
     for demand in demands_of(cfg.resources):
@@ -223,7 +223,6 @@ def run_sweep(
     resume: bool = False,
 ) -> Config:
     """Run (or with `resume`, continue) the sweep in `base.run_dir`; returns the best trial's config."""
-    from maskgan_rl.tracking import Tracker
     from maskgan_rl.train import init_ray, run_pretraining
 
     if mode not in ("min", "max"):
@@ -244,8 +243,6 @@ def run_sweep(
         raise ConfigError(f"{sweep_dir} already holds a sweep: pass --resume to continue it, or set run_dir=... for a new one")
 
     init_ray(base)
-    from maskgan_rl.resources import check_cluster_resources
-
     check_cluster_resources(base)  # a trial that can never be placed would wait forever
     with Tracker(base, "tune", tags={"maskgan.tune.metric": metric}, reopen="always" if resume else "never") as sweep:
         sweep.log_params({f"tune.space.{dim.key}": dim.describe() for dim in dimensions}
@@ -265,8 +262,10 @@ def _absolute_data_paths(cfg: Config) -> dict[str, str]:
     return {key: str(Path(value).resolve()) for key, value in paths.items() if value}
 
 
-def _fit(base, dimensions, sweep_dir: Path, metric, mode, num_samples, max_concurrent, grace_period, reduction_factor,
-         resume: bool, parent_run_id: Optional[str]):
+def _fit(base: Config, dimensions: Sequence[Dimension], sweep_dir: Path, metric: str, mode: str, num_samples: int,
+         max_concurrent: Optional[int], grace_period: int, reduction_factor: int, resume: bool,
+         parent_run_id: Optional[str]) -> Any:
+    """Ray Tune's ResultGrid of the sweep, started or restored."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -306,7 +305,9 @@ class TrialSummary:
     curve: list[tuple[int, float]]  # (iteration, metric)
 
 
-def _summarise(base: Config, dimensions, results, sweep_dir: Path, metric: str, mode: str, sweep) -> Config:
+def _summarise(base: Config, dimensions: Sequence[Dimension], results: Any, sweep_dir: Path, metric: str, mode: str,
+               sweep: Tracker) -> Config:
+    """The table, plot and best config of a finished sweep (files, MLflow artifacts, printed)."""
     from maskgan_rl.plots import plot_sweep
 
     trials = [_trial_summary(result, base, dimensions, metric) for result in results]
@@ -335,7 +336,7 @@ def _summarise(base: Config, dimensions, results, sweep_dir: Path, metric: str, 
     return best
 
 
-def _trial_summary(result, base: Config, dimensions, metric: str) -> TrialSummary:
+def _trial_summary(result: Any, base: Config, dimensions: Sequence[Dimension], metric: str) -> TrialSummary:
     params = {dim.key: result.config[dim.key] for dim in dimensions}
     frame = result.metrics_dataframe
     curve = []
@@ -356,8 +357,6 @@ def _trial_summary(result, base: Config, dimensions, metric: str) -> TrialSummar
 
 def _mark_stopped_runs(trials: Sequence[TrialSummary], sweep_dir: Path) -> None:
     """ASHA ends a trial's process without a word: its MLflow run is closed here, as KILLED."""
-    from maskgan_rl.tracking import RUN_ID_FILE
-
     import mlflow
 
     for trial in trials:
