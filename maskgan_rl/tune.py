@@ -41,7 +41,7 @@ import yaml
 from maskgan_rl.config import Config, config_from_dict, flatten, to_dict, to_yaml, with_values
 from maskgan_rl.errors import ConfigError, MaskGANError
 from maskgan_rl.resources import check_cluster_resources, demands_of
-from maskgan_rl.tracking import RUN_ID_FILE, Tracker
+from maskgan_rl.tracking import RUN_ID_FILE, Tracker, tracking_uri
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 # What pretraining reads: trials that agree on these share one pretraining.
@@ -234,7 +234,9 @@ def run_sweep(
     if base.gan.iterations < 1:
         raise ConfigError("gan.iterations=0: a sweep compares adversarial training, set gan.iterations >= 1")
     sweep_dir = Path(base.run_dir).resolve()
-    base = with_values(base, {"run_dir": str(sweep_dir), **_absolute_data_paths(base)})
+    # Trials and pretrainings have run_dirs of their own: the store is the sweep's, for all of them.
+    tracking = {"tracking.tracking_uri": tracking_uri(with_values(base, {"run_dir": str(sweep_dir)}))} if base.tracking.enabled else {}
+    base = with_values(base, {"run_dir": str(sweep_dir), **tracking, **_absolute_data_paths(base)})
     dimensions = load_search_space(space_path, base)
     tune_dir = sweep_dir / TUNE_DIR
     if resume and not tune_dir.exists():

@@ -130,13 +130,14 @@ def tiny_sweep_args(sweep: Path, space: Path) -> list[str]:
         "gan.checkpoint_every=1", "gan.eval_every=1000",
         "resources.num_env_runners=0", "resources.num_envs_per_env_runner=4",
         "resources.num_cpus=2", "resources.disc_num_cpus=0.5",
-        f"tracking.tracking_uri=sqlite:///{sweep.parent / 'mlflow.db'}", "tracking.log_model=false",
+        "tracking.log_model=false",  # MLflow's default store: <run_dir>/../mlflow.db, for the trials too
     ]
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     # its own Ray; the experiment state saved after every step, so a kill leaves the latest one
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "maskgan_rl.cli", *args], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
