@@ -170,8 +170,13 @@ def training_curves_figure(
 
 
 def plot_sweep(curves: Mapping[str, Sequence[tuple[float, float]]], metric: str, path: str | Path) -> Path:
-    """`metric` against the iteration, one line per trial of a sweep ({trial: [(iteration, value)...]}),
-    as a PNG at ``path``; a trial stopped early is a short line."""
+    """Save `sweep_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
+    return save_figure(sweep_figure(curves, metric), path)
+
+
+def sweep_figure(curves: Mapping[str, Sequence[tuple[float, float]]], metric: str) -> Figure:
+    """`metric` against the iteration, one line per trial of a sweep ({trial: [(iteration, value)...]});
+    a trial stopped early is a short line."""
     fig = new_figure(7, 4.5)
     ax = fig.add_subplot()
     for name, points in curves.items():
@@ -183,4 +188,4 @@ def plot_sweep(curves: Mapping[str, Sequence[tuple[float, float]]], metric: str,
     if curves:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
