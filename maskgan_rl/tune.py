@@ -20,8 +20,11 @@ trials, under `<run_dir>/pretrain/<key>`; each trial links those files into its 
 pipeline loads them. A trial runs in a Ray placement group sized from its `resources.*` (its own
 process plus its env runners, learners and discriminator actor), so trials never oversubscribe a
 machine or a cluster. The sweep is one MLflow run, every trial (and every shared pretraining) a run
-nested under it. A driver that dies is resumed with `--resume` (`Tuner.restore`): finished trials
-are kept, unfinished ones continue from their last pipeline checkpoint in their run_dir.
+nested under it, all in the sweep's MLflow store. A driver that dies is resumed with `--resume`
+(`Tuner.restore`): finished trials are kept, unfinished ones continue from their last pipeline
+checkpoint in their run_dir (the trial id names it). Trials report no Tune `Checkpoint`: the
+pipeline's own checkpoints are what a trial resumes from, and copying each into Tune's storage
+would only double them.
 """
 
 from __future__ import annotations
