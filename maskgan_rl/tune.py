@@ -327,7 +327,8 @@ def _summarise(base: Config, dimensions: Sequence[Dimension], results: Any, swee
             for t in ranked]
     with (sweep_dir / "trials.csv").open("w", newline="") as out:
         csv.writer(out).writerows([header, *rows])
-    table = "\n".join(["| " + " | ".join(map(str, row)) + " |" for row in [header, ["---"] * len(header), *rows]])
+    shown = [[f"{cell:.4g}" if isinstance(cell, float) else cell for cell in row] for row in rows]  # (the CSV keeps all digits)
+    table = "\n".join(["| " + " | ".join(map(str, row)) + " |" for row in [header, ["---"] * len(header), *shown]])
     (sweep_dir / "trials.md").write_text(table + "\n")
     plot = plot_sweep({t.trial_id: t.curve for t in trials if t.curve}, metric, sweep_dir / "trials.png")
     best = with_values(base, {**ranked[0].params, "run_dir": str(sweep_dir / "best")})
