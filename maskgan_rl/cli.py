@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tune = configured("tune", _tune, "a hyperparameter sweep on Ray Tune: trials of the whole pipeline, ASHA early stopping")
     tune.add_argument("--space", required=True, help="search space YAML: dotted keys -> {loguniform|uniform|randint: [low, high]} or {choice|grid: [...]}")
-    tune.add_argument("--metric", default="eval/oracle_nll", help="what ASHA and the ranking compare, e.g. masked_perplexity, eval/masked_perplexity")
+    tune.add_argument("--metric", default="eval/oracle_nll", help="what ASHA and the ranking compare, e.g. learner_masked_perplexity, eval/masked_perplexity")
     tune.add_argument("--mode", default="min", choices=("min", "max"), help="whether lower or higher --metric is better")
     tune.add_argument("--num-samples", type=int, default=1, help="trials per grid point (Tune's num_samples)")
     tune.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's resources place)")
