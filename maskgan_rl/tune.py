@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from maskgan_rl.config import Config, config_from_dict, flatten, to_dict, to_yaml, with_values
-from maskgan_rl.errors import ConfigError, MaskGANError
+from maskgan_rl.errors import ConfigError, MaskGANError, RunFailure
 from maskgan_rl.resources import check_cluster_resources, demands_of
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker, tracking_uri
 
@@ -317,7 +317,9 @@ def _summarise(base: Config, dimensions: Sequence[Dimension], results: Any, swee
 
     trials = [_trial_summary(result, base, dimensions, metric) for result in results]
     if all(t.status.startswith("error") for t in trials):
-        raise MaskGANError(f"every trial failed; the first: {trials[0].status.removeprefix('error: ')}")
+        # Ray hands on a trial's exception as a subclass of its own type: a usage error stays one (exit 2)
+        usage = isinstance(results[0].error, MaskGANError) and results[0].error.exit_status == 2
+        raise (MaskGANError if usage else RunFailure)(f"every trial failed; the first: {trials[0].status.removeprefix('error: ')}")
     if base.tracking.enabled:
         _mark_stopped_runs(trials, sweep_dir)
     ranked = sorted(trials, key=lambda t: (t.value is None, (t.value if mode == "min" else -t.value) if t.value is not None else 0))
