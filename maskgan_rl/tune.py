@@ -242,10 +242,9 @@ def run_sweep(
     base = with_values(base, {"run_dir": str(sweep_dir), **tracking, **_absolute_data_paths(base)})
     dimensions = load_search_space(space_path, base)
     tune_dir = sweep_dir / TUNE_DIR
-    if resume and not tune_dir.exists():
-        raise ConfigError(f"--resume: {sweep_dir} holds no sweep to resume: run without --resume")
     if tune_dir.exists() and not resume:
         raise ConfigError(f"{sweep_dir} already holds a sweep: pass --resume to continue it, or set run_dir=... for a new one")
+    resume = resume and tune_dir.exists()  # --resume with no sweep yet starts one, as `maskgan train --resume` does
 
     init_ray(base)
     check_cluster_resources(base)  # a trial that can never be placed would wait forever
