@@ -1,6 +1,7 @@
 """Text in-filling as a reinforcement-learning environment.
 
-Contract. `config` holds `data_path` (a Parquet window file), `vocab_size`, `seq_len`, `mask` and
+Contract. `config` holds `windows` (the prepared token windows, int [N, T+1], or a Ray ObjectRef of
+them: env runners on any node get them from Ray's object store, no file), `vocab_size`, `seq_len`, `mask` and
 `model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads`.
 Observations are `{context, filled, position}` (int64; `position` the target to fill next), the
 action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
@@ -35,6 +36,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
+import ray
 import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
@@ -42,13 +44,13 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from maskgan_rl.config import MaskConfig, ModelConfig
-from maskgan_rl.dataset import WindowDataset
+from maskgan_rl.dataset import sample_windows
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
 
-REQUIRED_KEYS = ("data_path", "vocab_size", "seq_len", "mask", "model")
+REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
 
 
 class InfillEpisodes:
@@ -75,11 +77,13 @@ class InfillEpisodes:
         # Every Ray worker pins its threads: processes spinning on the same cores slow each other down.
         torch.set_num_threads(int(config.get("torch_threads", 1)))
 
-        self.dataset = WindowDataset(config["data_path"])
-        if self.dataset.seq_len != self.seq_len or len(self.dataset.vocab) != self.vocab_size:
+        self.windows = _resolve_windows(config["windows"])
+        if self.windows.ndim != 2 or self.windows.shape[1] != self.seq_len + 1 or not len(self.windows) or (
+            self.windows.min() < 0 or self.windows.max() >= self.vocab_size
+        ):
             raise ConfigError(
-                f"env config seq_len={self.seq_len}, vocab_size={self.vocab_size} but {config['data_path']} has "
-                f"seq_len={self.dataset.seq_len}, vocabulary {len(self.dataset.vocab)}: take both from the prepared data"
+                f"env config seq_len={self.seq_len}, vocab_size={self.vocab_size} but its windows have shape "
+                f"{self.windows.shape}, ids up to {self.windows.max(initial=-1)}: take all three from the prepared data"
             )
         # The starting weights come from the seed so that runs repeat; the trainer pushes real ones.
         with torch.random.fork_rng(devices=[]):
@@ -107,7 +111,7 @@ class InfillEpisodes:
 
     def new_episode(self, i: int, rng: np.random.Generator) -> None:
         """Episode i starts on a random window with a fresh mask drawn from `rng`."""
-        window = self.dataset.sample(1, rng)[0]
+        window = sample_windows(self.windows, 1, rng)[0]
         present = make_present(1, self.seq_len, self.mask_cfg, rng)[0]
         self.window[i] = window
         self.present[i] = present
@@ -158,6 +162,12 @@ class InfillEpisodes:
     def set_present_rate(self, rate: float) -> None:
         """Masks of episodes started from now on keep this fraction of targets (mask-rate curriculum)."""
         self.mask_cfg = dataclasses.replace(self.mask_cfg, present_rate=float(rate))
+
+
+def _resolve_windows(windows: Any) -> np.ndarray:
+    """The env config's windows: an int array [N, T+1], or a Ray ObjectRef of one (how the trainer
+    hands them to env runners on any node, with no file to read there)."""
+    return np.asarray(ray.get(windows) if isinstance(windows, ray.ObjectRef) else windows)
 
 
 class InfillEnv(gym.Env):

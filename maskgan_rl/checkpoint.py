@@ -4,66 +4,53 @@ A checkpoint is one `torch.save` file holding plain data: tensors, numbers, stri
 (the config as a dict, the vocabulary as a token list, state dicts). Loading uses
 `torch.load(weights_only=True)`, so a checkpoint from an untrusted source cannot run code.
 
-Writes go to a temporary file in the same folder, are fsynced, then renamed over the target:
-a crash mid-write leaves the previous checkpoint intact, never a half-written one.
+Writes are atomic (maskgan_rl.storage): locally a temporary file in the same folder, fsynced, then
+renamed over the target; on an object store one upload of the whole file. A crash mid-write leaves
+the previous checkpoint intact, never a half-written one.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import tempfile
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from maskgan_rl.errors import CheckpointError, ConfigError
+from maskgan_rl import storage
+from maskgan_rl.errors import CheckpointError
+from maskgan_rl.storage import Location
 
 FORMAT_VERSION = 1
 
 
-def writable_dir(path: str | os.PathLike, setting: str) -> Path:
-    """`path`, created if need be; a ConfigError naming `setting` when it cannot be written to."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as err:
-        raise ConfigError(f"{setting}: cannot write to {path} ({err.strerror}): choose a folder you can write to") from None
-    return path
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    # Not mkstemp: its files are owner-only, where a checkpoint gets the mode any new file gets (umask).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+def save_checkpoint(where: str | os.PathLike, payload: dict[str, Any]) -> Location:
+    """Write `payload` atomically to `where` (a local path or a storage URI, see maskgan_rl.storage)."""
+    where = storage.location(where)
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    if isinstance(where, Path):  # straight to the temporary file: no second copy in memory
+        with storage.replacing(where) as tmp:
+            torch.save(payload, tmp)
+        return where
+    buffer = io.BytesIO()  # whole before the upload starts: a failed save uploads nothing
+    torch.save(payload, buffer)
+    return storage.write_bytes(where, buffer.getvalue())
 
 
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", require: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """The payload of a checkpoint written by `save_checkpoint`, which must hold the keys `require`."""
-    path = Path(path)
-    if not path.is_file():
+    """The payload of a checkpoint written by `save_checkpoint` (a local path or a storage URI),
+    which must hold the keys `require`."""
+    path = storage.location(path)
+    if not storage.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a .pt file written by maskgan")
+    source = path if isinstance(path, Path) else io.BytesIO(storage.read_bytes(path))
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} cannot be read: {_unreadable(err)}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
@@ -88,24 +75,13 @@ def _unreadable(err: Exception) -> str:
     return "not a PyTorch checkpoint, or a truncated or corrupt one"
 
 
-def latest_good_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> tuple[Path, dict[str, Any]] | None:
+def latest_good_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> tuple[Location, dict[str, Any]] | None:
     """The newest readable checkpoint in `folder`; unreadable newer ones are skipped with a warning."""
-    candidates = sorted(Path(folder).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    # Object stores keep whole seconds: within one, the name (gan-<iteration>.pt) decides.
+    candidates = sorted(storage.listdir(folder, pattern), key=lambda entry: (entry.mtime, entry.name), reverse=True)
     for candidate in candidates:
         try:
-            return candidate, load_checkpoint(candidate)
+            return candidate.location, load_checkpoint(candidate.location)
         except CheckpointError as err:
             warnings.warn(f"skipping corrupt checkpoint: {err}", stacklevel=2)
     return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself must reach the disk, or a power cut can lose the new file's name.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

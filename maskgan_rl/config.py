@@ -164,7 +164,9 @@ class ResourcesConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/../mlflow.db
+    # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/../mlflow.db (for a URI run_dir: beside
+    # the driver's local cache of it, see maskgan_rl/storage.py)
+    tracking_uri: Optional[str] = None
     experiment: str = "maskgan"
     run_name: Optional[str] = None
     log_model: bool = True
@@ -191,6 +193,8 @@ class ServeConfig:
 
 @dataclass
 class Config:
+    # Checkpoints, D's saved state, plots: a local folder, or a URI pyarrow opens (s3://bucket/path,
+    # gs://..., with filesystem options as query parameters; see maskgan_rl/storage.py).
     run_dir: str = "runs/synthetic"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

@@ -1,7 +1,7 @@
 """Corpora tokenised once into Parquet files of fixed-size windows, then read memory-mapped.
 
 `prepare_data(cfg)` writes `<run_dir>/data/{train,valid,test}.parquet`, `vocab.json` and
-`manifest.json`. Each Parquet file carries its own vocabulary and provenance in the schema
+`manifest.json` (with a storage URI as run_dir, in the driver's local cache for it, see maskgan_rl.storage). Each Parquet file carries its own vocabulary and provenance in the schema
 metadata, so a worker on another machine can open it with nothing else and check it matches.
 """
 
@@ -10,24 +10,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from maskgan_rl.checkpoint import writable_dir
 from maskgan_rl.config import Config, DataConfig
 from maskgan_rl.corpora import read_imdb, read_text_corpus, source_sha256
 from maskgan_rl.errors import DataError
 from maskgan_rl.oracle import OracleLM, oracle_vocab
 from maskgan_rl.progress import Progress
+from maskgan_rl.storage import check_writable, local_dir, replacing, writable_dir
 from maskgan_rl.vocab import EOS, Vocab, check_vocab
 
 SPLITS = ("train", "valid", "test")
@@ -58,7 +56,10 @@ class _Split:
 def prepare_data(cfg: Config) -> PreparedData:
     """Build the run's data files, or reuse them when the data config and source files are unchanged."""
     d = cfg.data
-    data_dir = writable_dir(Path(cfg.run_dir) / "data", f"run_dir={cfg.run_dir}")
+    check_writable(cfg.run_dir, f"run_dir={cfg.run_dir}")
+    # Read on the driver only (workers get the windows through Ray's object store): with a URI
+    # run_dir they are cached on the driver's disk and rebuilt from the sources elsewhere.
+    data_dir = writable_dir(local_dir(cfg.run_dir) / "data", f"run_dir={cfg.run_dir}")
     key = _config_key(d)
     reused = _reuse(data_dir, key)
     if reused is not None:
@@ -79,15 +80,15 @@ def prepare_data(cfg: Config) -> PreparedData:
             "counts": {"tokens": split.tokens, "windows": len(split.windows), "vocab_size": len(vocab)},
             "created": created,
         }
-        with _replacing(data_dir / f"{name}.parquet") as tmp:
+        with replacing(data_dir / f"{name}.parquet") as tmp:
             write_windows(tmp, split.windows, vocab, provenance)
     if "test" not in splits:  # a file from an earlier config must not pass for this one's test set
         (data_dir / "test.parquet").unlink(missing_ok=True)
-    with _replacing(data_dir / "vocab.json") as tmp:
+    with replacing(data_dir / "vocab.json") as tmp:
         vocab.save(tmp)
     # The manifest goes last: its presence means every file above is complete.
     manifest = {"key": key, "counts": counts, "splits": sorted(splits)}
-    with _replacing(data_dir / "manifest.json") as tmp:
+    with replacing(data_dir / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return _prepared(data_dir, vocab, manifest)
 
@@ -128,8 +129,12 @@ class WindowDataset:
         return len(self.windows)
 
     def sample(self, batch: int, rng: np.random.Generator) -> np.ndarray:
-        """`batch` windows drawn uniformly with replacement, int64 [batch, T+1]."""
-        return self.windows[rng.integers(len(self.windows), size=batch)]
+        return sample_windows(self.windows, batch, rng)
+
+
+def sample_windows(windows: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """`batch` rows of `windows` drawn uniformly with replacement, [batch, T+1]."""
+    return windows[rng.integers(len(windows), size=batch)]
 
 
 def write_windows(path: str | Path, windows: np.ndarray, vocab: Vocab, provenance: dict) -> None:
@@ -256,15 +261,3 @@ def _prepared(data_dir: Path, vocab: Vocab, manifest: dict) -> PreparedData:
         train_path=data_dir / "train.parquet", valid_path=data_dir / "valid.parquet",
         test_path=test if "test" in manifest["splits"] else None, vocab=vocab, counts=manifest["counts"],
     )
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A private temporary name to write to, renamed to `path` on success: readers never see a
-    half-written file, and concurrent writers (other processes) never share a temporary."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

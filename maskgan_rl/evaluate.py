@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maskgan_rl.checkpoint import load_checkpoint, writable_dir
+from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
 from maskgan_rl.errors import ConfigError, DataError
@@ -65,6 +65,7 @@ from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
+from maskgan_rl.storage import writable_dir
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
 from maskgan_rl.vocab import Vocab

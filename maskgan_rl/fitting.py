@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from maskgan_rl import storage
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, to_dict
 from maskgan_rl.dataset import WindowDataset
@@ -27,6 +27,7 @@ from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 from maskgan_rl.progress import Progress
+from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker
 from maskgan_rl.vocab import Vocab
 
@@ -47,7 +48,7 @@ def load_or_train(
     stage: str,
     model_key: str,
     model: torch.nn.Module,
-    path: Path,
+    path: Location,
     cfg: Config,
     vocab: Vocab,
     tracker: Tracker,
@@ -62,7 +63,7 @@ def load_or_train(
     # steps): a long schedule that starts to overfit cannot hand a worse model to the next stage.
     best = (math.inf, 0, None)  # (perplexity, step, CPU copy of the weights)
     done = 0  # steps already trained, when a shorter checkpoint of this model is continued
-    if path.is_file():
+    if storage.exists(path):
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as err:  # the run's own checkpoint went bad: a runtime failure, not a usage error

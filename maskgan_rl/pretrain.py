@@ -10,23 +10,24 @@ fewer steps than asked (`maskgan_rl.fitting`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from maskgan_rl import storage
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import PreparedData, WindowDataset
 from maskgan_rl.fitting import lm_loss, load_or_train, mle_loss
 from maskgan_rl.loading import resolve_device
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
+from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker
 
 
 @dataclass
 class PretrainResult:
-    lm_path: Path
-    mle_path: Path
+    lm_path: Location  # a Path, or a str when run_dir is a storage URI
+    mle_path: Location
     lm_valid_perplexity: float
     mle_valid_perplexity: float
 
@@ -35,11 +36,11 @@ def pretrain(cfg: Config, data: PreparedData, tracker: Tracker) -> PretrainResul
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg)
     train, valid = WindowDataset(data.train_path), WindowDataset(data.valid_path)
-    folder = Path(cfg.run_dir) / "checkpoints"
+    folder = storage.join(cfg.run_dir, "checkpoints")
     vocab_size = len(data.vocab)
 
     lm = LanguageModel(vocab_size, cfg.model).to(device)
-    lm_path = folder / "lm.pt"
+    lm_path = storage.join(folder, "lm.pt")
     lm_ppl = load_or_train(
         "lm", "language_model", lm, lm_path, cfg, data.vocab, tracker,
         steps=cfg.pretrain.lm_steps,
@@ -49,7 +50,7 @@ def pretrain(cfg: Config, data: PreparedData, tracker: Tracker) -> PretrainResul
 
     generator = Generator(vocab_size, cfg.model).to(device)
     generator.init_from_language_model(lm)
-    mle_path = folder / "mle.pt"
+    mle_path = storage.join(folder, "mle.pt")
     mle_ppl = load_or_train(
         "mle", "generator", generator, mle_path, cfg, data.vocab, tracker,
         steps=cfg.pretrain.mle_steps,

@@ -4,7 +4,9 @@ One MLflow run per training (`run_dir`), holding the whole resolved config as pa
 iteration's metrics and the artifacts. The run id is written into `run_dir`, so `--resume` continues
 the same run (as does running an interrupted command again with the same config). The default store
 is a local sqlite database beside the run folders (works with no server); `MLFLOW_TRACKING_URI` or
-`tracking.tracking_uri` points it at a tracking server.
+`tracking.tracking_uri` points it at a tracking server. When run_dir is a storage URI (s3://...),
+that default database is beside the driver's local cache of the run (maskgan_rl.storage.local_dir),
+which is said when the run starts: a tracking server keeps the runs where other machines see them.
 
 MLflow's fluent API keeps the store in a process-wide setting, and `mlflow.set_tracking_uri` also
 writes it into `MLFLOW_TRACKING_URI`: a `Tracker` sets both for its run only and puts back what was
@@ -14,10 +16,12 @@ there when it ends, so the next run in the same process (a notebook, a sweep) re
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
+from maskgan_rl import storage
 from maskgan_rl.config import Config, flatten
 from maskgan_rl.vocab import Vocab
 
@@ -31,7 +35,12 @@ def tracking_uri(cfg: Config) -> str:
         return cfg.tracking.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(cfg.run_dir).resolve().parent / 'mlflow.db'}"
+    return f"sqlite:///{_beside_run_dir(cfg) / 'mlflow.db'}"
+
+
+def _beside_run_dir(cfg: Config) -> Path:
+    """The local folder that holds run_dir (or, for a URI run_dir, the driver's cache of it)."""
+    return storage.local_dir(cfg.run_dir).resolve().parent
 
 
 class Tracker:
@@ -72,29 +81,31 @@ class Tracker:
         # tracking.enabled=false runs never need it.
         import mlflow
 
+        if storage.is_uri(self.cfg.run_dir) and self.uri.startswith("sqlite:"):
+            print(f"[tracking] run_dir is a storage URI: MLflow records this run on this machine only, in {self.uri} "
+                  "(set tracking.tracking_uri=http://HOST:5000 to keep it on a server)", file=sys.stderr)
         mlflow.set_tracking_uri(self.uri)
         experiment = mlflow.get_experiment_by_name(self.cfg.tracking.experiment)
         if experiment is None:
             artifacts = None
             if self.uri.startswith("sqlite:"):
-                artifacts = (Path(self.cfg.run_dir).resolve().parent / "mlartifacts").as_uri()
+                artifacts = (_beside_run_dir(self.cfg) / "mlartifacts").as_uri()
             mlflow.create_experiment(self.cfg.tracking.experiment, artifact_location=artifacts)
         mlflow.set_experiment(self.cfg.tracking.experiment)
-        run_id_file = Path(self.cfg.run_dir) / f"{RUN_ID_FILE}.{self.command}"
-        previous = run_id_file.read_text().strip() if run_id_file.is_file() else None
+        run_id_file = storage.join(self.cfg.run_dir, f"{RUN_ID_FILE}.{self.command}")
+        previous = storage.read_bytes(run_id_file).decode().strip() if storage.exists(run_id_file) else None
         nested = self.cfg.tracking.parent_run_id is not None  # (the parent may be this process's active run)
         if previous and self._may_reopen(previous):
             run = mlflow.start_run(run_id=previous, nested=nested)
             self._resumed = True
         else:
             run = mlflow.start_run(
-                run_name=self.cfg.tracking.run_name or f"{self.command}-{Path(self.cfg.run_dir).name}",
+                run_name=self.cfg.tracking.run_name or f"{self.command}-{storage.name(storage.location(self.cfg.run_dir))}",
                 parent_run_id=self.cfg.tracking.parent_run_id,
                 nested=nested,
             )
             mlflow.log_params(_params(self.cfg))
-            run_id_file.parent.mkdir(parents=True, exist_ok=True)
-            run_id_file.write_text(run.info.run_id)
+            storage.write_bytes(run_id_file, run.info.run_id.encode())
         mlflow.set_tags(self._tags)
         self.run_id = run.info.run_id
 
@@ -137,7 +148,8 @@ class Tracker:
         if self.enabled:
             import mlflow
 
-            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            with storage.local_copy(storage.location(path)) as local:
+                mlflow.log_artifact(str(local), artifact_path=artifact_path)
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.enabled:
@@ -151,7 +163,8 @@ class Tracker:
         if self.enabled and self.cfg.tracking.log_model:
             from maskgan_rl.mlflow_model import log_infill_model  # imports MLflow (see __enter__)
 
-            log_infill_model(checkpoint, vocab)
+            with storage.local_copy(storage.location(checkpoint)) as local:
+                log_infill_model(local, vocab)
 
     @contextmanager
     def nested(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[None]:

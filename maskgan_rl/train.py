@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from maskgan_rl import storage
 from maskgan_rl.checkpoint import latest_good_checkpoint, save_checkpoint
 from maskgan_rl.config import Config, flatten, to_dict, to_yaml
 from maskgan_rl.dataset import prepare_data
@@ -25,6 +26,7 @@ from maskgan_rl.models.discriminator import Discriminator
 from maskgan_rl.pretrain import PretrainResult, pretrain
 from maskgan_rl.progress import Progress
 from maskgan_rl.resources import check_cluster_resources
+from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker, tracking_uri
 from maskgan_rl.vocab import Vocab
 
@@ -55,7 +57,7 @@ def run_pretraining(cfg: Config) -> PretrainResult:
 IterationHook = Callable[[list[dict[str, float]]], None]
 
 
-def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[IterationHook] = None) -> Path:
+def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[IterationHook] = None) -> Location:
     """The whole pipeline. `on_iteration(history)` is called after every adversarial iteration (and its
     checkpoint, when one is due) with the records of every iteration so far, the last one just
     finished (after a resume, those before it too): `maskgan tune` reports it to Ray Tune."""
@@ -85,14 +87,14 @@ def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[Itera
     return final
 
 
-def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
+def next_steps(cfg: Config, final: Location, vocab: Vocab) -> str:
     """What a finished training (or pretraining) made and the commands that use it, for the end of its output."""
-    mle = Path(cfg.run_dir) / "checkpoints" / "mle.pt"
+    mle = storage.join(cfg.run_dir, "checkpoints", "mle.pt")
     lines = [
         f"done: generator in {final}",
         f'  fill in blanks:  maskgan infill {final} "{example_text(vocab.tokens)}"',
     ]
-    if final != mle and mle.is_file():
+    if final != mle and storage.exists(mle):
         lines.append(f"  compare:         maskgan evaluate {final} {mle}")
     if cfg.tracking.enabled:
         uri = tracking_uri(cfg)
@@ -103,7 +105,7 @@ def next_steps(cfg: Config, final: Path, vocab: Vocab) -> str:
 
 def _adversarial(
     cfg: Config, data, pretrained: PretrainResult, tracker: Tracker, previous, on_iteration: Optional[IterationHook]
-) -> Path:
+) -> Location:
     # RLlib (and evaluation's plotting) load only when adversarial training runs: `maskgan pretrain` never needs them.
     from maskgan_rl.evaluate import evaluate_during_training
     from maskgan_rl.plots import save_figure
@@ -125,7 +127,7 @@ def _adversarial(
         history = list(checkpoint.get("history", []))
         log.info(f"[gan] resumed from {path} at iteration {start}{_changed_settings(checkpoint, path, cfg)}")
     progress = Progress("gan", total=cfg.gan.iterations, unit="it", every_s=0.0, initial=start)
-    folder = Path(cfg.run_dir) / "checkpoints"
+    folder = storage.join(cfg.run_dir, "checkpoints")
     if start == 0:  # the MaskMLE starting point, for the curves of every eval metric
         if cfg.gan.disc_pretrain_steps:
             disc = trainer.pretrain_discriminator()
@@ -154,9 +156,9 @@ def _adversarial(
         final = _save_final(cfg, data, trainer, folder, history)
         tracker.log_artifact(final, "checkpoints")
         if history:  # (empty only when resuming a finished run from a checkpoint older than histories)
-            curves = save_figure(training_curves(history), Path(cfg.run_dir) / "training_curves.png")
+            curves = save_figure(training_curves(history), storage.local_dir(cfg.run_dir) / "training_curves.png")
             tracker.log_artifact(curves, "plots")
-            log.info(f"[gan] training curves: {curves}")
+            log.info(f"[gan] training curves: {storage.upload(curves, storage.join(cfg.run_dir, curves.name))}")
         summary = adversarial_summary(history)
         if summary is not None:
             sentence, deltas = summary
@@ -168,11 +170,11 @@ def _adversarial(
         trainer.stop()
 
 
-def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Location, dict[str, Any]] | None:
     """The newest readable adversarial checkpoint to continue, checked against this config before any
     work starts; None for a new run. Never silently starts over on top of existing checkpoints."""
-    folder = Path(cfg.run_dir) / "checkpoints"
-    existing = sorted(folder.glob("gan-*.pt"))
+    folder = storage.join(storage.check_writable(cfg.run_dir, f"run_dir={cfg.run_dir}"), "checkpoints")
+    existing = storage.listdir(folder, "gan-*.pt")
     if existing and not resume:
         raise CheckpointError(
             f"{cfg.run_dir} already holds adversarial checkpoints (latest {existing[-1].name}): "
@@ -207,13 +209,13 @@ def _checkpoint_to_resume(cfg: Config, resume: bool) -> tuple[Path, dict[str, An
     return previous
 
 
-def _setting_changes(checkpoint: dict[str, Any], path: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
+def _setting_changes(checkpoint: dict[str, Any], path: Location, cfg: Config) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (value in the checkpoint's config, value here)} for every setting that differs."""
     before, now = flatten(stored_config(checkpoint, path)), flatten(cfg)
     return {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
 
 
-def _changed_settings(checkpoint: dict[str, Any], path: Path, cfg: Config) -> str:
+def _changed_settings(checkpoint: dict[str, Any], path: Location, cfg: Config) -> str:
     """", with gan.gen_lr 0.001 -> 0.003, ...": what a resumed run does differently (said, not refused)."""
     changes = [f"{key} {there} -> {here}" for key, (there, here) in _setting_changes(checkpoint, path, cfg).items()]
     return f", with {', '.join(changes)}" if changes else ""
@@ -256,7 +258,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, folder: Path) -> None:
+def _guard_divergence(cfg: Config, metrics: dict[str, Any], iteration: int, folder: Location) -> None:
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     ppl = metrics.get("learner_masked_perplexity")
     if bad or (ppl is not None and ppl > cfg.gan.max_masked_perplexity):
@@ -279,23 +281,23 @@ def _payload(cfg: Config, data, trainer, iteration: int, history: list[dict[str,
     }
 
 
-def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Path, history: list[dict[str, float]]) -> Path:
+def _save_gan_checkpoint(cfg: Config, data, trainer, iteration: int, folder: Location, history: list[dict[str, float]]) -> Location:
     payload = _payload(cfg, data, trainer, iteration, history) | {"trainer": trainer.get_state()}
-    path = save_checkpoint(folder / f"gan-{iteration:06d}.pt", payload)
+    path = save_checkpoint(storage.join(folder, f"gan-{iteration:06d}.pt"), payload)
     prune_checkpoints(folder, cfg.gan.keep_checkpoints)
     return path
 
 
-def prune_checkpoints(folder: Path, keep: int) -> None:
+def prune_checkpoints(folder: Location, keep: int) -> None:
     """Delete all but the newest `keep` gan-*.pt (gan.keep_checkpoints >= 2: one may be half-way
     through being replaced when the process is killed)."""
-    for old in sorted(folder.glob("gan-*.pt"))[:-keep]:
-        old.unlink()
+    for old in storage.listdir(folder, "gan-*.pt")[:-keep]:
+        storage.delete(old.location)
 
 
-def _save_final(cfg: Config, data, trainer, folder: Path, history: list[dict[str, float]]) -> Path:
+def _save_final(cfg: Config, data, trainer, folder: Location, history: list[dict[str, float]]) -> Location:
     # The shipped model: generator (+ critic), without the trainer state a resume needs.
-    return save_checkpoint(folder / FINAL_CHECKPOINT, _payload(cfg, data, trainer, cfg.gan.iterations, history))
+    return save_checkpoint(storage.join(folder, FINAL_CHECKPOINT), _payload(cfg, data, trainer, cfg.gan.iterations, history))
 
 
 CURVES = (  # plotted where present: oracle metrics on synthetic data only, eval metrics every gan.eval_every
@@ -344,12 +346,7 @@ def training_curves(history: list[dict[str, float]]) -> Figure:
 
 
 def _log_run_files(cfg: Config, tracker: Tracker, data) -> None:
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    tmp = config_path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, config_path)
+    config_path = storage.write_bytes(storage.join(cfg.run_dir, "config.yaml"), to_yaml(cfg).encode("utf-8"))
     tracker.log_artifact(config_path)
     tracker.log_artifact(Path(data.train_path).parent / "vocab.json")
     tracker.set_tags({"maskgan.started": time.strftime("%Y-%m-%dT%H:%M:%S")})

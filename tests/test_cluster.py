@@ -7,6 +7,11 @@ the discriminator actor ran, that the MLflow run holds the metrics, that a job a
 the cluster lacks fails fast with a message naming the key, and that stopping the cluster leaves
 no process behind.
 
+No shared file system: where it can (root, `unshare`), the second node runs in a mount namespace of
+its own with a tmpfs over this test session's temp folder, so the job's run_dir, on the head, does
+not exist there: one env runner and the discriminator actor (which also pretrains there) run on that
+node and must get the prepared windows through Ray's object store.
+
 Isolation from every other Ray on the machine (the session's `ray.init`, other test runs): free
 ports, a temp dir of its own, a fresh auth token in the environment (never ~/.ray/auth_token),
 and no `ray.init` in this process: everything talks to the cluster through subprocesses. Each node
@@ -52,11 +57,11 @@ TINY = [
     "gan.disc_batch_size=16", "resources.num_envs_per_env_runner=4",
 ]
 # One env runner per node: each node declares one "runner_slot" and each runner takes a whole one.
-# Half a CPU each for runner and discriminator, so both fit the head's single CPU.
+# Half a CPU each for runner and discriminator, so both fit the second node's single CPU.
 PLACEMENT = [
     "resources.num_env_runners=2", "resources.num_cpus_per_env_runner=0.5",
     "resources.env_runner_resources={runner_slot: 1}", "resources.disc_num_cpus=0.5",
-    "resources.disc_resources={head: 1}",
+    "resources.disc_resources={node2: 1}",
 ]
 JOB_TIMEOUT_S = 150
 FAIL_FAST_S = 60
@@ -139,11 +144,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LocalCluster:
-    """Head + one worker node started with `ray start`, each in its own session."""
+def can_hide_paths() -> bool:
+    """Whether this process may give a node a mount namespace with a folder hidden (root and unshare)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
+        return False
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
 
-    def __init__(self, root: Path):
+
+class LocalCluster:
+    """Head + one worker node started with `ray start`, each in its own session.
+
+    `hidden_on_node2`: a folder the second node cannot see (an empty tmpfs over it in a mount
+    namespace of its own), as a machine without the head's file system would not."""
+
+    def __init__(self, root: Path, hidden_on_node2: Path | None = None):
         self.root = root
+        self.hidden_on_node2 = hidden_on_node2
         # Unix socket paths live under the temp dir and must stay short (about 100 characters).
         # One temp dir per node, as on separate machines: nodes sharing one also share the unpacked
         # working_dir, and the first node to drop the job's last worker deletes it under the other.
@@ -171,12 +187,16 @@ class LocalCluster:
             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
             '--resources={"head": 1, "runner_slot": 1}', *common(self.temp_dirs[0]),
         )
+        node2 = []
+        if self.hidden_on_node2 is not None:  # `ray start`, and the daemons it leaves, see an empty folder there
+            node2 = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     'mount -t tmpfs hidden "$0" && exec "$@"', str(self.hidden_on_node2)]
         self._ray_start("node2", f"--address=127.0.0.1:{self.port}", '--resources={"node2": 1, "runner_slot": 1}',
-                        *common(self.temp_dirs[1]))
+                        *common(self.temp_dirs[1]), prefix=node2)
 
-    def _ray_start(self, name: str, *args: str) -> None:
+    def _ray_start(self, name: str, *args: str, prefix: list[str] = ()) -> None:
         with open(self.root / f"ray-start-{name}.log", "w") as log:
-            process = subprocess.Popen([str(BIN / "ray"), "start", *args], env=self.env, stdout=log,
+            process = subprocess.Popen([*prefix, str(BIN / "ray"), "start", *args], env=self.env, stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.sessions.append(process.pid)  # a new session's id is its leader's pid
             assert process.wait(timeout=120) == 0, (self.root / f"ray-start-{name}.log").read_text()[-3000:]
@@ -185,6 +205,12 @@ class LocalCluster:
         """pid -> command line of every live process of this cluster: the nodes' sessions, plus
         anything started from them in a session of its own (job entrypoints)."""
         return session_processes(self.sessions)
+
+    def node2_sees(self, path: Path) -> bool:
+        """Whether `path` exists for the second node's raylet (in its mount namespace)."""
+        table = _process_table()
+        raylet = next(pid for pid, (_, sid, _) in table.items() if sid == self.sessions[1] and "raylet" in _cmdline(pid))
+        return subprocess.run(["nsenter", f"--target={raylet}", "--mount", "--", "test", "-e", str(path)]).returncode == 0
 
     def stop(self) -> dict[int, str]:
         """`ray stop --force` for this cluster only; returns what is still alive afterwards."""
@@ -226,7 +252,8 @@ class LocalCluster:
 def cluster(tmp_path_factory):
     if not Path("/proc/self/stat").exists():
         pytest.skip("finding this cluster's processes needs /proc (Linux)")
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    hidden = tmp_path_factory.getbasetemp() if can_hide_paths() else None  # every test's tmp_path
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), hidden_on_node2=hidden)
     try:
         cluster.start()
         programs = [command.split()[0].rsplit("/", 1)[-1] for command in cluster.leftovers().values()]
@@ -239,16 +266,19 @@ def cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_training_job_uses_both_nodes(cluster, tmp_path):
+def test_training_job_uses_both_nodes_without_shared_files(cluster, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    if cluster.hidden_on_node2 is None:
+        pytest.skip("hiding run_dir from the second node needs root and unshare --mount")
+    assert not cluster.node2_sees(tmp_path)  # else the test below would prove nothing
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"maskgan-test-{secrets.token_hex(4)}"
     start = time.monotonic()
     out = cluster.submit(
         "--address", cluster.address, "--preset", "synthetic", "--submission-id", job_id,
-        *TINY, *PLACEMENT, f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={tracking}",
+        *TINY, *PLACEMENT, "gan.disc_pretrain_steps=2", f"run_dir={tmp_path / 'run'}", f"tracking.tracking_uri={tracking}",
     )
     elapsed = time.monotonic() - start
     assert out.returncode == 0, f"job failed after {elapsed:.0f} s:\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}"
@@ -262,7 +292,12 @@ def test_training_job_uses_both_nodes(cluster, tmp_path):
     runners = [a for a in job_actors if "EnvRunner" in a["class_name"]]
     assert {a["node_id"] for a in runners} == {node_of["head"], node_of["node2"]}, runners
     discriminator = [a for a in job_actors if a["class_name"] == "DiscriminatorTrainer"]
-    assert len(discriminator) == 1 and discriminator[0]["node_id"] == node_of["head"]
+    assert len(discriminator) == 1 and discriminator[0]["node_id"] == node_of["node2"]
+    # The driver prepared the data and wrote the checkpoints on the head; the second node never saw
+    # them (its D actor saved its own state there, on that node: discriminator_actor.pt).
+    for name in ("data/train.parquet", "checkpoints/mle.pt", "checkpoints/maskgan.pt"):
+        assert (tmp_path / "run" / name).is_file() and not cluster.node2_sees(tmp_path / "run" / name), name
+    assert cluster.node2_sees(tmp_path / "run" / "discriminator_actor.pt")
 
     client = MlflowClient(tracking)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -11,25 +11,20 @@ from ray.tune.registry import ENV_CREATOR, _global_registry
 import maskgan_rl_envs as envs
 from maskgan_rl_envs import InfillEnv, InfillVectorEnv
 from maskgan_rl.config import MaskConfig, ModelConfig, load_config
-from maskgan_rl.dataset import write_windows
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import mask_context, present_rate_at
 from maskgan_rl.models.discriminator import Discriminator, discriminator_model_config, log_real_prob
-from maskgan_rl.vocab import Vocab
 
 V, T = 13, 6
 MODEL = {"embed": 8, "hidden": 8, "layers": 1}
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> dict:
-    vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(2, V)])
+def config() -> dict:
     windows = np.random.default_rng(0).integers(0, V, size=(40, T + 1))
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    write_windows(path, windows, vocab, {"dataset": "test"})
     # The random strategy gives episodes with gaps between masked targets.
     return {
-        "data_path": str(path),
+        "windows": windows,
         "vocab_size": V,
         "seq_len": T,
         "mask": {"strategy": "random", "present_rate": 0.5},
@@ -168,11 +163,22 @@ def test_registered_names_build_the_environments(config):
     assert isinstance(ray_vec, InfillVectorEnv) and ray_vec.num_envs == 4
 
 
+def test_windows_may_come_through_rays_object_store(config, ray_session):
+    import ray
+
+    by_value, by_reference = InfillEnv(config), InfillEnv({**config, "windows": ray.put(config["windows"])})
+    first, second = play(by_value, np.random.default_rng(0), seed=5), play(by_reference, np.random.default_rng(0), seed=5)
+    np.testing.assert_array_equal(first["last"]["filled"], second["last"]["filled"])
+    np.testing.assert_array_equal(first["rewards"], second["rewards"])
+
+
 def test_config_problems_are_named(config):
-    with pytest.raises(ConfigError, match="data_path"):
-        InfillEnv({k: v for k, v in config.items() if k != "data_path"})
+    with pytest.raises(ConfigError, match="windows"):
+        InfillEnv({k: v for k, v in config.items() if k != "windows"})
     with pytest.raises(ConfigError, match="seq_len"):
         InfillEnv({**config, "seq_len": T + 1})
+    with pytest.raises(ConfigError, match=f"ids up to {V - 1}"):
+        InfillEnv({**config, "vocab_size": V - 1})
     with pytest.raises(ConfigError, match="mask"):
         InfillEnv({**config, "mask": {"strategy": "random", "rate": 0.5}})
 

@@ -88,8 +88,11 @@ class AdversarialTrainer:
         self.iteration = 0
         self.vocab_size = len(data.vocab)
         self.disc_actor = create_discriminator_actor(cfg, self.vocab_size, generator_state, discriminator_state)
+        # Put in Ray's object store once: env runners and the D actor on any node read them from
+        # there, never from run_dir, so a cluster needs no shared file system.
+        self._train_windows = ray.put(WindowDataset(data.train_path).windows)
         env_config = {
-            "data_path": str(data.train_path),
+            "windows": self._train_windows,
             "vocab_size": self.vocab_size,
             "seq_len": cfg.data.seq_len,
             "mask": to_dict(cfg)["mask"],
@@ -98,7 +101,6 @@ class AdversarialTrainer:
             "seed": cfg.seed,
             "torch_threads": cfg.resources.torch_threads,
         }
-        self._train_path = str(data.train_path)
         torch.manual_seed(iteration_seed(cfg.seed, 0, 9))  # the critic's initial weights, on a learner in this process
         self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.disc_actor).build_algo()
         self.algo.learner_group.foreach_learner(
@@ -119,7 +121,7 @@ class AdversarialTrainer:
     def pretrain_discriminator(self) -> dict[str, float]:
         """gan.disc_pretrain_steps D steps on the current generator's in-fills, then D to every env runner."""
         stats = ray.get(
-            self.disc_actor.pretrain.remote(self.generator_state_dict(), self._train_path, self.cfg.gan.disc_pretrain_steps)
+            self.disc_actor.pretrain.remote(self.generator_state_dict(), self._train_windows, self.cfg.gan.disc_pretrain_steps)
         )
         push_discriminator_weights(self.algo.env_runner_group, self.disc_actor)
         return stats

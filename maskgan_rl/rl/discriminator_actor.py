@@ -13,7 +13,8 @@ reward, and the generator's first updates are then noise.
 
 Failures: as an actor it is restarted by Ray (up to DISC_MAX_RESTARTS times) and calls made to it
 meanwhile wait and run on the new process. It saves its state (weights, optimiser, version) to
-`<run_dir>/discriminator_actor.pt` when created and every gan.checkpoint_every updates (written in
+`<run_dir>/discriminator_actor.pt` (on the actor's node for a local run_dir; a storage URI reaches
+it from any node) when created and every gan.checkpoint_every updates (written in
 the background, see `_save_state`), and a restarted process starts from
 that file: the restart loses the episodes received since the last `train` and the updates since the
 last save (with gan.checkpoint_every=1, none).
@@ -27,15 +28,15 @@ import logging
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from maskgan_rl import storage
 from maskgan_rl.checkpoint import load_checkpoint, save_checkpoint
 from maskgan_rl.config import Config
-from maskgan_rl.dataset import WindowDataset
+from maskgan_rl.dataset import sample_windows
 from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
@@ -86,7 +87,7 @@ class DiscriminatorTrainer:
         )
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
-        self.state_path = Path(state_path) if state_path else None
+        self.state_path = storage.location(state_path) if state_path else None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="disc-state")
         self._pending_save: Optional[Future] = None
         self._restarts = 0  # since the last `train`
@@ -134,21 +135,21 @@ class DiscriminatorTrainer:
         stats["disc_train_s"] = time.perf_counter() - start
         return stats
 
-    def pretrain(self, generator_state: dict[str, torch.Tensor], data_path: str, steps: int) -> dict[str, float]:
+    def pretrain(self, generator_state: dict[str, torch.Tensor], windows: np.ndarray, steps: int) -> dict[str, float]:
         """The paper's optional step 3, before adversarial training: `steps` Adam steps, each on a fresh
-        batch of real windows and the MaskMLE generator's in-fills of them. Stats: the last 10% of steps."""
+        batch of real `windows` [N, T+1] (passed as an ObjectRef, Ray hands the actor the array) and
+        the MaskMLE generator's in-fills of them. Stats: the last 10% of steps."""
         start = time.perf_counter()
         generator = Generator(self.missing_id, self.model_cfg).to(self.device)
         generator.load_state_dict(generator_state)
         generator.eval()
-        windows = WindowDataset(data_path)
         rng = np.random.default_rng(iteration_seed(self.seed, 0, 5))
         sampling = torch.Generator(device=self.device).manual_seed(iteration_seed(self.seed, 0, 6))
         torch.manual_seed(iteration_seed(self.seed, 0, 7))  # D's dropout masks
         stats = []
         for _ in range(steps):
-            window = windows.sample(self.gan.disc_batch_size, rng)
-            present = make_present(len(window), windows.seq_len, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
+            window = sample_windows(windows, self.gan.disc_batch_size, rng)
+            present = make_present(len(window), window.shape[1] - 1, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
             with torch.no_grad():
                 filled, _ = generator.sample(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
@@ -224,10 +225,10 @@ class DiscriminatorTrainer:
 
     def _resume_after_restart(self) -> None:
         self._restarts = 1
-        if self.state_path.is_file():
+        if storage.exists(self.state_path):
             self.set_state(load_checkpoint(self.state_path)["discriminator_actor"])
             log.warning(f"[disc] actor restarted: resumed version {self.version} from {self.state_path}")
-        else:  # restarted on a machine that cannot see run_dir
+        else:  # restarted on another node than the one that saved it, with a local run_dir
             log.warning(f"[disc] actor restarted without {self.state_path}: D starts again from its initial weights")
 
 
@@ -249,5 +250,5 @@ def create_discriminator_actor(
         max_task_retries=-1,  # calls in flight when it dies run again on the restarted actor
     )
     # Resolved here: the actor's working directory need not be the driver's.
-    state_path = str(Path(cfg.run_dir).resolve() / STATE_FILE)
+    state_path = str(storage.join(storage.absolute(cfg.run_dir), STATE_FILE))
     return actor.remote(cfg, vocab_size, generator_state, discriminator_weights, state_path)
