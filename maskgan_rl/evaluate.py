@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from maskgan_rl import storage
 from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.config import Config, DataConfig, config_from_dict, load_config
 from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data, write_windows
@@ -65,7 +66,7 @@ from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
-from maskgan_rl.storage import writable_dir
+from maskgan_rl.storage import Location, writable_dir
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
 from maskgan_rl.vocab import Vocab
@@ -252,7 +253,7 @@ def evaluate_during_training(
 class _Model:
     label: str  # one checkpoint: "<name> (<run folder>)"
     name: str  # the model it is a replicate of: NAME of NAME:path, else from its kind
-    path: Path
+    path: Location
     kind: str
     algo: str
     generator: Infiller
@@ -359,8 +360,9 @@ class _Scorer:
 
 
 def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, settings: EvalSettings, out: str | Path) -> dict[str, Any]:
-    """Evaluate checkpoints (paths, or NAME:path to name their model) on `cfg`'s data; writes results
-    into `out` and MLflow; returns the results."""
+    """Evaluate checkpoints (paths or storage URIs, or NAME:path to name their model) on `cfg`'s data;
+    writes results into `out` (a folder or a storage URI, written through its local cache, see
+    maskgan_rl.storage) and MLflow; returns the results."""
     if not checkpoints:
         raise ConfigError("no checkpoint to evaluate: pass one or more .pt files")
     if not settings.temperatures or min(settings.temperatures) <= 0:
@@ -371,7 +373,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         raise ConfigError(f"--seeds {list(settings.seeds)}: give one or more different seeds, e.g. 0,1,2")
     if settings.two_sample_steps < 0:
         raise ConfigError(f"--two-sample-steps {settings.two_sample_steps}: give 0 (skip the test) or more")
-    out = writable_dir(out, "--out")
+    destination = storage.check_writable(out, "--out")
+    out = writable_dir(storage.local_dir(destination), "--out")
     data = prepare_data(cfg)
     models = _load_models(checkpoints, data.vocab, resolve_device(cfg))
     compared = _compared_models(models, settings)
@@ -417,6 +420,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         for path in sorted(out.glob("*.*")):
             if path.suffix in (".json", ".csv", ".md", ".png"):
                 tracker.log_artifact(path, "evaluation")
+                storage.upload(path, storage.join(destination, path.name))
     return results
 
 
@@ -460,13 +464,14 @@ def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: E
     return verdicts
 
 
-def checkpoint_argument(text: str | Path) -> tuple[Optional[str], Path]:
-    """`NAME:path.pt` -> (NAME, path); a plain path (or one that exists with a colon in it) -> (None, path)."""
+def checkpoint_argument(text: str | Path) -> tuple[Optional[str], Location]:
+    """`NAME:path.pt` -> (NAME, path); a plain path or storage URI (or a file that exists with a colon
+    in it) -> (None, path)."""
     text = str(text)
     name, colon, path = text.partition(":")
-    if not colon or Path(text).is_file() or not name:
-        return None, Path(text)
-    return name, Path(path)
+    if not colon or storage.is_uri(text) or Path(text).is_file() or not name:
+        return None, storage.location(text)
+    return name, storage.location(path)
 
 
 def _load_models(checkpoints: Sequence[str | Path], vocab: Vocab, device: torch.device) -> list[_Model]:
@@ -476,27 +481,27 @@ def _load_models(checkpoints: Sequence[str | Path], vocab: Vocab, device: torch.
         kind = str(checkpoint.get("kind", "generator"))
         algo = str(checkpoint["config"].get("gan", {}).get("algo", "")) if kind == "maskgan" else ""
         name = given_name or {"lm": "LM", "mle": BASELINE, "maskgan": f"MaskGAN-{algo}"}.get(kind, kind)
-        label = f"{name} ({_run_dir_of(path).name})"
+        label = f"{name} ({storage.name(_run_dir_of(path))})"
         if any(m.label == label for m in models):
-            label = f"{label} {path.stem}"
+            label = f"{label} {Path(storage.name(path)).stem}"
         if any(m.label == label for m in models):
             raise ConfigError(f"{path} is given twice as {name}: give each checkpoint once per model")
         models.append(_Model(label, name, path, kind, algo, generator, _training_run_id(path)))
     return models
 
 
-def _run_dir_of(checkpoint: Path) -> Path:
+def _run_dir_of(checkpoint: Location) -> Location:
     """`<run_dir>/checkpoints/x.pt` -> run_dir; a checkpoint elsewhere stands for its own folder."""
-    folder = checkpoint.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
+    folder = storage.parent(storage.absolute(checkpoint))
+    return storage.parent(folder) if storage.name(folder) == "checkpoints" else folder
 
 
-def _training_run_id(checkpoint: Path) -> Optional[str]:
+def _training_run_id(checkpoint: Location) -> Optional[str]:
     """The MLflow run that trained the checkpoint, to link evaluation runs to it in the UI."""
     for command in ("train", "pretrain"):
-        path = _run_dir_of(checkpoint) / f"{RUN_ID_FILE}.{command}"
-        if path.is_file():
-            return path.read_text().strip()
+        path = storage.join(_run_dir_of(checkpoint), f"{RUN_ID_FILE}.{command}")
+        if storage.exists(path):
+            return storage.read_bytes(path).decode().strip()
     return None
 
 
@@ -605,7 +610,8 @@ def _md_cell(value: Any) -> str:
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-    checkpoints = [a for a in args.checkpoints if "=" not in a or Path(a).is_file()]
+    # (A URI may hold "=" in its query; an override never starts with a scheme.)
+    checkpoints = [a for a in args.checkpoints if "=" not in a or storage.is_uri(a) or Path(a).is_file()]
     overrides = [a for a in args.checkpoints if a not in checkpoints]
     cfg = _config([checkpoint_argument(c)[1] for c in checkpoints], args.preset, overrides)
     settings = EvalSettings(
@@ -614,9 +620,9 @@ def evaluate_command(args: argparse.Namespace) -> None:
         reverse_lm_steps=args.reverse_lm_steps, table_rows=args.table_rows, seeds=_numbers(args.seeds, "--seeds", int),
         two_sample_steps=args.two_sample_steps, baseline=args.baseline,
     )
-    out = Path(args.out) if args.out else Path(cfg.run_dir) / "eval"
+    out = storage.location(args.out) if args.out else storage.join(cfg.run_dir, "eval")
     evaluate_checkpoints(checkpoints, cfg, settings, out)
-    print((out / "metrics.md").read_text())
+    print((storage.local_dir(out) / "metrics.md").read_text())
     log.info(f"[evaluate] results, tables and plots in {out}")
 
 

@@ -18,18 +18,23 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from maskgan_rl.errors import ConfigError, MaskGANError
 
+if TYPE_CHECKING:  # pyarrow.fs is imported where a URI is first opened
+    from pyarrow.fs import FileSystem
+
 Location = Union[Path, str]
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")  # two letters at least: C:/ is a Windows drive
 OBJECT_STORES = ("s3", "gcs")  # pyarrow filesystems without folders: an object needs no parent made first
 
 
@@ -49,9 +54,9 @@ class Entry:
 
 
 def is_uri(location: str | os.PathLike) -> bool:
-    """`scheme://...` other than file://, which is a local path."""
-    scheme = urlsplit(str(location)).scheme
-    return "://" in str(location) and len(scheme) > 1 and scheme != "file"
+    """`scheme://...` other than file://, which is a local path (`NAME:s3://...` and `key=s3://...` are not URIs)."""
+    found = _SCHEME.match(str(location))
+    return found is not None and found.group(1).lower() != "file"
 
 
 def location(where: str | os.PathLike) -> Location:
@@ -75,6 +80,14 @@ def join(base: str | os.PathLike, *names: str) -> Location:
         return base.joinpath(*names)
     parts = urlsplit(base)
     return urlunsplit(parts._replace(path="/".join([parts.path.rstrip("/"), *names])))
+
+
+def parent(where: Location) -> Location:
+    """The folder holding a location (query parameters kept on a URI)."""
+    if isinstance(where, Path):
+        return where.parent
+    parts = urlsplit(where)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/").rsplit("/", 1)[0]))
 
 
 def name(where: Location) -> str:
@@ -236,7 +249,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _open(uri: str) -> tuple["pyarrow.fs.FileSystem", str]:  # noqa: F821
+def _open(uri: str) -> tuple["FileSystem", str]:
     """(filesystem, path inside it) for a URI; one filesystem per scheme, host and query."""
     parts = urlsplit(uri)
     filesystem, root = _filesystem(urlunsplit(parts._replace(path="")))
@@ -244,7 +257,7 @@ def _open(uri: str) -> tuple["pyarrow.fs.FileSystem", str]:  # noqa: F821
 
 
 @functools.lru_cache(maxsize=None)
-def _filesystem(root_uri: str) -> tuple["pyarrow.fs.FileSystem", str]:  # noqa: F821
+def _filesystem(root_uri: str) -> tuple["FileSystem", str]:
     import pyarrow as pa
     import pyarrow.fs as pafs
 

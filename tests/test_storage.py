@@ -37,6 +37,7 @@ def test_locations_join_and_name_local_paths_and_uris(tmp_path):
     assert joined == "s3://bucket/runs/x/checkpoints/gan-000001.pt?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.name(joined) == "gan-000001.pt" and storage.name(tmp_path / "a.pt") == "a.pt"
     assert storage.location("file:///tmp/x") == Path("/tmp/x") and storage.location("runs/x") == Path("runs/x")
+    assert storage.is_uri(uri) and not storage.is_uri("MaskGAN:s3://b/x.pt") and not storage.is_uri("run_dir=s3://b")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     assert storage.local_dir(uri) == cache / "maskgan-rl" / "s3" / "bucket" / "runs" / "x"
     assert storage.local_dir(tmp_path) == tmp_path
