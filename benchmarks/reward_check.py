@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 
 from maskgan_rl.cli import log_to_stderr
 from maskgan_rl.config import Config, load_config
-from maskgan_rl.dataset import PreparedData, prepare_data
+from maskgan_rl.dataset import PreparedData, WindowDataset, prepare_data
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.evaluate import evaluate_during_training, synthetic_oracle
 from maskgan_rl.loading import load_generator
@@ -106,7 +106,7 @@ def reward_check(
         raise ConfigError("--rewards ratio needs --ratio-model: the path of another MaskMLE checkpoint (mle.pt)")
     loop = ReferenceLoop(cfg, data, generator_state, torch.device("cpu"), reward=rewards[reward], baseline=baseline == "critic")
     if cfg.gan.disc_pretrain_steps:  # as `maskgan train` does, on the MaskMLE generator's in-fills
-        loop.disc_trainer.pretrain(generator_state, str(data.train_path), cfg.gan.disc_pretrain_steps)
+        loop.disc_trainer.pretrain(generator_state, WindowDataset(data.train_path).windows, cfg.gan.disc_pretrain_steps)
     for _ in range(warmup):
         loop.train_iteration(update_generator=False)
     average = copy.deepcopy(loop.generator) if evaluate_average else None

@@ -15,7 +15,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
-from maskgan_rl.dataset import prepare_data
+from maskgan_rl.dataset import WindowDataset, prepare_data
 from maskgan_rl.masking import mask_context, num_masked
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
@@ -248,9 +248,9 @@ def test_discriminator_pretraining_learns_to_tell_maskmle_infills_from_real_wind
     cfg.gan.disc_lr = 3e-3
     data, generator_state = start(cfg)  # an untrained generator: its in-fills are easy to tell apart
     trainer = DiscriminatorTrainer(cfg, len(data.vocab), generator_state)
-    first = trainer.pretrain(generator_state, str(data.train_path), steps=5)
+    first = trainer.pretrain(generator_state, WindowDataset(data.train_path).windows, steps=5)
     before = {k: v.clone() for k, v in trainer.weights()[0].items()}
-    later = trainer.pretrain(generator_state, str(data.train_path), steps=150)
+    later = trainer.pretrain(generator_state, WindowDataset(data.train_path).windows, steps=150)
     assert trainer.version == 2 and changed(before, trainer.weights()[0])
     assert later["disc_pretrain_loss"] < first["disc_pretrain_loss"]
     assert later["disc_pretrain_accuracy"] > max(0.6, first["disc_pretrain_accuracy"])

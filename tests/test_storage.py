@@ -148,9 +148,10 @@ def test_bad_storage_uris_are_one_line_config_errors(s3_server, aws_env, capsys)
 
 
 @pytest.mark.slow
-def test_training_writes_to_s3_and_resumes_from_it(s3_server, tmp_path):
+def test_training_writes_to_s3_and_resumes_from_it(s3_server, tmp_path, aws_env, monkeypatch, capsys):
     """`maskgan train` with run_dir on S3 for 2 iterations, then `--resume` to 3: the checkpoints,
-    D's state, config and plot are in the bucket, and the resumed run continues the first."""
+    D's state, config and plot are in the bucket, and the resumed run continues the first. Then
+    `infill` and `evaluate` read its checkpoints from the bucket and evaluate writes its outputs there."""
     run_dir = s3_uri(s3_server, "e2e/run")
     env = {**os.environ, **AWS_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env = {k: v for k, v in env.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
@@ -184,5 +185,17 @@ def test_training_writes_to_s3_and_resumes_from_it(s3_server, tmp_path):
     assert final["iteration"] == 3 and [r["iteration"] for r in final["history"]] == [0, 1, 2, 3]
     newest = load_checkpoint(storage.join(run_dir, "checkpoints", "gan-000003.pt"))
     assert newest["trainer"]["iteration"] == 3
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    final_uri, mle_uri = (str(storage.join(run_dir, "checkpoints", name)) for name in ("maskgan.pt", "mle.pt"))
+    assert main(["infill", final_uri, "w2 ___ w3", "--seed", "1"]) == 0
+    filled = capsys.readouterr().out.split()
+    assert filled[0] == "w2" and filled[2] == "w3" and filled[1] != "___"
+    assert main(["evaluate", final_uri, mle_uri, "--samples", "8", "--temperatures", "1.0", "--reverse-lm-steps", "0",
+                 "--bleu-references", "4", "--table-rows", "2", "tracking.enabled=false"]) == 0
+    for key in ("eval/metrics.md", "eval/metrics.csv", "eval/results.json", "eval/samples.md"):
+        assert key in bucket_keys(s3_server, "e2e/run/"), key
     # Nothing of the run was written to the working directory as a path named like the URI.
     assert not (tmp_path / "s3:").exists()
