@@ -1,8 +1,10 @@
 """Corpora tokenised once into Parquet files of fixed-size windows, then read memory-mapped.
 
 `prepare_data(cfg)` writes `<run_dir>/data/{train,valid,test}.parquet`, `vocab.json` and
-`manifest.json` (with a storage URI as run_dir, in the driver's local cache for it, see maskgan_rl.storage). Each Parquet file carries its own vocabulary and provenance in the schema
-metadata, so a worker on another machine can open it with nothing else and check it matches.
+`manifest.json` (for a storage URI run_dir, in the driver's local cache of it: maskgan_rl.storage).
+Each Parquet file carries its own vocabulary and provenance in the schema metadata, so it can be
+opened with nothing else and checked against the run. Only the driver reads them: workers get the
+windows through Ray's object store (maskgan_rl.rl.adversarial).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -90,12 +91,13 @@ def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[Itera
 def next_steps(cfg: Config, final: Location, vocab: Vocab) -> str:
     """What a finished training (or pretraining) made and the commands that use it, for the end of its output."""
     mle = storage.join(cfg.run_dir, "checkpoints", "mle.pt")
+    shown = shlex.quote(str(final))  # a URI's query holds "&"
     lines = [
         f"done: generator in {final}",
-        f'  fill in blanks:  maskgan infill {final} "{example_text(vocab.tokens)}"',
+        f'  fill in blanks:  maskgan infill {shown} "{example_text(vocab.tokens)}"',
     ]
     if final != mle and storage.exists(mle):
-        lines.append(f"  compare:         maskgan evaluate {final} {mle}")
+        lines.append(f"  compare:         maskgan evaluate {shown} {shlex.quote(str(mle))}")
     if cfg.tracking.enabled:
         uri = tracking_uri(cfg)
         browse = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
