@@ -155,6 +155,7 @@ def test_training_writes_to_s3_and_resumes_from_it(s3_server, tmp_path, aws_env,
     run_dir = s3_uri(s3_server, "e2e/run")
     env = {**os.environ, **AWS_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env = {k: v for k, v in env.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    env["RAY_raylet_start_wait_time_s"] = "120"  # Ray's own wait for its node, on a busy 2-core machine
     common = [
         f"run_dir={run_dir}", "data.seq_len=8", "data.oracle_vocab=30", "data.oracle_hidden=8",
         "data.synthetic_train=200", "data.synthetic_valid=40", "data.synthetic_test=40",
