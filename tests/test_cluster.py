@@ -208,8 +208,8 @@ class LocalCluster:
 
     def node2_sees(self, path: Path) -> bool:
         """Whether `path` exists for the second node's raylet (in its mount namespace)."""
-        table = _process_table()
-        raylet = next(pid for pid, (_, sid, _) in table.items() if sid == self.sessions[1] and "raylet" in _cmdline(pid))
+        table = process_table()
+        raylet = next(pid for pid, (_, sid, _) in table.items() if sid == self.sessions[1] and "raylet" in cmdline(pid))
         return subprocess.run(["nsenter", f"--target={raylet}", "--mount", "--", "test", "-e", str(path)]).returncode == 0
 
     def stop(self) -> dict[int, str]:
