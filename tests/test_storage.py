@@ -148,6 +148,7 @@ def test_bad_storage_uris_are_one_line_config_errors(s3_server, aws_env, capsys)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * RUN_TIMEOUT_S + 300)  # two trainings, then infill and evaluate
 def test_training_writes_to_s3_and_resumes_from_it(s3_server, tmp_path, aws_env, monkeypatch, capsys):
     """`maskgan train` with run_dir on S3 for 2 iterations, then `--resume` to 3: the checkpoints,
     D's state, config and plot are in the bucket, and the resumed run continues the first. Then
