@@ -15,8 +15,8 @@ there when it ends, so the next run in the same process (a notebook, a sweep) re
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
@@ -25,6 +25,7 @@ from maskgan_rl import storage
 from maskgan_rl.config import Config, flatten
 from maskgan_rl.vocab import Vocab
 
+log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")  # what mlflow.set_tracking_uri / set_experiment write
 Reopen = Literal["always", "same_config", "never"]
@@ -82,8 +83,8 @@ class Tracker:
         import mlflow
 
         if storage.is_uri(self.cfg.run_dir) and self.uri.startswith("sqlite:"):
-            print(f"[tracking] run_dir is a storage URI: MLflow records this run on this machine only, in {self.uri} "
-                  "(set tracking.tracking_uri=http://HOST:5000 to keep it on a server)", file=sys.stderr)
+            log.warning(f"[tracking] run_dir is a storage URI: MLflow records this run on this machine only, in {self.uri} "
+                        "(set tracking.tracking_uri=http://HOST:5000 to keep it on a server)")
         mlflow.set_tracking_uri(self.uri)
         experiment = mlflow.get_experiment_by_name(self.cfg.tracking.experiment)
         if experiment is None:
