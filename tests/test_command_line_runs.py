@@ -99,7 +99,6 @@ RESUME_AUTO, RESUME = ["--resume", "auto"], ["--resume"]
 DRIVER_KILLED_AT = """
 import os, signal, sys
 from maskgan_rl.cli import main
-PLACEHOLDER
 
 stage, at = sys.argv[1], int(sys.argv[2])
 if stage == "gan":  # in iteration `at`, once its metrics are logged: when its checkpoint is asked for
