@@ -1,35 +1,11 @@
 """`maskgan evaluate`: compare checkpoints on held-out data the way the paper and later work did.
 
-For each checkpoint (MaskMLE, MaskGAN, ...) and each softmax temperature of a sweep, the same
-held-out windows are masked the same way and filled in; the in-fills are then scored by:
-- masked validation perplexity: teacher-forced, masked targets only (temperature-independent; the
-  same masks as MaskMLE's reported validation perplexity, over the whole held-out split);
-- eval-LM perplexity: the filled windows (all targets, so a blank that clashes with the text after
-  it costs too) under a language model trained separately on the real training data with another
-  seed, cached as `<out>/eval_lm.pt` (the paper's Table 5);
-- reverse-LM perplexity: a small LM trained on the in-fills, scored on real held-out windows the
-  in-fills never saw (low = the samples cover the real distribution; Caccia et al. 2018);
-- % unique 2/3/4-grams (Table 6), the share of generated n-grams found in held-out text, BLEU-n
-  against a fixed number of held-out references, Self-BLEU-n (metrics.py);
-- on the synthetic preset, the exact oracle NLL of the in-filled tokens;
-- a two-sample test: the accuracy of a discriminator trained from scratch to tell the model's in-fills
-  from real text (0.5 = indistinguishable; verdict.py).
-Every checkpoint is evaluated at every `--seeds` value (masks and samples redrawn). Checkpoints are
-grouped into models by name: `NAME:path.pt`, else the kind recorded in the checkpoint (MaskMLE,
-MaskGAN-<algo>, LM); several checkpoints of one model are its training seeds. The verdict compares
-every model with the `--baseline` one (MaskMLE) at matched diversity (verdict.py): the ratio of
-eval-LM perplexities at the same reverse-LM perplexity, with a confidence interval over seeds, and
-the two-sample accuracies there.
-The held-out split is cut in two: the first part (at most half) are the prompts that get masked and
-filled; the rest are the references (BLEU, n-gram overlap, reverse-LM scoring), so no score rewards
-copying a prompt's own real tokens. A "real data" row scores the unmasked prompts the same way.
+Every checkpoint fills the same masked held-out windows at every temperature and `--seeds` value;
+the in-fills are scored (masked perplexity, eval-LM and reverse-LM perplexity, n-gram diversity,
+BLEU/Self-BLEU, oracle NLL on synthetic data, a two-sample test) and every model is compared with
+the `--baseline` at matched diversity (verdict.py). Results go to `<out>` and MLflow.
 
-Outputs in `<out>` (default `<run_dir>/eval`): results.json, metrics.csv/.md, samples.csv/.md
-(masked input, real text, then one column of in-fills per checkpoint), and the quality-diversity
-plots quality_diversity_lm.png / quality_diversity_bleu.png (one curve per model, averaged over its
-checkpoints and seeds, and the real text's point; on the synthetic preset also
-quality_diversity_oracle.png: oracle NLL against reverse-LM perplexity); all logged to MLflow, one nested
-run per checkpoint, seed and temperature so the UI can compare them, the verdict on the parent run.
+More (each score's definition, grouping of checkpoints, outputs): docs/design.md, "Evaluation (`maskgan_rl/evaluate.py`)".
 """
 
 from __future__ import annotations

@@ -8,23 +8,7 @@ The search space is a YAML file of dotted config keys, each with one distributio
     gan.algo: {choice: [reinforce, ppo]}          # sampled, once per trial
     seed: {grid: [0, 1, 2]}                       # every value (times --num-samples)
 
-It is checked before anything runs, like overrides: an unknown key, an unknown distribution, a bad
-range, or a value at a range's ends that the config itself refuses is one `ConfigError` line.
-
-Each trial is the ordinary pipeline (`train.run_training`) in its own `<run_dir>/trials/<trial id>`,
-reporting every adversarial iteration to Tune; ASHA stops the trials that fall behind on the metric
-the user names. Evaluation metrics (`eval/*`) are measured every `gan.eval_every` iterations and at
-iteration 0; every report carries the latest measurement, so ASHA can compare trials at any iteration.
-Pretraining (data, LM, MaskMLE) runs once per distinct pretraining config, in the driver before the
-trials, under `<run_dir>/pretrain/<key>`; each trial links those files into its run_dir, where the
-pipeline loads them. A trial runs in a Ray placement group sized from its `resources.*` (its own
-process plus its env runners, learners and discriminator actor), so trials never oversubscribe a
-machine or a cluster. The sweep is one MLflow run, every trial (and every shared pretraining) a run
-nested under it, all in the sweep's MLflow store. A driver that dies is resumed with `--resume`
-(`Tuner.restore`): finished trials are kept, unfinished ones continue from their last pipeline
-checkpoint in their run_dir (the trial id names it). Trials report no Tune `Checkpoint`: the
-pipeline's own checkpoints are what a trial resumes from, and copying each into Tune's storage
-would only double them.
+More: docs/design.md, "Sweeps (`maskgan_rl/tune.py`)".
 """
 
 from __future__ import annotations

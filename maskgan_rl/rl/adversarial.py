@@ -8,39 +8,7 @@ One `train_iteration`:
 3. the discriminator actor takes gan.disc_steps steps on those episodes and bumps its version;
 4. its weights are pushed to every env runner, which score the next rollouts with them.
 
-Discriminator lag (async algorithms). With `reinforce` and `ppo` every rollout of an iteration is
-sampled after the previous push, so it is scored by the current D (lag 0). APPO and IMPALA keep
-sample requests in flight while the driver trains D, so a rollout may have been scored by an older
-D than the one that will learn from it, and the generator may be rewarded by an out-of-date D.
-Each episode carries the version of D that scored it (`disc_version` in its final info); every
-iteration reports the lag (D's version minus the episode's version) as `disc_lag_mean`/`disc_lag_max`.
-The lag is bounded in three ways: at most one sample request per env runner is in flight
-(`max_requests_in_flight_per_env_runner=1`); D's weights are pushed to every runner after every
-D update, and the push waits for each runner, i.e. for its in-flight request to finish, so no request
-started before a push is still running after it; and D trains only on episodes at most
-`gan.max_disc_lag` versions old (`disc_episodes_too_old` counts the others). Together this keeps the
-lag at 0 or 1 in practice. V-trace corrects the policy lag of those episodes, not this reward drift;
-relabelling rewards with the current D on the learner would remove it at the cost of a D copy there.
-
-Overlapping D (`gan.disc_overlap=true`, any algorithm). D's update of iteration i then runs in its
-actor while the env runners sample and the learner learns iteration i+1, instead of between them, and
-its weights reach the runners after that: rollouts are scored by a D one update older (lag 1, within
-`gan.max_disc_lag`). On a machine where sampling leaves cores idle this hides most of D's time (see
-benchmarks/README.md); a resumed run no longer repeats the uninterrupted one exactly.
-
-Checkpoints: `get_state` holds tensors and plain Python only (module weights, learner optimisers,
-D weights and optimiser, iteration, seed), for torch.save / torch.load(weights_only=True).
-With `reinforce` or `ppo` (local or remote env runners) a resumed run repeats the uninterrupted one
-exactly: every random draw derives from (seed, iteration), D's head and the critic start from the seed.
-
-Metrics: `train_iteration` returns the project's own numbers (logged as `gan/*`); every number of
-RLlib's own learner and env-runner results (entropy, KL, losses, learning rates, episode statistics...)
-is in `rllib_metrics` after each iteration, named `rllib/learner/...` and `rllib/env_runner/...` the
-same way for every algorithm, so that runs of different algorithms share plots.
-
-Failures: a dead env runner is restarted by RLlib and handed the current generator and D before it
-samples again; the discriminator actor restarts from its own saved state (see discriminator_actor).
-Every iteration reports both as `env_runner_restarts` and `disc_actor_restarts`.
+Design notes (lag, checkpoints, metrics, failures...): docs/design.md, "The adversarial stage (`maskgan_rl/rl/adversarial.py`)".
 """
 
 from __future__ import annotations
