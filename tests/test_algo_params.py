@@ -84,7 +84,8 @@ def test_rllib_results_are_flattened_to_finite_numbers_under_valid_mlflow_names(
     result = {
         "learners": {
             "default_policy": {"entropy": np.float32(2.5), "curr_lr": 0.001, "vf_loss": torch.tensor(0.25),
-                               "weights_seq_no": 3, "nan_stat": float("nan"), "flag": True, "note": "text"},
+                               "weights_seq_no": 3, "nan_stat": float("nan"), "flag": True, "note": "text",
+                               "num_module_steps_trained_lifetime": 96},  # restarts on resume: left out
             "__all_modules__": {"num_trainable_parameters": np.array([7])},
         },
         "env_runners": {"episode_return_mean": -4.0, "module_episode_returns_mean": {"policy:1/x": -4.0}},

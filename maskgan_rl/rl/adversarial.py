@@ -283,13 +283,16 @@ class AdversarialTrainer:
 def rllib_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The numbers of an `algo.train()` result's learner and env-runner parts, flattened with "/":
     `rllib/learner/default_policy/entropy`, `rllib/env_runner/episode_return_mean`... Finite numbers
-    only: RLlib reports NaN for a statistic with no data in the iteration (no episode finished)."""
+    only: RLlib reports NaN for a statistic with no data in the iteration (no episode finished).
+    RLlib's `*_lifetime` counters are left out: they live in the algorithm's metrics logger, which a
+    resumed run starts anew, so they would restart from 0 (the iteration is the project's own count)."""
     flat: dict[str, float] = {}
 
     def walk(name: str, node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(f"{name}/{_metric_name_part(key)}", value)
+                if not str(key).endswith("_lifetime"):
+                    walk(f"{name}/{_metric_name_part(key)}", value)
             return
         if isinstance(node, torch.Tensor):
             node = node.detach().cpu().numpy()
