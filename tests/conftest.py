@@ -10,7 +10,6 @@ draws new examples.
 """
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Callable
 import pytest
 import torch
 from hypothesis import settings
+
+import processes
 
 TINY_VOCAB = ["<eos>", "<unk>", "the", "stock", "rose", "sharply", "in", "early", "trading", "."]
 TINY_SEQ_LEN = 6
@@ -56,13 +57,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """A function giving a TCP port of 127.0.0.1 that nothing listens on (for a server a test starts)."""
-
-    def pick() -> int:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
-
-    return pick
+    return processes.free_port
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,18 @@
-"""The processes a test started, found through /proc (Linux): by session, and everything they started."""
+"""The processes and servers a test starts: free loopback ports, and the processes found through /proc
+(Linux) by session, with everything they started."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def process_table() -> dict[int, tuple[int, int, str]]:

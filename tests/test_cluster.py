@@ -28,7 +28,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import yaml
 from maskgan_rl.config import load_config
 from maskgan_rl.resources import demands_of, shortfalls
 
-from processes import cmdline, process_table, send_signal, session_processes
+from processes import cmdline, free_port, process_table, send_signal, session_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch"
@@ -136,12 +135,6 @@ def test_submit_reads_the_token_from_env_before_file(tmp_path, monkeypatch):
     args = submit._parser().parse_args(["submit", "--preset", "ptb", "--resume", f"@{LAUNCH / 'placement-aws.args'}", "a.b=1"])
     assert submit.entrypoint(args.preset, args.resume, args.overrides) == [
         "python", "-m", "maskgan_rl.cli", "train", "--preset", "ptb", "--resume", "auto", *placement("aws"), "a.b=1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def can_hide_paths() -> bool:

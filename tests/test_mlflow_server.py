@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +19,7 @@ from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.config import load_config
 from maskgan_rl.tracking import RUN_ID_FILE
 from maskgan_rl.train import run_training
+from processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,6 @@ TINY = [
     "resources.disc_num_cpus=0.5",
 ]
 STARTUP_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

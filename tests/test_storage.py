@@ -9,7 +9,6 @@ their value.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from maskgan_rl import storage
 from maskgan_rl.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
 from maskgan_rl.cli import main
 from maskgan_rl.errors import CheckpointError
+from processes import free_port
 
 BUCKET = "maskgan-test"
 AWS_ENV = {
@@ -54,12 +54,6 @@ def test_local_listing_writing_and_deleting(tmp_path):
 
 
 # ---------------------------------------------------------------- a real S3-compatible server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
