@@ -1,10 +1,10 @@
 """The verdict experiment of issue 19: MaskGAN against MaskMLE, and against MaskMLE trained for the same
 extra steps, with 3 training seeds on PTB, IMDB and the synthetic oracle (two oracle seeds), judged by
 `maskgan evaluate`'s matched-diversity verdict on the test split. The levers are chosen beforehand by a
-sweep on PTB's validation split.
+screen on PTB's validation split.
 
     python benchmarks/verdict_experiment.py plan                   # the stages, which are done, estimates
-    python benchmarks/verdict_experiment.py sweep                  # PTB sweep (maskgan tune) + choice on validation data
+    python benchmarks/verdict_experiment.py sweep                  # PTB lever screen + choice on validation data
     python benchmarks/verdict_experiment.py run --levers runs/verdict/sweep-ptb/levers.yaml   # the final comparison
 
 Every stage is one `maskgan` command with its own run_dir, log file (`<run_dir>/log.txt`) and MLflow run
@@ -19,26 +19,23 @@ MaskMLE, with the levers), `mle-extra` (the same MaskMLE trained on as many wind
 learned from in the adversarial phase); then one `evaluate` of every checkpoint and `publish` to
 docs/results/verdict-<experiment>/.
 
+The sweep is a screen, one lever family per trial (the levers file's `screen` section), not a random
+search: with a handful of trials that fit a working session, each trial's effect must be attributable
+to one lever. Every trial starts from the seed-0 pretraining that `run` also uses.
+
 "The same extra steps": the adversarial generator learns from gan.episodes_per_iteration masked windows
 per update, for gan.iterations - gan.critic_warmup_iterations updates (in warm-up iterations it is held
 still); MaskMLE learns from pretrain.batch_size windows per step. mle-extra adds
 ceil(updates * episodes_per_iteration / batch_size) MaskMLE steps: the same number of training windows,
 continued from the same mle.pt (`maskgan pretrain` trains only the missing steps of a shorter checkpoint).
 
-ESTIMATED time on a 2-core machine (estimates, not measurements: derived from benchmarks/quality.sh's
-measured totals, PTB 6 + 5 min, IMDB 9 + 8 min, synthetic 12 + 2 min, scaled to these budgets; `plan` prints
-them for the levers given, and each stage's log and stage.done its measured minutes):
-    sweep (PTB, 12 trials x 600 iterations, then their validation evaluation)   ~5 h
-    PTB       per seed: pretrain ~4 min, maskgan ~27 min (1,000 iterations), mle-extra ~1 min; evaluate ~50 min
-    IMDB      per seed: pretrain ~6 min, maskgan ~36 min (600 iterations), mle-extra ~2 min; evaluate ~80 min
-    synthetic per oracle seed and training seed: pretrain ~7 min, maskgan ~50 min, mle-extra ~1 min; evaluate ~25 min
-    all of `run` (3 seeds, 4 experiments)                                         ~12.6 h
+`plan` prints each stage's ESTIMATED minutes (from benchmarks/quality.sh's measured rates on a 2-core
+machine) until it has run, then its measured ones; benchmarks/README.md has the measured totals.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import shutil
@@ -95,8 +92,8 @@ TINY_EVAL = ["--samples", "40", "--temperatures", "0.7,1.0,1.4", "--reverse-lm-s
              "--bleu-references", "20", "--table-rows", "2"]
 FINAL_EVAL = ["--split", "test", "--samples", "400", "--bleu-references", "300", "--reverse-lm-steps", "100",
               "--table-rows", "6", "--seeds", "0"]  # the interval is over the 3 training seeds' checkpoint pairs
-SWEEP_EVAL = ["--split", "valid", "--samples", "400", "--bleu-references", "300", "--reverse-lm-steps", "100",
-              "--temperatures", "0.6,0.8,1.0,1.2,1.4", "--table-rows", "4", "--seeds", "0,1"]
+SWEEP_EVAL = ["--samples", "400", "--bleu-references", "300", "--reverse-lm-steps", "100",
+              "--table-rows", "4", "--seeds", "0"]
 PUBLISHED = ("metrics.md", "samples.md", "results.json", "quality_diversity_lm.png", "quality_diversity_bleu.png",
              "quality_diversity_oracle.png")
 
@@ -127,8 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="YAML: `all:` and per data set (ptb, imdb, synthetic) dotted overrides for the MaskGAN runs")
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "verdict", help="where the runs go")
     parser.add_argument("--publish", type=Path, default=REPO / "docs" / "results", help="results go to <this>/verdict-<experiment>/")
-    parser.add_argument("--space", type=Path, default=REPO / "benchmarks" / "verdict_space.yaml", help="the sweep's search space")
-    parser.add_argument("--trials", type=int, default=12, help="sweep trials (maskgan tune --num-samples)")
+    parser.add_argument("--sweep-on", default="ptb", choices=list(EXPERIMENTS), help="the data set of the lever screen")
+    parser.add_argument("--temperatures", help="evaluate's temperatures, comma-separated (default: evaluate's own, 0.5-1.5 by 0.1)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes: checks the wiring of every stage in a few minutes")
     args = parser.parse_args(argv)
     try:
@@ -149,21 +146,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def read_levers(path: Path) -> dict[str, dict[str, Any]]:
-    """{section: {dotted key: value}}, refusing keys that would change pretraining."""
+    """{section: {dotted key: value}} (`screen`: {trial: {dotted key: value}}), refusing keys that would
+    change pretraining."""
     if not path.is_file():
         raise ConfigError(f"levers file {path} not found: pass --levers benchmarks/verdict_levers.yaml or a sweep's levers.yaml")
-    sections = OmegaConf.to_container(OmegaConf.load(path)) or {}
-    for section, values in sections.items():
-        for key in values or {}:
+    sections = {section: dict(values or {}) for section, values in (OmegaConf.to_container(OmegaConf.load(path)) or {}).items()}
+    groups = {f"screen.{trial}": dict(values or {}) for trial, values in sections.get("screen", {}).items()}
+    groups.update((section, values) for section, values in sections.items() if section != "screen")
+    for section, values in groups.items():
+        for key in values:
             if key.startswith(PRETRAINING_PREFIXES):
                 raise ConfigError(f"{path}: {section}.{key} changes pretraining, which the MaskGAN runs share with the "
                                   "baselines: set only gan.* and mask.* keys there")
-    return {section: dict(values or {}) for section, values in sections.items()}
+    if "screen" in sections:
+        sections["screen"] = {trial: groups[f"screen.{trial}"] for trial in sections["screen"]}
+    return sections
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    return [f"{key}={json.dumps(value) if isinstance(value, bool) or value is None else value}" for key, value in values.items()]
 
 
 def lever_overrides(levers: dict[str, dict[str, Any]], section: str) -> list[str]:
-    merged = {**levers.get("all", {}), **levers.get(section, {})}
-    return [f"{key}={json.dumps(value) if isinstance(value, bool) or value is None else value}" for key, value in merged.items()]
+    return as_overrides({**levers.get("all", {}), **levers.get(section, {})})
+
+
+def temperatures(args: argparse.Namespace) -> list[str]:
+    return ["--temperatures", args.temperatures] if args.temperatures else []
 
 
 def extra_mle_steps(cfg: Config) -> int:
@@ -203,8 +212,9 @@ def experiment_stages(
         checkpoints["MaskGAN"].append(f"MaskGAN:{gan_dir}/checkpoints/maskgan.pt")
         checkpoints["MaskMLE+extra"].append(f"MaskMLE+extra:{extra_dir}/checkpoints/mle.pt")
     eval_dir = root / "eval"
-    eval_args = TINY_EVAL if args.tiny else FINAL_EVAL
-    points = sum(map(len, checkpoints.values())) * (3 if args.tiny else 11)  # evaluate's default: 11 temperatures
+    eval_args = TINY_EVAL if args.tiny else [*FINAL_EVAL, *temperatures(args)]
+    # evaluate's default: 11 temperatures
+    points = sum(map(len, checkpoints.values())) * (3 if args.tiny else len(args.temperatures.split(",")) if args.temperatures else 11)
     evaluate = Stage(f"{experiment.name}/evaluate", eval_dir,
                      [*MASKGAN, "evaluate", *[c for group in checkpoints.values() for c in group], "--out", str(eval_dir),
                       *eval_args, f"tracking.experiment=verdict-{experiment.name}", *experiment.eval_overrides,
@@ -266,47 +276,53 @@ def publish(experiment: Experiment, evaluate: Stage, out: Path, training: Sequen
 
 
 def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
-    """The PTB sweep on validation data: `maskgan tune` trains the trials (every one to the end: the
-    choice is made after, on the verdict), then `maskgan evaluate --split valid` compares each trial's
-    MaskGAN with their MaskMLE at matched diversity; the lowest ratio wins and is written, with the
-    rest of the levers file, to <root>/sweep-ptb/levers.yaml."""
-    experiment = EXPERIMENTS["ptb"]
-    sweep_dir = args.root / "sweep-ptb"
-    base = [*experiment.budget, *lever_overrides(levers, "sweep"), "tracking.experiment=verdict-sweep-ptb",
-            *(TINY + ["gan.iterations=2"] if args.tiny else [])]
-    cfg = load_config(experiment.preset, base)
-    iterations, rates = cfg.gan.iterations, experiment.minutes
-    # At the base config's episodes per iteration: trials that draw more take longer.
-    tune_minutes = 2 * rates["pretrain"] + args.trials * rates["iteration"] * iterations * cfg.gan.episodes_per_iteration / 64
-    eval_minutes = rates["point"] * (args.trials + 1) * 5 * 2  # SWEEP_EVAL: 5 temperatures x 2 seeds
-    tune = [*MASKGAN, "tune", "--preset", experiment.preset, "--space", str(args.space), f"run_dir={sweep_dir}", *base,
-            "--metric", "eval/masked_perplexity", "--mode", "min", "--num-samples", str(args.trials),
-            "--max-concurrent", "1", "--grace-period", str(iterations)]
-    if importlib.util.find_spec("maskgan_rl.tune") is None:
-        raise ConfigError("`maskgan tune` is not in this checkout yet (branch tune): once merged, run this again; "
-                          f"the sweep will be: {' '.join(tune[2:])}")
-    resume = ["--resume"] if (sweep_dir / "tune").exists() else []  # the sweep's driver died: Tune continues it
-    run_stage(Stage("sweep-ptb/tune", sweep_dir, [*tune, *resume], tune_minutes))
-    trials = sorted(p for p in (sweep_dir / "trials").glob("*") if (p / "checkpoints" / "maskgan.pt").is_file())
+    """The lever screen on validation data: one `maskgan train` per trial of the levers file's `screen`
+    section (one lever family each, on top of `all` and `sweep`), all from the sweep data set's seed-0
+    pretraining (the final run's own: no extra pretraining), then one `maskgan evaluate --split valid`
+    that compares each trial's MaskGAN with that MaskMLE at matched diversity. The lowest ratio wins;
+    its overrides are added to `all` in <root>/sweep-<data set>/levers.yaml, which `run --levers` uses."""
+    experiment = EXPERIMENTS[args.sweep_on]
+    trials = levers.get("screen", {})
     if not trials:
-        raise StageFailed(f"no trial in {sweep_dir / 'trials'} finished with a maskgan.pt: see {sweep_dir / 'log.txt'}")
+        raise ConfigError(f"{args.levers} has no `screen:` section: add trials (name: {{dotted key: value}}) to compare")
+    pretrain, *_ = experiment_stages(experiment, argparse.Namespace(**{**vars(args), "seeds": [0]}), levers)[0]
+    run_stage(pretrain)
+    sweep_dir = args.root / f"sweep-{experiment.name}"
+    base = [*experiment.budget, *lever_overrides(levers, "sweep"), "seed=0", f"tracking.experiment=verdict-sweep-{experiment.name}",
+            *(TINY + ["gan.iterations=2"] if args.tiny else [])]
+    checkpoints = []
+    for trial, overrides in trials.items():
+        trial_overrides = [*base, *as_overrides(overrides)]
+        cfg = load_config(experiment.preset, trial_overrides)
+        run_dir = sweep_dir / trial
+        run_stage(Stage(f"sweep-{experiment.name}/{trial}", run_dir,
+                        [*MASKGAN, "train", "--preset", experiment.preset, f"run_dir={run_dir}", *trial_overrides, "--resume"],
+                        experiment.minutes["iteration"] * cfg.gan.episodes_per_iteration / 64 * cfg.gan.iterations,
+                        copy_from=pretrain.run_dir))
+        checkpoints.append(f"{trial}:{run_dir}/checkpoints/maskgan.pt")
     eval_dir = sweep_dir / "eval"
-    run_stage(Stage("sweep-ptb/evaluate", eval_dir,
-                    [*MASKGAN, "evaluate", f"MaskMLE:{trials[0]}/checkpoints/mle.pt",
-                     *(f"{t.name}:{t}/checkpoints/maskgan.pt" for t in trials), "--out", str(eval_dir),
-                     *(TINY_EVAL if args.tiny else SWEEP_EVAL), "tracking.experiment=verdict-sweep-ptb",
-                     *experiment.eval_overrides, *(["pretrain.lm_steps=20"] if args.tiny else [])], eval_minutes))
+    eval_args = ["--split", "valid", *(TINY_EVAL if args.tiny else [*SWEEP_EVAL, *temperatures(args)])]
+    run_stage(Stage(f"sweep-{experiment.name}/evaluate", eval_dir,
+                    [*MASKGAN, "evaluate", f"MaskMLE:{pretrain.run_dir}/checkpoints/mle.pt", *checkpoints, "--out", str(eval_dir),
+                     *eval_args, f"tracking.experiment=verdict-sweep-{experiment.name}", *experiment.eval_overrides,
+                     *(["pretrain.lm_steps=20"] if args.tiny else [])],
+                    experiment.minutes["point"] * (len(trials) + 1) * 5))
     verdicts = json.loads((eval_dir / "results.json").read_text())["verdict"]
     ranked = sorted((v["ratio"], name) for name, v in verdicts.items() if v["ratio"] is not None)
     if not ranked:
         raise StageFailed(f"no trial matched MaskMLE's diversity on validation data (see {eval_dir}/metrics.md): no levers chosen")
     ratio, best = ranked[0]
-    space = OmegaConf.to_container(OmegaConf.load(args.space))
-    trial_config = OmegaConf.load(sweep_dir / "trials" / best / "config.yaml")
-    chosen = {key: OmegaConf.select(trial_config, key) for key in space}
     out = sweep_dir / "levers.yaml"
-    out.write_text(f"# Chosen by the PTB sweep on validation data: trial {best}, matched-diversity ratio {ratio:.3f}\n"
-                   + OmegaConf.to_yaml({**levers, "all": {**levers.get("all", {}), **chosen}}))
+    chosen = {section: values for section, values in levers.items() if section != "screen"}
+    chosen["all"] = {**levers.get("all", {}), **trials[best]}
+    out.write_text(f"# Chosen by the {experiment.name} lever screen on validation data: trial {best}, "
+                   f"matched-diversity ratio {ratio:.3f}\n" + OmegaConf.to_yaml(chosen))
+    publish_dir = args.publish / f"verdict-sweep-{experiment.name}"
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        if (eval_dir / name).is_file():
+            shutil.copy2(eval_dir / name, publish_dir / name)
+    shutil.copy2(out, publish_dir / "levers.yaml")
     print(f"[verdict] sweep: trial {best} has the lowest validation ratio ({ratio:.3f}); levers written to {out}")
     return 0
 

@@ -2,6 +2,7 @@
 a tiny synthetic run (two MaskMLE checkpoints, two temperatures)."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -24,12 +25,14 @@ from maskgan_rl.evaluate import (
     oracle_nll,
     render,
 )
+from maskgan_rl.fitting import lm_loss, load_or_train
 from maskgan_rl.loading import load_infiller
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.metrics import bleu, self_bleu
 from maskgan_rl.models import Discriminator, Generator, LanguageModel
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
+from maskgan_rl.tracking import Tracker
 from maskgan_rl.train import run_pretraining
 from maskgan_rl.vocab import Vocab
 
@@ -197,6 +200,22 @@ def test_evaluate_during_training_reports_cheap_metrics(two_checkpoints):
     assert evaluate_during_training(generator, prepare_data(cfg), cfg) == metrics  # seeded: same weights, same numbers
 
 
+def reverse_lm_perplexity(cfg, vocab, windows, references, steps, tmp_path) -> float:
+    """By definition: a fresh LM of the evaluated model's size, trained `steps` steps on `windows` alone
+    (seeded by the run's seed), scored on every reference window."""
+    folder = tmp_path / f"reverse-{len(list(tmp_path.glob('reverse-*')))}"
+    folder.mkdir()
+    write_windows(folder / "samples.parquet", windows, vocab, {})
+    write_windows(folder / "references.parquet", references, vocab, {})
+    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False),
+                              pretrain=dataclasses.replace(cfg.pretrain, eval_batches=math.ceil(len(references) / cfg.pretrain.batch_size)))
+    torch.manual_seed(cfg.seed)
+    lm = LanguageModel(len(vocab), cfg.model)
+    return load_or_train("reverse", "language_model", lm, folder / "lm.pt", cfg, vocab, Tracker(cfg, "evaluate"), steps=steps,
+                         batch_loss=lambda w, rng: lm_loss(lm, w), train=WindowDataset(folder / "samples.parquet"),
+                         valid=WindowDataset(folder / "references.parquet"), device=torch.device("cpu"))
+
+
 def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkpoints, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     plotted = {}  # path -> the curves drawn there
@@ -226,6 +245,7 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
     # Each number recomputed from its definition: the first 30 held-out windows are the prompts, the
     # rest the references; seed 0's masks; the trained checkpoint's in-fills; the saved eval LM.
     cfg = load_config("synthetic", TINY + [f"run_dir={trained.parent.parent}"])
+    vocab = prepare_data(cfg).vocab
     held = WindowDataset(prepare_data(cfg).valid_path).windows
     prompts, references = held[:30], held[30:]
     present = make_present(30, cfg.data.seq_len, cfg.mask, np.random.default_rng(0))
@@ -244,8 +264,8 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
         assert point["self_bleu4"] == pytest.approx(self_bleu(sentences, 4, num_references=20, seed=0))
         assert point["eval_lm_perplexity"] == pytest.approx(lm_perplexity(eval_lm, windows), rel=1e-5)
         assert point["oracle_nll"] == pytest.approx(oracle_nll(oracle, windows, present), rel=1e-5)
-        assert 0 < point["unique_2grams"] <= point["unique_4grams"] <= 100
-        assert 1 < point["reverse_lm_perplexity"] < 100  # an LM trained 5 steps on 30 windows: no exact value to expect
+        assert {k: point[k] for k in ngram_metrics(windows)} == pytest.approx(ngram_metrics(windows))
+        assert point["reverse_lm_perplexity"] == pytest.approx(reverse_lm_perplexity(cfg, vocab, windows, references, 5, tmp_path), rel=1e-5)
 
     # The tables hold results.json's numbers: a row for real data, then one per checkpoint and temperature.
     rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -273,7 +293,6 @@ def test_evaluate_two_checkpoints_writes_tables_plots_and_mlflow_runs(two_checkp
 
     samples = list(csv.reader((out / "samples.csv").open()))
     assert len(samples) == 1 + 3 and len(samples[0]) == 4  # masked input, real text, two checkpoints
-    vocab = prepare_data(cfg).vocab
     assert [row[1] for row in samples[1:]] == [" ".join(vocab.decode(window)) for window in prompts[:3]]
     assert "___" in samples[1][0] and "[" in samples[1][2]
     assert "real data" in capsys.readouterr().out  # the metrics table is printed
@@ -303,8 +322,17 @@ def test_an_lm_checkpoint_is_evaluated_as_the_left_context_baseline(two_checkpoi
     assert code == 0
     lm_entry, mle_entry = json.loads((out / "results.json").read_text())["checkpoints"]
     assert lm_entry["kind"] == "lm" and lm_entry["label"].startswith("LM ") and mle_entry["kind"] == "mle"
-    assert 1 < lm_entry["masked_perplexity"] < 40 and lm_entry["masked_perplexity"] != mle_entry["masked_perplexity"]
-    assert 0 < lm_entry["points"][0]["oracle_nll"] < 20
+    # The LM fills each blank from the left context alone: its numbers are those of lm.pt as an in-filler.
+    cfg = load_config("synthetic", TINY + [f"run_dir={trained.parent.parent}"])
+    held = WindowDataset(prepare_data(cfg).valid_path)
+    lm, _, _ = load_infiller(lm_path)
+    assert isinstance(lm, LanguageModel)
+    assert lm_entry["masked_perplexity"] == pytest.approx(masked_perplexity(lm, held, cfg), rel=1e-6)
+    assert lm_entry["masked_perplexity"] != pytest.approx(mle_entry["masked_perplexity"], rel=1e-3)
+    present = make_present(20, cfg.data.seq_len, cfg.mask, np.random.default_rng(0))
+    oracle = OracleLM(cfg.data.oracle_vocab, cfg.data.oracle_hidden, cfg.data.oracle_seed)
+    filled = fill_windows(lm, held.windows[:20], present, 1.0, 0)
+    assert lm_entry["points"][0]["oracle_nll"] == pytest.approx(oracle_nll(oracle, filled, present), rel=1e-5)
 
 
 def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoints, tmp_path, monkeypatch, capsys):
