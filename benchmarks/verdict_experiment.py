@@ -114,6 +114,16 @@ class Stage:
     def done_file(self) -> Path:
         return self.run_dir / "stage.done"
 
+    @property
+    def shown(self) -> list[str]:
+        """The command as a user types it."""
+        return ["maskgan", *(a.replace(f"{REPO}/", "") for a in self.command[len(MASKGAN):])]
+
+    def done(self) -> bool:
+        """Finished with this very command (a new screen trial changes the sweep's evaluation, a longer
+        gan.iterations continues a run with --resume)."""
+        return self.done_file.is_file() and json.loads(self.done_file.read_text())["command"] == self.shown
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,7 +238,7 @@ def print_plan(stages: dict[str, tuple[list[Stage], Stage]]) -> None:
     print("[verdict] stages (minutes are ESTIMATES from quality.sh's rates, measured ones once a stage is done):")
     for training, evaluate in stages.values():
         for stage in [*training, evaluate]:
-            if stage.done_file.is_file():
+            if stage.done():
                 print(f"  {stage.name:<36} done in {json.loads(stage.done_file.read_text())['minutes']:.1f} min")
             else:
                 total += stage.estimate_min
@@ -239,9 +249,11 @@ def print_plan(stages: dict[str, tuple[list[Stage], Stage]]) -> None:
 
 
 def run_stage(stage: Stage) -> None:
-    if stage.done_file.is_file():
+    if stage.done():
         print(f"[verdict] {stage.name}: done, skipped")
         return
+    if stage.done_file.is_file():
+        print(f"[verdict] {stage.name}: its command changed since it ran: running it again")
     stage.run_dir.mkdir(parents=True, exist_ok=True)
     if stage.copy_from is not None:  # start from that seed's LM and MaskMLE (loaded, or continued, not retrained)
         (stage.run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -259,8 +271,7 @@ def run_stage(stage: Stage) -> None:
     minutes = (time.monotonic() - started) / 60
     if code != 0:
         raise StageFailed(f"{stage.name} failed (exit {code}) after {minutes:.1f} min: see {log}; run the driver again to retry it")
-    shown = ["maskgan", *(a.replace(f"{REPO}/", "") for a in stage.command[len(MASKGAN):])]  # as a user types it
-    stage.done_file.write_text(json.dumps({"command": shown, "minutes": round(minutes, 2)}) + "\n")
+    stage.done_file.write_text(json.dumps({"command": stage.shown, "minutes": round(minutes, 2)}) + "\n")
     print(f"[verdict] {stage.name}: finished in {minutes:.1f} min", flush=True)
 
 
