@@ -330,12 +330,32 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
                    f"matched-diversity ratio {ratio:.3f}\n" + OmegaConf.to_yaml(chosen))
     publish_dir = args.publish / f"verdict-sweep-{experiment.name}"
     publish_dir.mkdir(parents=True, exist_ok=True)
+    (publish_dir / "screen.md").write_text(screen_table(json.loads((eval_dir / "results.json").read_text()), trials, best))
     for name in PUBLISHED:
         if (eval_dir / name).is_file():
             shutil.copy2(eval_dir / name, publish_dir / name)
     shutil.copy2(out, publish_dir / "levers.yaml")
     print(f"[verdict] sweep: trial {best} has the lowest validation ratio ({ratio:.3f}); levers written to {out}")
     return 0
+
+
+def screen_table(results: dict[str, Any], trials: dict[str, dict[str, Any]], best: str) -> str:
+    """One row per screen trial: its levers, validation masked perplexity and matched-diversity verdict."""
+    entries = {c["model"]: c for c in results["checkpoints"]}
+    base = entries["MaskMLE"]
+    lines = [f"Lever screen on the {results['split']} split (one training seed, evaluation seed {results['seeds']}: "
+             "no interval; the 3-seed comparison is the claim). Ratio: eval-LM perplexity / MaskMLE's at matched "
+             "reverse-LM perplexity (< 1 = better); D: held-out two-sample accuracy vs MaskMLE's at the same diversity.", "",
+             "| trial | levers | masked perplexity | ratio | matched points | D accuracy | MaskMLE's D accuracy |",
+             "|---|---|---|---|---|---|---|",
+             f"| MaskMLE (start) | - | {base['masked_perplexity']:.1f} | 1 | - | - | - |"]
+    for trial, levers in trials.items():
+        verdict = results["verdict"][trial]
+        ratio = "no match" if verdict["ratio"] is None else f"{verdict['ratio']:.3f}" + (" (chosen)" if trial == best else "")
+        accuracy = [f"{verdict[key]:.3f}" if key in verdict else "-" for key in ("two_sample_accuracy", "baseline_two_sample_accuracy")]
+        lines.append(f"| {trial} | {', '.join(as_overrides(levers)) or '(none)'} | {entries[trial]['masked_perplexity']:.1f} | {ratio} | "
+                     f"{verdict['matched_points']}/{verdict['matched_points'] + verdict['unmatched_points']} | {accuracy[0]} | {accuracy[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -204,6 +204,14 @@ def test_verdict_sweep_screens_each_trial_on_validation_data_and_writes_the_winn
     assert "screen" not in chosen and chosen["synthetic"] == {"gan.iterations": 7}
     assert chosen["all"] == {"gan.gen_lr": 2.0e-4, **({"gan.rollout_temperature": 0.7} if ranked[0][1] == "cold" else {})}
     assert f"trial {ranked[0][1]} has the lowest validation ratio" in out
+    table = (tmp_path / "results" / "verdict-sweep-synthetic-oracle88" / "screen.md").read_text().splitlines()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table if line.startswith("| ") and not line.startswith("| trial")}
+    assert list(rows) == ["MaskMLE (start)", "plain", "cold"]
+    assert rows["cold"][1] == "gan.rollout_temperature=0.7" and rows["plain"][1] == "(none)"
+    for trial in ("plain", "cold"):
+        entry = next(c for c in results["checkpoints"] if c["model"] == trial)
+        assert rows[trial][2] == f"{entry['masked_perplexity']:.1f}"
+        assert rows[trial][3].startswith("no match" if results["verdict"][trial]["ratio"] is None else f"{results['verdict'][trial]['ratio']:.3f}")
 
 
 def test_extra_maskmle_steps_match_the_windows_the_adversarial_generator_learned_from():
