@@ -136,6 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--publish", type=Path, default=REPO / "docs" / "results", help="results go to <this>/verdict-<experiment>/")
     parser.add_argument("--sweep-on", default="ptb", choices=list(EXPERIMENTS), help="the data set of the lever screen")
     parser.add_argument("--temperatures", help="evaluate's temperatures, comma-separated (default: evaluate's own, 0.5-1.5 by 0.1)")
+    parser.add_argument("--baseline-temperatures", help="MaskMLE's finer grid in the final evaluation (evaluate --baseline-temperatures)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes: checks the wiring of every stage in a few minutes")
     args = parser.parse_args(argv)
     try:
@@ -185,6 +186,10 @@ def temperatures(args: argparse.Namespace) -> list[str]:
     return ["--temperatures", args.temperatures] if args.temperatures else []
 
 
+def baseline_temperatures(args: argparse.Namespace) -> list[str]:
+    return ["--baseline-temperatures", args.baseline_temperatures] if args.baseline_temperatures else []
+
+
 def extra_mle_steps(cfg: Config) -> int:
     """MaskMLE steps that see as many training windows as the adversarial generator learned from."""
     updates = max(cfg.gan.iterations - cfg.gan.critic_warmup_iterations, 0)
@@ -222,9 +227,11 @@ def experiment_stages(
         checkpoints["MaskGAN"].append(f"MaskGAN:{gan_dir}/checkpoints/maskgan.pt")
         checkpoints["MaskMLE+extra"].append(f"MaskMLE+extra:{extra_dir}/checkpoints/mle.pt")
     eval_dir = root / "eval"
-    eval_args = TINY_EVAL if args.tiny else [*FINAL_EVAL, *temperatures(args)]
-    # evaluate's default: 11 temperatures
-    points = sum(map(len, checkpoints.values())) * (3 if args.tiny else len(args.temperatures.split(",")) if args.temperatures else 11)
+    eval_args = TINY_EVAL if args.tiny else [*FINAL_EVAL, *temperatures(args), *baseline_temperatures(args)]
+    # Temperatures per checkpoint (evaluate's default: 11), then the baseline's.
+    counts = [3, 3] if args.tiny else [len(t.split(",")) if t else 11 for t in (args.temperatures, args.baseline_temperatures or args.temperatures)]
+    baseline = len(checkpoints["MaskMLE"])
+    points = baseline * counts[1] + (sum(map(len, checkpoints.values())) - baseline) * counts[0]
     evaluate = Stage(f"{experiment.name}/evaluate", eval_dir,
                      [*MASKGAN, "evaluate", *[c for group in checkpoints.values() for c in group], "--out", str(eval_dir),
                       *eval_args, f"tracking.experiment=verdict-{experiment.name}", *experiment.eval_overrides,

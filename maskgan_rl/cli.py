@@ -227,6 +227,11 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated evaluation seeds (masks and sampling, shared by every checkpoint), e.g. 0,1,2: the verdict's interval",
     )
     evaluate.add_argument("--baseline", default="MaskMLE", help="the model the others are compared with (default MaskMLE)")
+    evaluate.add_argument(
+        "--baseline-temperatures", default=None,
+        help="comma-separated temperatures for the baseline's checkpoints alone, including every --temperatures value "
+        "(default: --temperatures): a finer grid along the curve the others are matched to",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     serve = commands.add_parser(

@@ -72,6 +72,9 @@ class EvalSettings:
     seeds: Sequence[int] = (0,)  # masks and sampling, each seed a replicate: every checkpoint fills the same blanks
     two_sample_steps: int = 100  # training steps of each two-sample discriminator; 0 skips the test
     baseline: str = BASELINE  # the model every other one is compared with at matched diversity
+    # The baseline's checkpoints alone at these (a superset of `temperatures`; empty: `temperatures`): its
+    # curve is interpolated between neighbouring temperatures, and a finer grid keeps the chord near the curve.
+    baseline_temperatures: Sequence[float] = ()
 
 
 # ---------------------------------------------------------------- metrics on models
@@ -343,6 +346,10 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         raise ConfigError("no checkpoint to evaluate: pass one or more .pt files")
     if not settings.temperatures or min(settings.temperatures) <= 0:
         raise ConfigError(f"temperatures {list(settings.temperatures)} must be a non-empty list of values > 0")
+    missing = sorted(set(settings.temperatures) - set(settings.baseline_temperatures))
+    if settings.baseline_temperatures and (missing or min(settings.baseline_temperatures) <= 0):
+        raise ConfigError(f"--baseline-temperatures {list(settings.baseline_temperatures)} must be values > 0 that include every "
+                          f"--temperatures value (missing: {missing}): the baseline is scored wherever the other models are")
     if settings.samples < 2:
         raise ConfigError(f"--samples {settings.samples}: give at least 2 (BLEU scores in-fills against each other)")
     if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
@@ -361,7 +368,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
         results: dict[str, Any] = {
             "split": settings.split, "prompts": len(scorer.prompts), "references": len(scorer.references),
             "bleu_references": scorer.bleu_references, "self_bleu_references": scorer.self_bleu_references,
-            "temperatures": list(settings.temperatures), "mask": dataclasses.asdict(cfg.mask), "seeds": list(settings.seeds),
+            "temperatures": list(settings.temperatures),
+            "baseline_temperatures": list(settings.baseline_temperatures or settings.temperatures), "mask": dataclasses.asdict(cfg.mask), "seeds": list(settings.seeds),
             "two_sample_steps": settings.two_sample_steps,
             "eval_lm": {"path": str(out / "eval_lm.pt"), "valid_perplexity": scorer.eval_lm_perplexity},
             "real": scorer.score(scorer.prompts, "real", first_seed),
@@ -373,7 +381,8 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
             masked_ppl = masked_perplexity(model.generator, scorer.held_out, cfg)
             entry = {"label": model.label, "model": model.name, "path": str(model.path), "kind": model.kind, "algo": model.algo,
                      "masked_perplexity": masked_ppl, "points": []}
-            for seed, temperature in ((s, t) for s in settings.seeds for t in settings.temperatures):
+            temperatures = settings.baseline_temperatures if model.name == settings.baseline else ()
+            for seed, temperature in ((s, t) for s in settings.seeds for t in temperatures or settings.temperatures):
                 filled = fill_windows(model.generator, scorer.prompts, scorer.masks[seed], temperature, seed)
                 name = f"{model.label} seed={seed} T={temperature:g}"
                 point = {"seed": seed, "temperature": temperature, **scorer.score(filled, name, seed),
@@ -595,6 +604,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         samples=args.samples, split=args.split, bleu_order=args.bleu_order, bleu_references=args.bleu_references,
         reverse_lm_steps=args.reverse_lm_steps, table_rows=args.table_rows, seeds=_numbers(args.seeds, "--seeds", int),
         two_sample_steps=args.two_sample_steps, baseline=args.baseline,
+        baseline_temperatures=_numbers(args.baseline_temperatures, "--baseline-temperatures", float) if args.baseline_temperatures else (),
     )
     out = storage.location(args.out) if args.out else storage.join(cfg.run_dir, "eval")
     evaluate_checkpoints(checkpoints, cfg, settings, out)

@@ -33,6 +33,7 @@ from maskgan_rl.models import Discriminator, Generator, LanguageModel
 from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
 from maskgan_rl.tracking import Tracker
+from maskgan_rl.verdict import at_matched_diversity
 from maskgan_rl.train import run_pretraining
 from maskgan_rl.vocab import Vocab
 
@@ -333,6 +334,35 @@ def test_an_lm_checkpoint_is_evaluated_as_the_left_context_baseline(two_checkpoi
     oracle = OracleLM(cfg.data.oracle_vocab, cfg.data.oracle_hidden, cfg.data.oracle_seed)
     filled = fill_windows(lm, held.windows[:20], present, 1.0, 0)
     assert lm_entry["points"][0]["oracle_nll"] == pytest.approx(oracle_nll(oracle, filled, present), rel=1e-5)
+
+
+def test_the_baseline_alone_is_scored_on_its_finer_temperature_grid_and_matched_along_it(two_checkpoints, tmp_path):
+    trained = two_checkpoints[0]
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", str(trained), f"Copy:{trained}", "tracking.enabled=false", "--out", str(out), "--samples", "30",
+        "--temperatures", "0.7,1.3", "--baseline-temperatures", "0.7,0.85,1.0,1.15,1.3", "--bleu-references", "20",
+        "--reverse-lm-steps", "5", "--two-sample-steps", "0", "--table-rows", "2",
+    ])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    mle, copy = results["checkpoints"]
+    assert [p["temperature"] for p in mle["points"]] == [0.7, 0.85, 1.0, 1.15, 1.3]
+    assert [p["temperature"] for p in copy["points"]] == [0.7, 1.3]
+    assert results["baseline_temperatures"] == [0.7, 0.85, 1.0, 1.15, 1.3]
+    # Each of Copy's points is matched along the baseline's five-point curve, not a chord between its two ends.
+    for row, point in zip(results["verdict"]["Copy"]["points"], copy["points"]):
+        matched = at_matched_diversity(mle["points"], point["reverse_lm_perplexity"])
+        assert row["baseline_eval_lm_perplexity"] == pytest.approx(math.exp(matched["log_quality"]))
+
+
+def test_baseline_temperatures_must_include_the_others(two_checkpoints, tmp_path, capsys):
+    trained = two_checkpoints[0]
+    code = main(["evaluate", str(trained), f"Copy:{trained}", "tracking.enabled=false", "--out", str(tmp_path / "eval"),
+                 "--temperatures", "0.7,1.3", "--baseline-temperatures", "0.7,1.0"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--baseline-temperatures [0.7, 1.0]" in err[0] and "missing: [1.3]" in err[0]
 
 
 def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoints, tmp_path, monkeypatch, capsys):
