@@ -162,15 +162,15 @@ def read_levers(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"levers file {path} not found: pass --levers benchmarks/verdict_levers.yaml or a sweep's levers.yaml")
     sections = {section: dict(values or {}) for section, values in (OmegaConf.to_container(OmegaConf.load(path)) or {}).items()}
-    groups = {f"screen.{trial}": dict(values or {}) for trial, values in sections.get("screen", {}).items()}
-    groups.update((section, values) for section, values in sections.items() if section != "screen")
-    for section, values in groups.items():
+    if "screen" in sections:
+        sections["screen"] = {trial: dict(values or {}) for trial, values in sections["screen"].items()}
+    groups = [(f"screen.{trial}", values) for trial, values in sections.get("screen", {}).items()]
+    groups += [(section, values) for section, values in sections.items() if section != "screen"]
+    for where, values in groups:
         for key in values:
             if key.startswith(PRETRAINING_PREFIXES):
-                raise ConfigError(f"{path}: {section}.{key} changes pretraining, which the MaskGAN runs share with the "
+                raise ConfigError(f"{path}: {where}.{key} changes pretraining, which the MaskGAN runs share with the "
                                   "baselines: set only gan.* and mask.* keys there")
-    if "screen" in sections:
-        sections["screen"] = {trial: groups[f"screen.{trial}"] for trial in sections["screen"]}
     return sections
 
 
@@ -182,12 +182,14 @@ def lever_overrides(levers: dict[str, dict[str, Any]], section: str) -> list[str
     return as_overrides({**levers.get("all", {}), **levers.get(section, {})})
 
 
-def temperatures(args: argparse.Namespace) -> list[str]:
-    return ["--temperatures", args.temperatures] if args.temperatures else []
+def option(flag: str, value: Optional[str]) -> list[str]:
+    """A command-line option passed on to `maskgan evaluate` when given."""
+    return [flag, value] if value else []
 
 
-def baseline_temperatures(args: argparse.Namespace) -> list[str]:
-    return ["--baseline-temperatures", args.baseline_temperatures] if args.baseline_temperatures else []
+def gan_minutes(experiment: Experiment, cfg: Config) -> float:
+    """ESTIMATED minutes of an adversarial run (the rate is per iteration of 64 episodes)."""
+    return experiment.minutes["iteration"] * cfg.gan.episodes_per_iteration / 64 * cfg.gan.iterations
 
 
 def extra_mle_steps(cfg: Config) -> int:
@@ -210,14 +212,13 @@ def experiment_stages(
         cfg = load_config(experiment.preset, common + gan)
         extra = extra_mle_steps(cfg)
         pretrain_dir, gan_dir, extra_dir = (root / f"{stage}-seed{seed}" for stage in ("pretrain", "maskgan", "mle-extra"))
-        episodes = cfg.gan.episodes_per_iteration / 64
         training += [
             Stage(f"{experiment.name}/pretrain-seed{seed}", pretrain_dir,
                   [*MASKGAN, "pretrain", "--preset", experiment.preset, f"run_dir={pretrain_dir}", *common],
                   rates["pretrain"]),
             Stage(f"{experiment.name}/maskgan-seed{seed}", gan_dir,
                   [*MASKGAN, "train", "--preset", experiment.preset, f"run_dir={gan_dir}", *common, *gan, "--resume"],
-                  rates["iteration"] * episodes * cfg.gan.iterations, copy_from=pretrain_dir),
+                  gan_minutes(experiment, cfg), copy_from=pretrain_dir),
             Stage(f"{experiment.name}/mle-extra-seed{seed}", extra_dir,
                   [*MASKGAN, "pretrain", "--preset", experiment.preset, f"run_dir={extra_dir}", *common,
                    f"pretrain.mle_steps={cfg.pretrain.mle_steps + extra}"],
@@ -227,7 +228,8 @@ def experiment_stages(
         checkpoints["MaskGAN"].append(f"MaskGAN:{gan_dir}/checkpoints/maskgan.pt")
         checkpoints["MaskMLE+extra"].append(f"MaskMLE+extra:{extra_dir}/checkpoints/mle.pt")
     eval_dir = root / "eval"
-    eval_args = TINY_EVAL if args.tiny else [*FINAL_EVAL, *temperatures(args), *baseline_temperatures(args)]
+    eval_args = TINY_EVAL if args.tiny else [*FINAL_EVAL, *option("--temperatures", args.temperatures),
+                                             *option("--baseline-temperatures", args.baseline_temperatures)]
     # Temperatures per checkpoint (evaluate's default: 11), then the baseline's.
     counts = [3, 3] if args.tiny else [len(t.split(",")) if t else 11 for t in (args.temperatures, args.baseline_temperatures or args.temperatures)]
     baseline = len(checkpoints["MaskMLE"])
@@ -285,12 +287,17 @@ def run_stage(stage: Stage) -> None:
 def publish(experiment: Experiment, evaluate: Stage, out: Path, training: Sequence[Stage]) -> None:
     """The evaluation's tables and plots, with the commands and measured minutes of every stage."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED:
-        if (evaluate.run_dir / name).is_file():
-            shutil.copy2(evaluate.run_dir / name, out / name)
+    copy_published(evaluate.run_dir, out)
     stages = [{"stage": s.name, **json.loads(s.done_file.read_text())} for s in [*training, evaluate]]
     (out / "experiment.json").write_text(json.dumps({"experiment": experiment.name, "stages": stages}, indent=1) + "\n")
     print(f"[verdict] {experiment.name}: results in {out}")
+
+
+def copy_published(eval_dir: Path, out: Path) -> None:
+    """The evaluation's tables, samples and plots that a published result keeps."""
+    for name in PUBLISHED:
+        if (eval_dir / name).is_file():
+            shutil.copy2(eval_dir / name, out / name)
 
 
 def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
@@ -315,18 +322,17 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
         run_dir = sweep_dir / trial
         run_stage(Stage(f"sweep-{experiment.name}/{trial}", run_dir,
                         [*MASKGAN, "train", "--preset", experiment.preset, f"run_dir={run_dir}", *trial_overrides, "--resume"],
-                        experiment.minutes["iteration"] * cfg.gan.episodes_per_iteration / 64 * cfg.gan.iterations,
-                        copy_from=pretrain.run_dir))
+                        gan_minutes(experiment, cfg), copy_from=pretrain.run_dir))
         checkpoints.append(f"{trial}:{run_dir}/checkpoints/maskgan.pt")
     eval_dir = sweep_dir / "eval"
-    eval_args = ["--split", "valid", *(TINY_EVAL if args.tiny else [*SWEEP_EVAL, *temperatures(args)])]
+    eval_args = ["--split", "valid", *(TINY_EVAL if args.tiny else [*SWEEP_EVAL, *option("--temperatures", args.temperatures)])]
     run_stage(Stage(f"sweep-{experiment.name}/evaluate", eval_dir,
                     [*MASKGAN, "evaluate", f"MaskMLE:{pretrain.run_dir}/checkpoints/mle.pt", *checkpoints, "--out", str(eval_dir),
                      *eval_args, f"tracking.experiment=verdict-sweep-{experiment.name}", *experiment.eval_overrides,
                      *(["pretrain.lm_steps=20"] if args.tiny else [])],
                     experiment.minutes["point"] * (len(trials) + 1) * 5))
-    verdicts = json.loads((eval_dir / "results.json").read_text())["verdict"]
-    ranked = sorted((v["ratio"], name) for name, v in verdicts.items() if v["ratio"] is not None)
+    results = json.loads((eval_dir / "results.json").read_text())
+    ranked = sorted((v["ratio"], name) for name, v in results["verdict"].items() if v["ratio"] is not None)
     if not ranked:
         raise StageFailed(f"no trial matched MaskMLE's diversity on validation data (see {eval_dir}/metrics.md): no levers chosen")
     ratio, best = ranked[0]
@@ -337,10 +343,8 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
                    f"matched-diversity ratio {ratio:.3f}\n" + OmegaConf.to_yaml(chosen))
     publish_dir = args.publish / f"verdict-sweep-{experiment.name}"
     publish_dir.mkdir(parents=True, exist_ok=True)
-    (publish_dir / "screen.md").write_text(screen_table(json.loads((eval_dir / "results.json").read_text()), trials, best))
-    for name in PUBLISHED:
-        if (eval_dir / name).is_file():
-            shutil.copy2(eval_dir / name, publish_dir / name)
+    (publish_dir / "screen.md").write_text(screen_table(results, trials, best))
+    copy_published(eval_dir, publish_dir)
     shutil.copy2(out, publish_dir / "levers.yaml")
     print(f"[verdict] sweep: trial {best} has the lowest validation ratio ({ratio:.3f}); levers written to {out}")
     return 0

@@ -76,6 +76,10 @@ class EvalSettings:
     # curve is interpolated between neighbouring temperatures, and a finer grid keeps the chord near the curve.
     baseline_temperatures: Sequence[float] = ()
 
+    def temperatures_of(self, model: str) -> Sequence[float]:
+        """The temperatures a model's checkpoints are scored at."""
+        return (self.baseline_temperatures if model == self.baseline else ()) or self.temperatures
+
 
 # ---------------------------------------------------------------- metrics on models
 
@@ -369,7 +373,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
             "split": settings.split, "prompts": len(scorer.prompts), "references": len(scorer.references),
             "bleu_references": scorer.bleu_references, "self_bleu_references": scorer.self_bleu_references,
             "temperatures": list(settings.temperatures),
-            "baseline_temperatures": list(settings.baseline_temperatures or settings.temperatures), "mask": dataclasses.asdict(cfg.mask), "seeds": list(settings.seeds),
+            "baseline_temperatures": list(settings.temperatures_of(settings.baseline)), "mask": dataclasses.asdict(cfg.mask), "seeds": list(settings.seeds),
             "two_sample_steps": settings.two_sample_steps,
             "eval_lm": {"path": str(out / "eval_lm.pt"), "valid_perplexity": scorer.eval_lm_perplexity},
             "real": scorer.score(scorer.prompts, "real", first_seed),
@@ -381,8 +385,7 @@ def evaluate_checkpoints(checkpoints: Sequence[str | Path], cfg: Config, setting
             masked_ppl = masked_perplexity(model.generator, scorer.held_out, cfg)
             entry = {"label": model.label, "model": model.name, "path": str(model.path), "kind": model.kind, "algo": model.algo,
                      "masked_perplexity": masked_ppl, "points": []}
-            temperatures = settings.baseline_temperatures if model.name == settings.baseline else ()
-            for seed, temperature in ((s, t) for s in settings.seeds for t in temperatures or settings.temperatures):
+            for seed, temperature in ((s, t) for s in settings.seeds for t in settings.temperatures_of(model.name)):
                 filled = fill_windows(model.generator, scorer.prompts, scorer.masks[seed], temperature, seed)
                 name = f"{model.label} seed={seed} T={temperature:g}"
                 point = {"seed": seed, "temperature": temperature, **scorer.score(filled, name, seed),
