@@ -2,7 +2,8 @@
 
 Contract. `config` holds `windows` (the prepared token windows, int [N, T+1], or a Ray ObjectRef of
 them: env runners on any node get them from Ray's object store, no file), `vocab_size`, `seq_len`, `mask` and
-`model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads`.
+`model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads` (a
+`maskgan_rl.resources.ThreadShare` as a dict: the threads of a remote env runner's process).
 Observations are `{context, filled, position}` (int64; `position` the target to fill next), the
 action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
 an episode's last step's info carries `window`, `present` and `disc_version` for the discriminator actor.
@@ -49,6 +50,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
+from maskgan_rl.resources import ThreadShare, in_ray_actor
 
 REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
 
@@ -74,8 +76,9 @@ class InfillEpisodes:
             model_cfg = ModelConfig(**dict(config["model"]))  # the discriminator's shape
         except TypeError as err:
             raise ConfigError(f"env config 'mask' or 'model': {err}: use the fields of MaskConfig / ModelConfig") from None
-        # Every Ray worker pins its threads: processes spinning on the same cores slow each other down.
-        torch.set_num_threads(int(config.get("torch_threads", 1)))
+        # A remote env runner takes its share of the node's cores (the driver chooses its own).
+        if "torch_threads" in config and in_ray_actor():
+            torch.set_num_threads(ThreadShare(**config["torch_threads"]).threads())
 
         self.windows = _resolve_windows(config["windows"])
         if self.windows.ndim != 2 or self.windows.shape[1] != self.seq_len + 1 or not len(self.windows) or (

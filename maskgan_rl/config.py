@@ -25,6 +25,7 @@ DATASETS = ("synthetic", "text", "imdb")
 MASK_STRATEGIES = ("random", "contiguous", "blanks")
 # The RL algorithms gan.algo may name; maskgan_rl.rl.algorithms.ALGORITHMS holds one entry for each.
 ALGORITHM_NAMES = ("reinforce", "ppo", "appo", "impala")
+CRITIC_NAMES = ("lstm", "head", "head_stop_gradient")  # gan.critic, see maskgan_rl/models/critic.py
 
 
 @dataclass
@@ -96,6 +97,9 @@ class GanConfig:
     advantage_clip: float = 5.0
     gen_lr: float = 5e-4
     critic_lr: float = 1e-3
+    # The baseline's design (maskgan_rl/models/critic.py): "lstm", its own LSTM over the filled prefix
+    # (the authors'), or "head" / "head_stop_gradient", a linear value head on the generator's decoder.
+    critic: str = "lstm"
     disc_lr: float = 1e-3
     disc_steps: int = 2  # k: discriminator steps per generator update (the critic learns with the generator)
     disc_pretrain_steps: int = 0  # D steps on MaskMLE in-fills before adversarial training (paper's step 3)
@@ -155,7 +159,9 @@ class ResourcesConfig:
     num_gpus_per_learner: float = 0.0
     disc_num_cpus: float = 1.0
     disc_num_gpus: float = 0.0
-    torch_threads: int = 1  # per Ray worker: workers spinning on the same cores slow each other down
+    # Torch threads per process of the adversarial stage (driver, env runners, learners, D) and per
+    # serve replica. None: chosen per process from the CPUs Ray gives it (resources.ThreadShare).
+    torch_threads: Optional[int] = None
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)
     disc_resources: dict = field(default_factory=dict)
@@ -381,6 +387,7 @@ def validate(cfg: Config | DictConfig) -> None:
         need(getattr(g, key) > 0, f"gan.{key}", "> 0")
     need(g.disc_steps >= 0, "gan.disc_steps", "an integer >= 0")
     need(g.disc_pretrain_steps >= 0, "gan.disc_pretrain_steps", "an integer >= 0")
+    need(g.critic in CRITIC_NAMES, "gan.critic", " | ".join(CRITIC_NAMES))
     need(g.critic_warmup_iterations >= 0, "gan.critic_warmup_iterations", "an integer >= 0")
     need(g.disc_batch_size >= 1, "gan.disc_batch_size", "an integer >= 1")
     for key in ("disc_embed", "disc_hidden", "disc_layers"):
@@ -408,7 +415,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_learners >= 0, "resources.num_learners", "an integer >= 0")
     need(r.num_gpus_per_learner >= 0, "resources.num_gpus_per_learner", ">= 0")
     need(r.disc_num_gpus >= 0, "resources.disc_num_gpus", ">= 0")
-    need(r.torch_threads >= 1, "resources.torch_threads", "an integer >= 1")
+    need(r.torch_threads is None or r.torch_threads >= 1, "resources.torch_threads", "null (chosen per process) or an integer >= 1")
     custom_resources = {f"resources.{key}": getattr(r, key) for key in ("env_runner_resources", "learner_resources", "disc_resources")}
     custom_resources["serve.replica_resources"] = cfg.serve.replica_resources
     for key, amounts in custom_resources.items():

@@ -1,4 +1,5 @@
-"""Check that the Ray cluster can host what the config asks for, before anything is scheduled.
+"""Check that the Ray cluster can host what the config asks for, before anything is scheduled, and
+choose the torch threads of each process (`ThreadShare`, at the end).
 
 Ray does not fail when an actor asks for resources no node has: it queues the actor forever (the
 learner group waits on a placement group, env runners wait to be scheduled) and the run hangs
@@ -20,6 +21,7 @@ node), so a raised error is always real; a config that passes can still queue be
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
@@ -245,3 +247,72 @@ def _total_message(name: str, users: Sequence[Demand], needed: float, have: floa
         f"{' + '.join(parts)} = {_num(needed)} {name} but the cluster has {_num(have)}: "
         f"lower {', '.join(keys)} or add nodes"
     )
+
+
+# ------------------------------------------------------------------------------ torch threads
+
+
+@dataclass(frozen=True)
+class ThreadShare:
+    """How one process of the adversarial stage picks its torch threads (`threads()`, called in that
+    process): resources.torch_threads where set, else the larger of the CPUs Ray reserved for it and
+    its share of its node's CPUs among the job's processes that compute at the same time.
+
+    Processes that take turns (sampling, then learning, then D, in a synchronous algorithm) may each
+    use the whole node while the others wait: pinned to their reservation instead, every phase of a
+    one-machine run would use one core (benchmarks/README.md). Processes that compute at once split
+    the node, as threads spinning on the same cores slow each other down. `concurrent` assumes the
+    job's processes share one node, so on a multi-node cluster the share errs low, never high.
+    Plain data: it travels to env runners and learners in their configs."""
+
+    fixed: Optional[int]  # resources.torch_threads
+    reserved: float  # the CPUs Ray reserves for the process (0 for the driver)
+    concurrent: int  # the job's processes computing while this one does, itself included
+
+    def threads(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        return max(1, int(self.reserved), node_cpus() // self.concurrent)
+
+
+def thread_shares(cfg: Config) -> dict[str, ThreadShare]:
+    """ThreadShare per process role of the adversarial stage: "driver" (its local env runner when
+    resources.num_env_runners=0, its local learner when resources.num_learners=0), "env_runner",
+    "learner" (remote ones) and "discriminator" (the D actor)."""
+    r, g = cfg.resources, cfg.gan
+    samplers, learners = max(r.num_env_runners, 1), max(r.num_learners, 1)  # 0 remote: the driver does it
+    overlap = int(g.disc_overlap)  # D's update runs alongside sampling and learning
+    if g.algo in ("appo", "impala"):  # asynchronous: sampling and learning run at once
+        everyone = samplers + learners - int(r.num_env_runners == 0 and r.num_learners == 0) + overlap
+        concurrent = {"driver": everyone, "env_runner": everyone, "learner": everyone, "discriminator": everyone}
+    else:  # synchronous: sample, then learn, then D (unless it overlaps)
+        concurrent = {
+            "driver": 1 + overlap,
+            "env_runner": samplers + overlap,
+            "learner": learners + overlap,
+            "discriminator": 1 + overlap * max(samplers, learners),
+        }
+    reserved = {"driver": 0.0, "env_runner": r.num_cpus_per_env_runner, "learner": 1.0 if r.num_gpus_per_learner == 0 else 0.0,
+                "discriminator": r.disc_num_cpus}
+    return {role: ThreadShare(r.torch_threads, reserved[role], n) for role, n in concurrent.items()}
+
+
+def node_cpus() -> int:
+    """The CPUs of this process's node that Ray counts, at most the cores this process may run on
+    (a local Ray may claim more CPUs than the machine has); without Ray, those cores."""
+    cores = len(os.sched_getaffinity(0))
+    import ray  # (only for the lookup; the rest of this module is plain data)
+
+    if ray.is_initialized():
+        node = ray.get_runtime_context().get_node_id()
+        for n in ray.nodes():
+            if n["NodeID"] == node and n.get("Alive"):
+                return max(1, min(cores, int(n["Resources"].get("CPU", cores))))
+    return cores
+
+
+def in_ray_actor() -> bool:
+    """Whether this process is a Ray actor (a remote env runner, learner or D), not the driver."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None

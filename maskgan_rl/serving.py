@@ -109,7 +109,8 @@ class InfillServer:
     """One replica: the generator, filling batches of concurrent requests."""
 
     def __init__(self, infiller: Infiller, checkpoint: str, cfg: Config):
-        torch.set_num_threads(cfg.resources.torch_threads)
+        # Replicas answer at once: each takes the CPUs it reserved, unless resources.torch_threads says otherwise.
+        torch.set_num_threads(cfg.resources.torch_threads or max(1, int(cfg.serve.num_cpus_per_replica)))
         if cfg.serve.num_gpus_per_replica > 0:  # the GPU Ray gave this replica (unless device=cpu)
             infiller.generator.to(resolve_device(cfg))
         self.infiller, self.checkpoint, self.limits = infiller, checkpoint, cfg.serve

@@ -74,7 +74,7 @@ def two_sample_test(
         rows = rng.choice(len(train.windows), size=min(cfg.gan.disc_batch_size, len(train.windows)), replace=False)
         window, filled, present = (torch.as_tensor(a[rows], device=device) for a in (train.windows, train.filled, train.present))
         context = mask_context(window, present, disc.missing_id)
-        loss = discriminator_loss(disc(context, window), disc(context, filled), present)
+        loss = discriminator_loss(*disc.real_and_fake_logits(context, window, filled), present)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.pretrain.grad_clip)

@@ -30,7 +30,6 @@ def config() -> dict:
         "mask": {"strategy": "random", "present_rate": 0.5},
         "model": MODEL,
         "seed": 3,
-        "torch_threads": 1,
     }
 
 

@@ -9,7 +9,7 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from maskgan_rl.config import ALGORITHM_NAMES, load_config
 from maskgan_rl.masking import mask_context
-from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.critic import make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config
 from maskgan_rl.rl.module import policy_model_config
@@ -160,11 +160,13 @@ def test_ppo_fits_the_critic_to_large_returns_without_clipping_its_error():
     assert results["vf_loss"].peek() == pytest.approx(results["vf_loss_unclipped"].peek())
 
 
-def test_reference_loop_losses_and_gradients_equal_the_reinforce_learners():
+@pytest.mark.parametrize("critic_design", ["lstm", "head", "head_stop_gradient"])
+def test_reference_loop_losses_and_gradients_equal_the_reinforce_learners(critic_design):
     # The same weights, episodes and rewards through rl/reference.py's actor_critic_losses and through
     # the RLlib learner's connectors, module and loss. Clipping off: the gradients are compared as computed.
     cfg, learner = build_learner(
-        "reinforce", "gan.gamma=0.7", "gan.advantage_clip=0.8", "gan.temperature=0.6", "gan.grad_clip=1e9"
+        "reinforce", "gan.gamma=0.7", "gan.advantage_clip=0.8", "gan.temperature=0.6", "gan.grad_clip=1e9",
+        f"gan.critic={critic_design}",
     )
     module = learner.module["default_policy"].unwrapped()
     rng = np.random.default_rng(5)
@@ -181,7 +183,7 @@ def test_reference_loop_losses_and_gradients_equal_the_reinforce_learners():
 
     generator = Generator(V, policy_model_config(cfg.model))
     generator.load_state_dict(module.generator.state_dict())
-    critic = Critic(V, policy_model_config(cfg.model))
+    critic = make_critic(critic_design, V, policy_model_config(cfg.model), generator)
     critic.load_state_dict(module.critic.state_dict())
     policy_loss, value_loss = actor_critic_losses(
         generator, critic, mask_context(windows, present, MISSING), filled, present, rewards, cfg.gan
@@ -195,3 +197,11 @@ def test_reference_loop_losses_and_gradients_equal_the_reinforce_learners():
         for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
             assert p.grad is not None and torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
     assert any(p.grad.abs().sum() > 0 for p in generator.parameters())
+    # The value loss alone reaches the generator's encoder with gan.critic=head only.
+    values_only = make_critic(critic_design, V, policy_model_config(cfg.model), generator)
+    values_only.load_state_dict(module.critic.state_dict())
+    generator.zero_grad()
+    _, value_loss = actor_critic_losses(generator, values_only, mask_context(windows, present, MISSING), filled, present, rewards, cfg.gan)
+    value_loss.backward()
+    encoder_grad = sum(float(p.grad.abs().sum()) for p in generator.seq2seq.encoder.parameters() if p.grad is not None)
+    assert (encoder_grad > 0) == (critic_design == "head")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models import Critic, Discriminator, Generator, LanguageModel, discriminator_loss, log_real_prob
+from maskgan_rl.models.critic import ValueHead
 from maskgan_rl.models.layers import sample_logits
 
 V, T, B = 11, 6, 5
@@ -48,6 +49,7 @@ def test_output_shapes():
     assert filled.shape == (B, T + 1) and filled.dtype == torch.int64 and logp.shape == (B, T)
     assert Discriminator(V, cfg)(context, filled).shape == (B, T)
     assert Critic(V, cfg)(filled).shape == (B, T)
+    assert ValueHead(cfg.hidden, stop_gradient=False)(gen.features(context, filled)).shape == (B, T)
     assert LanguageModel(V, cfg).logits(context, windows).shape == (B, T, V)
 
 
@@ -242,3 +244,16 @@ def test_training_mode_sampling_runs_with_locked_masks():
     filled, logp = gen.sample(windows, present)
     logp[~present].sum().backward()  # a single-process REINFORCE can back-propagate through the rollout
     assert gen.seq2seq.decoder.layers[0].weight_ih_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_discriminator_scores_a_real_and_fake_pair_as_two_separate_calls_would(attention):
+    torch.manual_seed(0)
+    disc = Discriminator(V, config(attention=attention), layer_norm=True).eval()
+    windows, present = batch()
+    context = mask_context(windows, present, V)
+    fake = torch.where(torch.cat([torch.ones(B, 1, dtype=torch.bool), present], 1), windows, torch.randint(0, V, windows.shape))
+    real_logits, fake_logits = disc.real_and_fake_logits(context, windows, fake)
+    assert torch.allclose(real_logits, disc(context, windows), atol=1e-6)
+    assert torch.allclose(fake_logits, disc(context, fake), atol=1e-6)
+    assert not torch.allclose(real_logits, fake_logits)

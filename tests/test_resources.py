@@ -4,7 +4,7 @@ import pytest
 
 from maskgan_rl.config import load_config
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.resources import check_cluster_resources, demands_of, shortfalls
+from maskgan_rl.resources import ThreadShare, check_cluster_resources, demands_of, node_cpus, shortfalls, thread_shares
 
 CPU_NODE = {"CPU": 4.0, "memory": 8e9}
 GPU_NODE = {"CPU": 8.0, "GPU": 1.0, "gpu_node": 1.0}
@@ -112,3 +112,45 @@ def test_train_refuses_a_config_the_cluster_cannot_place_before_pretraining(ray_
     assert main(["train", *settings]) == 2
     assert "asks for a GPU" in capsys.readouterr().err
     assert not (run_dir / "checkpoints").exists()  # no pretraining spent on a run that cannot start
+
+
+def concurrency(*overrides: str) -> dict[str, tuple[float, int]]:
+    return {role: (share.reserved, share.concurrent) for role, share in thread_shares(load_config("synthetic", list(overrides))).items()}
+
+
+def test_processes_that_take_turns_each_get_the_node_and_those_that_compute_at_once_share_it():
+    # role: (CPUs Ray reserves, processes computing at once, itself included)
+    # Default: the driver samples and learns, then D trains alone: each may use every core.
+    assert concurrency() == {"driver": (0.0, 1), "env_runner": (1.0, 1), "learner": (1.0, 1), "discriminator": (1.0, 1)}
+    # Three runners sample together; the driver learns alone; D alone.
+    assert concurrency("resources.num_env_runners=3")["env_runner"] == (1.0, 3)
+    assert concurrency("resources.num_env_runners=3")["discriminator"] == (1.0, 1)
+    # D's update overlapping sampling and learning: it shares the node with the larger of the two groups.
+    overlap = concurrency("resources.num_env_runners=3", "resources.num_learners=2", "gan.disc_overlap=true")
+    assert overlap == {"driver": (0.0, 2), "env_runner": (1.0, 4), "learner": (1.0, 3), "discriminator": (1.0, 4)}
+    # Asynchronous algorithms sample and learn at once: 2 runners + the driver's learner + D.
+    impala = concurrency("gan.algo=impala", "resources.num_env_runners=2", "gan.disc_overlap=true", "resources.disc_num_cpus=2")
+    assert impala == {"driver": (0.0, 4), "env_runner": (1.0, 4), "learner": (1.0, 4), "discriminator": (2.0, 4)}
+    # ... and with everything in the driver, the driver and D.
+    assert concurrency("gan.algo=appo", "gan.disc_overlap=true")["driver"] == (0.0, 2)
+
+
+def test_a_process_takes_the_larger_of_its_reservation_and_its_share_unless_threads_are_set():
+    cores = node_cpus()  # no Ray here: this process's cores
+    assert ThreadShare(None, 0.0, 1).threads() == cores
+    assert ThreadShare(None, 0.0, 10 * cores).threads() == 1  # never 0
+    assert ThreadShare(None, 3.0, 10 * cores).threads() == 3  # what Ray reserved for it
+    assert ThreadShare(5, 0.0, 1).threads() == 5  # resources.torch_threads
+    assert thread_shares(load_config("synthetic", ["resources.torch_threads=3"]))["env_runner"].threads() == 3
+
+
+def test_node_cpus_is_what_ray_counts_on_this_node_but_never_more_than_the_cores(ray_session, monkeypatch):
+    import os
+
+    import ray
+
+    counted = int(ray.cluster_resources()["CPU"])  # the suite's local Ray
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))  # a larger machine
+    assert node_cpus() == counted
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # a Ray that claims more CPUs than there are
+    assert node_cpus() == 1

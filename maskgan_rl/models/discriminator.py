@@ -47,6 +47,19 @@ class Discriminator(nn.Module):
         features, _ = self.seq2seq.decode(enc, filled[:, 1:], enc.state)
         return self.head(features).squeeze(-1)
 
+    def real_and_fake_logits(self, context: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """`(self(context, real), self(context, fake))` for pairs that share their masked context [B, T+1]
+        (a window and its in-fill): the context is encoded once and both decoders run as one batch of 2B."""
+        enc = self.seq2seq.encode(context)
+        enc = enc._replace(
+            memory=torch.cat([enc.memory, enc.memory]),
+            keys=None if enc.keys is None else torch.cat([enc.keys, enc.keys]),
+            state=tuple(torch.cat([s, s], dim=1) for s in enc.state),  # LSTM state: [layers, B, H]
+            decoder_masks=self.seq2seq.decoder.dropout_masks(2 * len(context), enc.memory),
+        )
+        features, _ = self.seq2seq.decode(enc, torch.cat([real[:, 1:], fake[:, 1:]]), enc.state)
+        return self.head(features).squeeze(-1).chunk(2)
+
     @torch.no_grad()
     def init_from_generator(self, gen: Generator) -> bool:
         """The MaskMLE generator's embedding, LSTMs and attention (start of GAN training), where D has

@@ -27,20 +27,30 @@ class Generator(nn.Module):
         self.seq2seq = Seq2Seq(vocab_size, cfg)
         self.head = VocabHead(cfg.hidden, self.seq2seq.embedding, cfg.tie_weights)
 
+    def features(self, context: Tensor, filled: Tensor) -> Tensor:
+        """context, filled [B, T+1] -> decoder features [B, T, H], teacher-forced in one LSTM call;
+        feature t has read the whole masked context and filled[:t+1] (what the head predicts filled[t+1] from)."""
+        enc = self.seq2seq.encode(context)
+        features, _ = self.seq2seq.decode(enc, filled[:, :-1], enc.state)
+        return features
+
     def logits(self, context: Tensor, filled: Tensor, at: Optional[Tensor] = None) -> Tensor:
         """context, filled [B, T+1] -> logits [B, T, V]; output t is the distribution of filled[t+1].
 
         With `at` (bool [B, T]) only the outputs where it is True, [at.sum(), V]: the vocabulary
         projection is the costliest layer, and losses usually need the masked targets alone.
         """
-        enc = self.seq2seq.encode(context)
-        features, _ = self.seq2seq.decode(enc, filled[:, :-1], enc.state)
+        features = self.features(context, filled)
         return self.head(features if at is None else features[at])
 
     def token_log_probs(self, context: Tensor, filled: Tensor, at: Tensor, temperature: float = 1.0) -> Tensor:
         """log p(filled[t+1] | filled[:t+1], context) at `temperature` where `at` [B, T] is True, 0 elsewhere:
         the log-probability each token had when `sample` drew it, recomputed teacher-forced in one pass."""
-        picked = torch.log_softmax(self.logits(context, filled, at=at) / temperature, dim=-1)
+        return self.log_probs_from_features(self.features(context, filled), filled, at, temperature)
+
+    def log_probs_from_features(self, features: Tensor, filled: Tensor, at: Tensor, temperature: float = 1.0) -> Tensor:
+        """`token_log_probs` from `features(context, filled)` already computed (shared with a value head)."""
+        picked = torch.log_softmax(self.head(features[at]) / temperature, dim=-1)
         picked = picked.gather(1, filled[:, 1:][at][:, None]).squeeze(1)
         return torch.zeros(at.shape, device=picked.device).masked_scatter(at, picked)
 

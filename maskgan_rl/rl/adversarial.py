@@ -31,6 +31,7 @@ from maskgan_rl.dataset import PreparedData, WindowDataset
 from maskgan_rl.masking import make_present, present_rate_at
 from maskgan_rl.models.discriminator import discriminator_model_config
 from maskgan_rl.models.losses import masked_target_nll
+from maskgan_rl.resources import thread_shares
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
 from maskgan_rl.rl.discriminator_actor import create_discriminator_actor, iteration_seed
@@ -67,10 +68,11 @@ class AdversarialTrainer:
             "model": dataclasses.asdict(discriminator_model_config(cfg)),  # the environments' D
             "disc_layer_norm": cfg.gan.disc_layer_norm,
             "seed": cfg.seed,
-            "torch_threads": cfg.resources.torch_threads,
+            "torch_threads": dataclasses.asdict(thread_shares(cfg)["env_runner"]),
         }
         torch.manual_seed(iteration_seed(cfg.seed, 0, 9))  # the critic's initial weights, on a learner in this process
         self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.disc_actor).build_algo()
+        torch.set_num_threads(thread_shares(cfg)["driver"].threads())  # for its local env runner and learner, if any
         self.algo.learner_group.foreach_learner(
             lambda learner: learner.module[DEFAULT_MODULE_ID].unwrapped().load_generator_state(generator_state)
         )

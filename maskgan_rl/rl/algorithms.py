@@ -22,6 +22,7 @@ defaults, so it overrides them; `check_algo_params` refuses, before anything run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from maskgan_rl.config import Config
+from maskgan_rl.resources import thread_shares
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import num_masked
 from maskgan_rl.rl.callbacks import MaskGANCallbacks
@@ -228,7 +230,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             custom_resources_per_learner=dict(r.learner_resources),
             learner_config_dict={
                 "critic_lr": g.critic_lr,
-                "torch_threads": r.torch_threads,
+                "torch_threads": dataclasses.asdict(thread_shares(cfg)["learner"]),
                 "importance_weight_clip": g.importance_weight_clip,
                 "adam_beta1": g.adam_beta1,
             },

@@ -40,6 +40,7 @@ from maskgan_rl.dataset import sample_windows
 from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.resources import in_ray_actor, thread_shares
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class DiscriminatorTrainer:
         """Starts from `discriminator_weights` (a Discriminator state_dict, e.g. a pretrained D) if
         given, else from the MaskMLE generator as in the paper. With `state_path` the state is saved
         there after every update, and a restarted actor resumes from it."""
-        torch.set_num_threads(cfg.resources.torch_threads)
+        if in_ray_actor():  # in-process (benchmarks, tests) the caller's threads stay
+            torch.set_num_threads(thread_shares(cfg)["discriminator"].threads())
         self.gan = cfg.gan
         self.seed = cfg.seed
         self.missing_id = vocab_size
@@ -173,7 +175,7 @@ class DiscriminatorTrainer:
                 torch.as_tensor(data[key][rows], device=self.device) for key in ("window", "filled", "present")
             )
             context = mask_context(window, present, self.missing_id)
-            real_logits, fake_logits = self.model(context, window), self.model(context, filled)
+            real_logits, fake_logits = self.model.real_and_fake_logits(context, window, filled)
             loss = discriminator_loss(real_logits, fake_logits, present, real_label=1.0 - self.gan.disc_label_smoothing)
             self.optimizer.zero_grad()
             loss.backward()

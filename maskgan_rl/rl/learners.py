@@ -4,8 +4,8 @@
   (gan.critic_lr), as in the paper, both with beta1 = `learner_config_dict["adam_beta1"]`
   (gan.adam_beta1). The two networks share no weights, so RLlib's summed loss (policy + value) sends
   each optimiser exactly its own network's gradient.
-- Torch threads pinned to the learner's CPU share (`learner_config_dict["torch_threads"]`): two
-  processes each spinning on all cores slow each other down several times.
+- A remote learner's torch threads: its share of its node (`learner_config_dict["torch_threads"]`,
+  a `maskgan_rl.resources.ThreadShare`).
 - `generator_frozen`: while the driver sets it (gan.critic_warmup_iterations), updates step the
   critic only; the generator's parameters get no gradient, so Adam leaves them and their moments alone.
 - The `AddFinalFilled` learner connector, which lets the module run one pass per episode instead
@@ -25,6 +25,7 @@ from ray.rllib.connectors.common import AddObservationsFromEpisodesToBatch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.typing import ModuleID
 
+from maskgan_rl.resources import ThreadShare, in_ray_actor
 from maskgan_rl.rl.module import FINAL_FILLED
 
 
@@ -54,7 +55,8 @@ class MaskGANLearnerMixin:
     generator_frozen = False
 
     def build(self) -> None:
-        torch.set_num_threads(self.config.learner_config_dict["torch_threads"])
+        if in_ray_actor():  # a remote learner; the driver chooses its own threads
+            torch.set_num_threads(ThreadShare(**self.config.learner_config_dict["torch_threads"]).threads())
         super().build()
         if self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch, AddFinalFilled())

@@ -40,7 +40,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import Tensor
 
 from maskgan_rl.config import Config, ModelConfig, to_dict
-from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.critic import Critic, ValueHead, make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
 from maskgan_rl.models.layers import cold_logits, sample_logits
@@ -77,7 +77,8 @@ class DropActionDistInputs(ConnectorV2):
 
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
     """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float,
-    "rollout_temperature": float, "rollout_top_p": float} (the last two optional, 1 = off)."""
+    "rollout_temperature": float, "rollout_top_p": float, "critic": gan.critic} (the rollout keys
+    optional, 1 = off; critic optional, "lstm")."""
 
     def setup(self) -> None:
         cfg = ModelConfig(**self.model_config["model"])
@@ -88,12 +89,15 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.action_dist_cls = InverseCDFCategorical
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
-        self.critic = Critic(self.vocab_size, cfg)
+        self.critic = make_critic(self.model_config.get("critic", "lstm"), self.vocab_size, cfg, self.generator)
         self._sampling_cache = IncrementalDecoder(self.generator.seq2seq)
 
     # -- policy ---------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTION_DIST_INPUTS: self.policy_logits(self.generator, batch)}
+        """Learner: the policy's logits, and the decoder features they come from as EMBEDDINGS, which
+        the learners hand to `compute_values` (a value-head critic reads them instead of a second pass)."""
+        features = self.position_features(self.generator, batch)
+        return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features)), Columns.EMBEDDINGS: features}
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Env runners: the same logits as `_forward`, decoded incrementally (see the module docstring).
@@ -115,17 +119,18 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         super().set_state(state)
 
     def policy_logits(self, generator: Generator, batch: dict[str, Any]) -> Tensor:
-        """Logits [B, V] of the token for target `position`, under softmax(logits / temperature).
+        """Logits [B, V] of the token for target `position`, under softmax(logits / temperature)."""
+        return self._tempered(generator.head(self.position_features(generator, batch)))
 
-        Same numbers as `generator.logits(context, filled)[b, position[b]]`, but the decoder stops
-        after the furthest position in the batch (it is causal, later inputs cannot matter) and the
-        vocabulary projection, the most expensive layer at large vocabularies, runs on one row per
-        step instead of T.
-        """
+    def position_features(self, generator: Generator, batch: dict[str, Any]) -> Tensor:
+        """Decoder features [B, H] at target `position`: `generator.features(context, filled)[b, position[b]]`,
+        but the decoder stops after the furthest position in the batch (it is causal, later inputs
+        cannot matter), and the vocabulary projection, the most expensive layer at large
+        vocabularies, then runs on one row per step instead of T."""
         context, filled, sequence, position = self._sequences(batch)
         enc = generator.seq2seq.encode(context)
         features, _ = generator.seq2seq.decode(enc, filled[:, : int(position.max()) + 1], enc.state)
-        return self._tempered(generator.head(features[sequence, position]))
+        return features[sequence, position]
 
     @property
     def explores_off_policy(self) -> bool:
@@ -138,7 +143,10 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
 
     # -- value function -------------------------------------------------------------------------
     def compute_values(self, batch: dict[str, Any], embeddings: Optional[Any] = None) -> Tensor:
-        """Critic value [B] of target `position`: expected discounted return from there on."""
+        """Critic value [B] of target `position`: expected discounted return from there on.
+        `embeddings`: `_forward`'s EMBEDDINGS of the same batch, which a value head reads (else it runs the decoder)."""
+        if isinstance(self.critic, ValueHead):
+            return self.critic(embeddings if embeddings is not None else self.position_features(self.generator, batch))
         _, filled, sequence, position = self._sequences(batch)
         # Not-yet-filled targets hold missing_id, which the critic's embedding has no row for. They
         # all lie after `position` and the critic is causal, so any real id there changes nothing.
@@ -177,10 +185,11 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     # -- MaskGAN weights in and out -------------------------------------------------------------
     @torch.no_grad()
     def load_generator_state(self, generator_state: dict[str, Tensor]) -> None:
-        """Start from a MaskMLE generator; the critic starts from its decoder, as in the authors' code."""
+        """Start from a MaskMLE generator; an LSTM critic starts from its decoder, as in the authors' code."""
         self._sampling_cache.clear()
         self.generator.load_state_dict(generator_state)
-        self.critic.init_from_generator(self.generator)
+        if isinstance(self.critic, Critic):
+            self.critic.init_from_generator(self.generator)
         if hasattr(self, "_target_generator"):
             self._target_generator.load_state_dict(generator_state)
 
@@ -207,6 +216,7 @@ def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
             "temperature": cfg.gan.temperature,
             "rollout_temperature": cfg.gan.rollout_temperature,
             "rollout_top_p": cfg.gan.rollout_top_p,
+            "critic": cfg.gan.critic,
         },
     )
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from maskgan_rl.config import Config, GanConfig
 from maskgan_rl.dataset import PreparedData, WindowDataset
 from maskgan_rl.masking import make_present, mask_context
-from maskgan_rl.models.critic import Critic
+from maskgan_rl.models.critic import AnyCritic, Critic, make_critic
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
@@ -34,7 +34,7 @@ Reward = Callable[[Tensor, Tensor], Tensor]  # (context [B, T+1], filled [B, T+1
 
 def actor_critic_losses(
     generator: Generator,
-    critic: Critic,
+    critic: AnyCritic,
     context: Tensor,
     filled: Tensor,
     present: Tensor,
@@ -48,11 +48,13 @@ def actor_critic_losses(
     masked = ~present
     # Discounted returns over target positions, from the masked targets' rewards only.
     returns = masked_returns(rewards, present, gan.gamma)
-    # The critic reads the filled prefix and predicts each target's return: the baseline.
-    values = critic(filled)
+    # One teacher-forced pass of the generator: its features give the sampled tokens' log p_G (at the
+    # temperature they were sampled with) and, for a value-head critic, the values.
+    features = generator.features(context, filled)
+    logp = generator.log_probs_from_features(features, filled, masked, gan.temperature)
+    # The critic predicts each target's return from the filled prefix: the baseline.
+    values = critic(filled) if isinstance(critic, Critic) else critic(features)
     advantages = clipped_advantages(returns, values if baseline else torch.zeros_like(values), present, gan.advantage_clip)
-    # log p_G of each sampled token, at the temperature it was sampled with.
-    logp = generator.token_log_probs(context, filled, masked, gan.temperature)
     return reinforce_loss(logp, advantages, present), critic_loss(values, returns, present)
 
 
@@ -76,11 +78,8 @@ class ReferenceLoop:
         policy = policy_model_config(cfg.model)  # no dropout, as the RL loop's policy
         self.generator = Generator(self.vocab_size, policy).to(device)
         self.generator.load_state_dict(generator_state)
-        self.critic = Critic(self.vocab_size, policy).to(device)
-        self.critic.init_from_generator(self.generator)
-        threads = torch.get_num_threads()  # DiscriminatorTrainer pins the process to resources.torch_threads
+        self.critic = make_critic(cfg.gan.critic, self.vocab_size, policy, self.generator).to(device)
         self.disc_trainer = DiscriminatorTrainer(cfg, self.vocab_size, generator_state)
-        torch.set_num_threads(threads)
         self.disc_trainer.model.to(device)
         self.disc_trainer.device = device
         self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gan.gen_lr)

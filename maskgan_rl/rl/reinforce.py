@@ -35,6 +35,7 @@ from ray.rllib.utils.metrics import (
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
+from ray.rllib.utils.torch_utils import explained_variance
 from ray.rllib.utils.typing import ModuleID
 
 from maskgan_rl.rl.learners import MaskGANLearnerMixin
@@ -142,7 +143,7 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
         log_probs = torch.log_softmax(fwd_out[Columns.ACTION_DIST_INPUTS], dim=-1)
         # One row per env step = per masked target: shape [1, steps], nothing "present".
         logp = log_probs.gather(-1, batch[Columns.ACTIONS].long()[:, None])[:, 0][None]
-        values = module.compute_values(batch)[None]
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))[None]
         returns = batch[RETURNS][None]
         present = torch.zeros_like(returns, dtype=torch.bool)
         advantages = clipped_advantages(returns, values, present, config.advantage_clip)
@@ -161,6 +162,8 @@ class ReinforceLearner(MaskGANLearnerMixin, TorchLearner):
                 "mean_return": returns.mean(),
                 "mean_value": values.mean(),
                 "mean_advantage": advantages.mean(),
+                # As PPO reports it: 1 = the critic predicts every return, 0 = no better than their mean.
+                "vf_explained_var": explained_variance(returns[0], values[0].detach()),
                 "entropy": _mean_entropy(log_probs),
                 **stats,
             },
