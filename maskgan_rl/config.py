@@ -153,7 +153,9 @@ class ResourcesConfig:
     ray_address: Optional[str] = None
     num_cpus: Optional[int] = None  # local Ray only
     num_env_runners: int = 0  # 0: sample in the driver's local env runner
-    num_envs_per_env_runner: int = 16
+    # Sub-environments per env runner, stepped as one batch. None: the runner's share of
+    # gan.episodes_per_iteration, so that each runner fills all its windows in one batched pass.
+    num_envs_per_env_runner: Optional[int] = None
     num_cpus_per_env_runner: float = 1.0
     num_learners: int = 0  # 0: learn in the driver process
     num_gpus_per_learner: float = 0.0
@@ -411,7 +413,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_env_runners >= 0, "resources.num_env_runners", "an integer >= 0")
     need(r.num_cpus_per_env_runner >= 0, "resources.num_cpus_per_env_runner", ">= 0")
     need(r.disc_num_cpus >= 0, "resources.disc_num_cpus", ">= 0")
-    need(r.num_envs_per_env_runner >= 1, "resources.num_envs_per_env_runner", "an integer >= 1")
+    need(r.num_envs_per_env_runner is None or r.num_envs_per_env_runner >= 1, "resources.num_envs_per_env_runner", "null (each runner's share of gan.episodes_per_iteration) or an integer >= 1")
     need(r.num_learners >= 0, "resources.num_learners", "an integer >= 0")
     need(r.num_gpus_per_learner >= 0, "resources.num_gpus_per_learner", ">= 0")
     need(r.disc_num_gpus >= 0, "resources.disc_num_gpus", ">= 0")

@@ -26,6 +26,7 @@ from maskgan_rl.masking import make_present
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
+from maskgan_rl.models.optim import adam
 from maskgan_rl.progress import Progress
 from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker
@@ -58,7 +59,7 @@ def load_or_train(
     valid: WindowDataset,
     device: torch.device,
 ) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
+    optimizer = adam(model.parameters(), lr=cfg.pretrain.lr)
     # The weights kept are those of the best validation perplexity seen (checked every eval_every
     # steps): a long schedule that starts to overfit cannot hand a worse model to the next stage.
     best = (math.inf, 0, None)  # (perplexity, step, CPU copy of the weights)

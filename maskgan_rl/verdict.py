@@ -32,6 +32,7 @@ from maskgan_rl.config import Config
 from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss
+from maskgan_rl.models.optim import adam
 
 DIVERSITY = "reverse_lm_perplexity"  # lower = the samples cover more of the real distribution
 QUALITY = "eval_lm_perplexity"  # lower = the in-fills read more like real text
@@ -67,7 +68,7 @@ def two_sample_test(
     """
     torch.manual_seed(seed)
     disc = Discriminator(vocab_size, cfg.model).to(device)
-    optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.pretrain.lr)  # from scratch, as the LMs are
+    optimizer = adam(disc.parameters(), lr=cfg.pretrain.lr)  # from scratch, as the LMs are
     rng = np.random.default_rng(seed)
     disc.train()
     for _ in range(steps):

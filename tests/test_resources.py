@@ -154,3 +154,13 @@ def test_node_cpus_is_what_ray_counts_on_this_node_but_never_more_than_the_cores
     assert node_cpus() == counted
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # a Ray that claims more CPUs than there are
     assert node_cpus() == 1
+
+
+@pytest.mark.parametrize("runners, envs", [(0, 64), (1, 64), (3, 22)])
+def test_each_env_runner_steps_its_share_of_an_iterations_windows_as_one_batch_by_default(runners, envs):
+    from maskgan_rl.rl.algorithms import algorithm_config
+
+    cfg = load_config("synthetic", ["gan.episodes_per_iteration=64", f"resources.num_env_runners={runners}"])
+    assert algorithm_config(cfg, 10, {}, disc_actor=None).num_envs_per_env_runner == envs
+    cfg = load_config("synthetic", ["resources.num_envs_per_env_runner=5", f"resources.num_env_runners={runners}"])
+    assert algorithm_config(cfg, 10, {}, disc_actor=None).num_envs_per_env_runner == 5

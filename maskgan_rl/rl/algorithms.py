@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from typing import Any, Callable
 
 from ray._common.deprecation import DEPRECATED_VALUE  # (where RLlib's own configs take it from)
@@ -217,7 +218,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
         .environment(envs.RAY_VECTOR_ENV, env_config=env_config)
         .env_runners(
             num_env_runners=r.num_env_runners,
-            num_envs_per_env_runner=r.num_envs_per_env_runner,
+            num_envs_per_env_runner=r.num_envs_per_env_runner or math.ceil(g.episodes_per_iteration / max(r.num_env_runners, 1)),
             num_cpus_per_env_runner=r.num_cpus_per_env_runner,
             custom_resources_per_env_runner=dict(r.env_runner_resources),
             gym_env_vectorize_mode="vector_entry_point",

@@ -40,6 +40,7 @@ from maskgan_rl.dataset import sample_windows
 from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.models.optim import adam
 from maskgan_rl.resources import in_ray_actor, thread_shares
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ class DiscriminatorTrainer:
             if not self.model.init_from_generator(generator):
                 log.warning("[disc] gan.disc_embed/hidden/layers differ from the generator's: D starts from random weights")
         # Adam's weight_decay adds the L2 penalty's gradient (ScratchGAN's regularised D).
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.gan.disc_lr, betas=(cfg.gan.adam_beta1, 0.999), weight_decay=cfg.gan.disc_weight_decay
-        )
+        self.optimizer = adam(self.model.parameters(), lr=cfg.gan.disc_lr, beta1=cfg.gan.adam_beta1, weight_decay=cfg.gan.disc_weight_decay)
         self.version = 0
         self._rollouts: list[dict[str, np.ndarray]] = []
         self.state_path = storage.location(state_path) if state_path else None

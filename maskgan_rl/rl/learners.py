@@ -25,6 +25,7 @@ from ray.rllib.connectors.common import AddObservationsFromEpisodesToBatch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.typing import ModuleID
 
+from maskgan_rl.models.optim import adam
 from maskgan_rl.resources import ThreadShare, in_ray_actor
 from maskgan_rl.rl.module import FINAL_FILLED
 
@@ -80,7 +81,7 @@ class MaskGANLearnerMixin:
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.Adam(params, betas=(config.learner_config_dict["adam_beta1"], 0.999)),
+                optimizer=adam(params, lr=lr, beta1=config.learner_config_dict["adam_beta1"]),
                 params=params,
                 lr_or_lr_schedule=lr,
             )

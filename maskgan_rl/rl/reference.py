@@ -25,6 +25,7 @@ from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.critic import AnyCritic, Critic, make_critic
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.models.optim import adam
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
 from maskgan_rl.rl.module import policy_model_config
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, masked_returns, reinforce_loss
@@ -82,8 +83,8 @@ class ReferenceLoop:
         self.disc_trainer = DiscriminatorTrainer(cfg, self.vocab_size, generator_state)
         self.disc_trainer.model.to(device)
         self.disc_trainer.device = device
-        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=cfg.gan.gen_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.gan.critic_lr)
+        self.gen_opt = adam(self.generator.parameters(), lr=cfg.gan.gen_lr, beta1=cfg.gan.adam_beta1)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.gan.critic_lr, beta1=cfg.gan.adam_beta1)
         self.train_windows = WindowDataset(data.train_path)
         self.rng = np.random.default_rng(cfg.seed)
         self.iteration = 0
