@@ -8,8 +8,8 @@ critic baseline), gan.disc_steps discriminator steps on those windows.
   one process, no Ray; all windows of the batch sampled in one batched decoder pass (`Generator.sample`).
 Reported per configuration: masked and all (window) tokens per second (median over the timed
 iterations after warm-up), seconds per iteration, peak memory of all processes (PSS: shared pages
-counted once), and the time split the trainer reports (RLlib step, D training, weight push).
-`--profile` adds a cProfile breakdown of one RL configuration (runners=0: all but D in this process).
+counted once; in MEMORY_ITERATIONS more iterations after the timed ones), and the time split the trainer reports (RLlib step, D training, weight push).
+`--profile` adds a cProfile breakdown of the default RL configuration (all but D in this process).
 
     python benchmarks/throughput.py                       # CPU size, every algorithm and layout
     python benchmarks/throughput.py --sizes paper --algos reinforce --runners 0 1 --envs 64
@@ -23,11 +23,17 @@ import maskgan_rl  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch lo
 
 import argparse
 import cProfile
+import ctypes
+import gc
 import itertools
 import json
+import math
+import os
 import platform
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +48,7 @@ from maskgan_rl.cli import log_to_stderr
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.dataset import PreparedData, prepare_data
 from maskgan_rl.models.generator import Generator
+from maskgan_rl.resources import thread_shares
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
 from maskgan_rl.rl.reference import ReferenceLoop
@@ -70,14 +77,17 @@ def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
 
 
 class PeakMemory:
-    """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray)."""
+    """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray).
+
+    Reading PSS walks every page of every process and costs CPU time, so it runs in its own pass after
+    the timed iterations (`peak_memory`), never during them."""
 
     def __init__(self, children: bool, every_s: float = 0.25):
-        self.children, self.every_s, self.peak_mb, self.start_mb = children, every_s, 0.0, 0.0
+        self.children, self.every_s, self.peak_mb = children, every_s, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _total_mb(self) -> float:
+    def total_mb(self) -> float:
         me = psutil.Process()
         total = 0
         for process in [me] + (me.children(recursive=True) if self.children else []):
@@ -90,19 +100,36 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._total_mb())
+            self.peak_mb = max(self.peak_mb, self.total_mb())
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "PeakMemory":
-        # Ray's own daemons and its idle pooled workers are there before a configuration starts.
-        self.start_mb = self._total_mb()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._total_mb())
+        self.peak_mb = max(self.peak_mb, self.total_mb())
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that freed tensors left behind back to the OS (glibc keeps it otherwise), so that
+    one configuration's peak does not start from the previous one's leftovers in this process."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: nothing to trim this way
+        pass
+
+
+def peak_memory(step: Callable[[], Any], iterations: int, children: bool, before_mb: float) -> dict[str, float]:
+    """Peak memory over `iterations` more calls of `step`, and its growth over `before_mb` (the total
+    before the configuration started: Ray's daemons and idle pooled workers are there already)."""
+    with PeakMemory(children) as memory:
+        for _ in range(iterations):
+            step()
+    return {"peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - before_mb}
 
 
 def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: int, iterations: int) -> dict[str, Any]:
@@ -127,36 +154,83 @@ def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: i
     return result
 
 
+MEMORY_ITERATIONS = 2  # the untimed pass that measures peak memory, after the timed iterations
+
+
 def measure_fused(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, device: str) -> dict[str, Any]:
-    # Every core: a single-process loop would be run that way (an in-process RL learner may have pinned fewer).
-    torch.set_num_threads(psutil.cpu_count(logical=True))
+    # Its best thread count, which the RL loop's driver also picks: every core for networks large
+    # enough, one for small ones (benchmarks/README.md: 0.13 s per iteration at the CPU size on one
+    # thread, 0.16 on two spinning, 0.22 on two sleeping).
+    torch.set_num_threads(thread_shares(cfg)["driver"].threads())
+    before_mb = PeakMemory(children=False).total_mb()
     loop = ReferenceLoop(cfg, data, generator_state, torch.device(device))
-    with PeakMemory(children=False) as memory:
-        result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
-    return {**result, "peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - memory.start_mb}
+    result = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)
+    result.update(peak_memory(loop.train_iteration, MEMORY_ITERATIONS, children=False, before_mb=before_mb))
+    del loop
+    release_freed_memory()
+    return result
 
 
 def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, iterations: int, profile: Optional[Path] = None) -> dict[str, Any]:
-    with PeakMemory(children=True) as memory:
-        trainer = AdversarialTrainer(cfg, data, generator_state)
-        try:
-            def step() -> tuple[int, dict[str, float]]:
-                m = trainer.train_iteration()
-                return m["masked_tokens"], {k: m[k] for k in ("time_rl_s", "time_disc_s", "time_push_s")}
+    before_mb = PeakMemory(children=True).total_mb()
+    trainer = AdversarialTrainer(cfg, data, generator_state)
+    try:
+        def step() -> tuple[int, dict[str, float]]:
+            m = trainer.train_iteration()
+            return m["masked_tokens"], {k: m[k] for k in ("time_rl_s", "time_disc_s", "time_push_s")}
 
-            profiler = cProfile.Profile() if profile else None
-            for _ in range(warmup):
-                step()
-            if profiler:
-                profiler.enable()
-            result = timed_iterations(step, 0, iterations)
-            if profiler:
-                profiler.disable()
-                profiler.dump_stats(str(profile))
-                result["profile"] = profile_breakdown(pstats.Stats(str(profile)))
-        finally:
-            trainer.stop()
-    return {**result, "peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - memory.start_mb}
+        profiler = cProfile.Profile() if profile else None
+        for _ in range(warmup):
+            step()
+        if profiler:
+            profiler.enable()
+        result = timed_iterations(step, 0, iterations)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+            result["profile"] = profile_breakdown(pstats.Stats(str(profile)))
+        result.update(peak_memory(step, MEMORY_ITERATIONS, children=True, before_mb=before_mb))
+    finally:
+        trainer.stop()
+        del trainer
+        release_freed_memory()
+    return result
+
+
+# Run inside another checkout of this project (--baseline-tree), with its own package and benchmark: its
+# single-process loop, timed as `measure_fused` times this one's (threads, warm-up, medians).
+BASELINE_LOOP = """
+import json, sys
+from pathlib import Path
+sys.path[:0] = ["benchmarks"]
+import throughput as tree
+import psutil, torch
+from maskgan_rl.dataset import prepare_data
+from maskgan_rl.models.generator import Generator
+try:
+    from maskgan_rl.rl.reference import ReferenceLoop as Loop
+except ImportError:  # before the loop moved into the package
+    Loop = tree.FusedLoop
+size, work, warmup, iterations, overrides = json.loads(sys.argv[1])
+cfg = tree.benchmark_config(size, Path(work), overrides)
+data = prepare_data(cfg)
+torch.manual_seed(0)
+state = Generator(len(data.vocab), cfg.model).state_dict()
+torch.set_num_threads(psutil.cpu_count(logical=True))
+loop = Loop(cfg, data, state, torch.device("cpu"))
+print(json.dumps(tree.timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)))
+"""
+
+
+def measure_baseline(tree: Path, size: str, work: Path, warmup: int, iterations: int, overrides: list[str]) -> dict[str, Any]:
+    """The fused loop of the checkout at `tree` (e.g. `git worktree add /tmp/old <commit>`), in a process of its own."""
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    arguments = json.dumps([size, str(work / f"baseline-{size}"), warmup, iterations, overrides])
+    done = subprocess.run([sys.executable, "-c", BASELINE_LOOP, arguments], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the baseline loop in {tree} failed:\n{done.stderr[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "commit": commit or "?"}
 
 
 # Where an RL iteration spends its time in the driver process (runners=0), as cProfile's cumulative
@@ -211,12 +285,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["cpu"], choices=sorted(SIZES))
     parser.add_argument("--algos", nargs="+", default=sorted(ALGORITHMS), choices=sorted(ALGORITHMS))
-    parser.add_argument("--runners", nargs="+", type=int, default=[0, 1, 2], help="num_env_runners values")
-    parser.add_argument("--envs", nargs="+", type=int, default=[1, 16, 64], help="num_envs_per_env_runner values")
+    parser.add_argument("--runners", nargs="+", type=layout_value, default=[0, 1, 2], help="num_env_runners values, or `default`")
+    parser.add_argument("--envs", nargs="+", type=layout_value, default=[1, 16, 64], help="num_envs_per_env_runner values, or `default`")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per configuration")
-    parser.add_argument("--profile", action="store_true", help="cProfile one reinforce configuration (runners=0, most envs)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the default configuration (reinforce, the driver's env runner)")
     parser.add_argument("--device", default="cpu", help="fused loop device (cpu | cuda); RL learner via resources.num_gpus_per_learner")
+    parser.add_argument("--baseline-tree", type=Path, help="also time the fused loop of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
@@ -235,17 +310,25 @@ def main(argv: Optional[list[str]] = None) -> None:
             data = prepare_data(base)
             torch.manual_seed(0)
             generator_state = Generator(len(data.vocab), base.model).state_dict()
+            if args.baseline_tree:
+                baseline = measure_baseline(args.baseline_tree, size, work, args.warmup, args.iterations, args.overrides)
+                _record(report, {"size": size, "loop": f"fused @ {baseline['commit']}", "algo": "reinforce", "runners": "-", "envs": "-",
+                                 "peak_memory_mb": math.nan, "memory_added_mb": math.nan, **baseline, **_per_window(base, baseline)})
             fused = measure_fused(base, data, generator_state, args.warmup, args.iterations, args.device)
-            _record(report, {"size": size, "loop": "fused", "algo": "reinforce", "runners": "-", "envs": "-", **fused, **_per_window(base, fused)})
+            row = {"size": size, "loop": "fused", "algo": "reinforce", "runners": "-", "envs": "-", **fused, **_per_window(base, fused)}
+            if args.baseline_tree:
+                row["speedup_vs_baseline"] = baseline["s_per_iteration"] / fused["s_per_iteration"]
+            _record(report, row)
             for algo, runners, envs in itertools.product(args.algos, args.runners, args.envs):
-                cfg = benchmark_config(size, work, args.overrides + [f"gan.algo={algo}", f"resources.num_env_runners={runners}", f"resources.num_envs_per_env_runner={envs}"])
+                layout = [f"resources.{key}={value}" for key, value in (("num_env_runners", runners), ("num_envs_per_env_runner", envs)) if value != "default"]
+                cfg = benchmark_config(size, work, args.overrides + [f"gan.algo={algo}", *layout])
                 rl = measure_rl(cfg, data, generator_state, args.warmup, args.iterations)
                 row = {"size": size, "loop": "rl", "algo": algo, "runners": runners, "envs": envs, **rl, **_per_window(cfg, rl)}
                 row["vs_fused"] = rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"]
                 _record(report, row)
             if args.profile:
-                envs = max(args.envs)
-                cfg = benchmark_config(size, work, args.overrides + ["gan.algo=reinforce", "resources.num_env_runners=0", f"resources.num_envs_per_env_runner={envs}"])
+                cfg = benchmark_config(size, work, args.overrides + ["gan.algo=reinforce", "resources.num_env_runners=0"])
+                envs = cfg.gan.episodes_per_iteration  # the default: all of an iteration's windows in one batch
                 rl = measure_rl(cfg, data, generator_state, args.warmup, args.iterations, profile=out.with_name(f"{out.name}-{size}.prof"))
                 parts = {k: v / args.iterations for k, v in rl["profile"].items()}
                 parts["discriminator actor train (wall, median)"] = rl["time_disc_s"]
@@ -257,6 +340,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown(report))
     print(f"[bench] wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def layout_value(text: str) -> int | str:
+    """--runners / --envs: an integer, or `default` (the key left at the project's default)."""
+    return text if text == "default" else int(text)
 
 
 def _per_window(cfg: Config, result: dict[str, Any]) -> dict[str, float]:
@@ -280,11 +368,15 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        vs_fused = f"{r['vs_fused']:.2f}" if "vs_fused" in r else ("1.00" if r["loop"] == "fused" else "-")
         lines.append(
             f"| {r['size']} | {r['loop']} | {r['algo']} | {r['runners']} | {r['envs']} | {r['masked_tokens_per_s']:.0f} | "
-            f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {r.get('vs_fused', 1.0):.2f} | {r['peak_memory_mb']:.0f} | {r['memory_added_mb']:.0f} | "
+            f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {vs_fused} | {r['peak_memory_mb']:.0f} | {r['memory_added_mb']:.0f} | "
             f"{r.get('time_rl_s', float('nan')):.2f} | {r.get('time_disc_s', float('nan')):.2f} | {r.get('time_push_s', float('nan')):.2f} |"
         )
+    for r in report["results"]:
+        if "speedup_vs_baseline" in r:
+            lines += ["", f"{r['size']} size: the fused loop is {r['speedup_vs_baseline']:.2f}x as fast per iteration as the baseline tree's."]
     for size, p in report.get("profiles", {}).items():
         lines += ["", f"Profile, {size} size, reinforce, runners=0, {p['envs']} envs: {p['s_per_iteration']:.2f} s per iteration", "",
                   "| part | s per iteration | share |", "|---|---|---|"]

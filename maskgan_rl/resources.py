@@ -27,6 +27,7 @@ from typing import Mapping, Optional, Sequence
 
 from maskgan_rl.config import Config, ResourcesConfig, ServeConfig
 from maskgan_rl.errors import ConfigError
+from maskgan_rl.models.discriminator import discriminator_model_config
 
 # Ray stores resources in units of 1e-4; comparisons allow for float rounding below that.
 _EPS = 1e-6
@@ -255,8 +256,10 @@ def _total_message(name: str, users: Sequence[Demand], needed: float, have: floa
 @dataclass(frozen=True)
 class ThreadShare:
     """How one process of the adversarial stage picks its torch threads (`threads()`, called in that
-    process): resources.torch_threads where set, else the larger of the CPUs Ray reserved for it and
-    its share of its node's CPUs among the job's processes that compute at the same time.
+    process): resources.torch_threads where set; else, for networks of at least PARALLEL_MIN_HIDDEN
+    units, the larger of the CPUs Ray reserved for it and its share of its node's CPUs among the
+    job's processes that compute at the same time; for smaller ones, one thread (their ops are too
+    small for threads to pay: measured in benchmarks/README.md).
 
     Processes that take turns (sampling, then learning, then D, in a synchronous algorithm) may each
     use the whole node while the others wait: pinned to their reservation instead, every phase of a
@@ -268,11 +271,17 @@ class ThreadShare:
     fixed: Optional[int]  # resources.torch_threads
     reserved: float  # the CPUs Ray reserves for the process (0 for the driver)
     concurrent: int  # the job's processes computing while this one does, itself included
+    parallel: bool  # its networks are large enough for several threads
 
     def threads(self) -> int:
         if self.fixed is not None:
             return self.fixed
+        if not self.parallel:
+            return 1
         return max(1, int(self.reserved), node_cpus() // self.concurrent)
+
+
+PARALLEL_MIN_HIDDEN = 256
 
 
 def thread_shares(cfg: Config) -> dict[str, ThreadShare]:
@@ -294,7 +303,10 @@ def thread_shares(cfg: Config) -> dict[str, ThreadShare]:
         }
     reserved = {"driver": 0.0, "env_runner": r.num_cpus_per_env_runner, "learner": 1.0 if r.num_gpus_per_learner == 0 else 0.0,
                 "discriminator": r.disc_num_cpus}
-    return {role: ThreadShare(r.torch_threads, reserved[role], n) for role, n in concurrent.items()}
+    # Env runners run the generator and D, the driver and learners the generator and critic, the actor D.
+    generator, disc = cfg.model.hidden, discriminator_model_config(cfg).hidden
+    hidden = {"driver": max(generator, disc), "env_runner": max(generator, disc), "learner": generator, "discriminator": disc}
+    return {role: ThreadShare(r.torch_threads, reserved[role], n, hidden[role] >= PARALLEL_MIN_HIDDEN) for role, n in concurrent.items()}
 
 
 def node_cpus() -> int:

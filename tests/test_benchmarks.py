@@ -49,12 +49,14 @@ def test_reference_loop_updates_generator_critic_and_discriminator(tmp_path):
 def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session):
     throughput = load_benchmark("throughput")
     out = tmp_path / "bench"
+    # This checkout as its own baseline tree: the mechanism that times an older commit's fused loop.
     throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "3",
-                     "--profile", "--out", str(out), *TINY])
+                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--out", str(out), *TINY])
     report = json.loads(out.with_suffix(".json").read_text())
-    fused, rl = report["results"]
-    assert fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
-    for row in (fused, rl):
+    baseline, fused, rl = report["results"]
+    assert baseline["loop"].startswith("fused @ ") and fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
+    assert np.isclose(fused["speedup_vs_baseline"], baseline["s_per_iteration"] / fused["s_per_iteration"])
+    for row in (baseline, fused, rl):
         # 8 windows of 8 tokens, each with the paper's contiguous block of int(0.5 * 8) - 1 = 3 blanks.
         assert row["masked_tokens_per_iteration"] == 8 * 3
         # Every iteration fills the same 24 blanks, so the median rate is 24 over the median time (3 iterations).
@@ -69,6 +71,7 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     assert rl["s_per_iteration"] * 3 > parts["learner update, in all"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
+    assert "the fused loop is" in table and "as fast per iteration as the baseline tree's" in table
 
 
 def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path):
@@ -232,3 +235,28 @@ def test_verdict_experiment_refuses_levers_that_change_pretraining(tmp_path, cap
         assert experiment.main(["plan", "--levers", str(levers), "--root", str(tmp_path)]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{where} changes pretraining" in err
+
+
+def test_critic_designs_trains_each_design_from_one_pretraining_and_reports_them(tmp_path):
+    critic_designs = load_benchmark("critic_designs")
+    verdict_tiny = load_benchmark("verdict_experiment").TINY
+    overrides = [*verdict_tiny, "gan.iterations=2", "resources.num_cpus=2"]
+    args = ["--preset", "synthetic", "--designs", "lstm", "head_stop_gradient", "--root", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "critic"), *overrides]
+    critic_designs.main(args)
+    rows = {r["design"]: r for r in json.loads((tmp_path / "critic.json").read_text())["results"]}
+    assert sorted(rows) == ["head_stop_gradient", "lstm"]
+    for row in rows.values():
+        assert row["status"] == "finished" and row["iterations"] == 2
+        assert -1.0 <= row["explained_variance_second_half"] <= 1.0 and row["value_loss_second_half"] > 0
+        assert math.isfinite(row["oracle_nll_end"])
+    # Both designs start from the one MaskMLE, and each trains the critic its config names.
+    runs = tmp_path / "runs"
+    starts = {d: load_checkpoint(runs / d / "checkpoints" / "mle.pt")["models"]["generator"] for d in rows}
+    assert all(torch.equal(starts["lstm"][k], v) for k, v in starts["head_stop_gradient"].items())
+    critics = {d: load_checkpoint(runs / d / "checkpoints" / "maskgan.pt")["models"]["critic"] for d in rows}
+    assert "lstm.layers.0.weight_ih_l0" in critics["lstm"] and sorted(critics["head_stop_gradient"]) == ["head.bias", "head.weight"]
+    # Run again: every stage is found done, nothing retrains.
+    before = (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns
+    critic_designs.main(args)
+    assert (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns == before

@@ -115,7 +115,8 @@ def test_train_refuses_a_config_the_cluster_cannot_place_before_pretraining(ray_
 
 
 def concurrency(*overrides: str) -> dict[str, tuple[float, int]]:
-    return {role: (share.reserved, share.concurrent) for role, share in thread_shares(load_config("synthetic", list(overrides))).items()}
+    shares = thread_shares(load_config("synthetic", ["model.hidden=256", *overrides]))
+    return {role: (share.reserved, share.concurrent) for role, share in shares.items()}
 
 
 def test_processes_that_take_turns_each_get_the_node_and_those_that_compute_at_once_share_it():
@@ -137,11 +138,22 @@ def test_processes_that_take_turns_each_get_the_node_and_those_that_compute_at_o
 
 def test_a_process_takes_the_larger_of_its_reservation_and_its_share_unless_threads_are_set():
     cores = node_cpus()  # no Ray here: this process's cores
-    assert ThreadShare(None, 0.0, 1).threads() == cores
-    assert ThreadShare(None, 0.0, 10 * cores).threads() == 1  # never 0
-    assert ThreadShare(None, 3.0, 10 * cores).threads() == 3  # what Ray reserved for it
-    assert ThreadShare(5, 0.0, 1).threads() == 5  # resources.torch_threads
+    assert ThreadShare(None, 0.0, 1, parallel=True).threads() == cores
+    assert ThreadShare(None, 0.0, 10 * cores, parallel=True).threads() == 1  # never 0
+    assert ThreadShare(None, 3.0, 10 * cores, parallel=True).threads() == 3  # what Ray reserved for it
+    assert ThreadShare(None, 3.0, 1, parallel=False).threads() == 1  # small networks: one thread
+    assert ThreadShare(5, 0.0, 1, parallel=False).threads() == 5  # resources.torch_threads
     assert thread_shares(load_config("synthetic", ["resources.torch_threads=3"]))["env_runner"].threads() == 3
+
+
+def test_only_processes_with_large_networks_use_several_threads():
+    def parallel(*overrides: str) -> dict[str, bool]:
+        return {role: s.parallel for role, s in thread_shares(load_config("synthetic", list(overrides))).items()}
+
+    assert not any(parallel("model.hidden=128").values())
+    assert all(parallel("model.hidden=650").values())
+    # A large D alone: the processes that run it (env runners score with it, the driver's runner too) and its actor.
+    assert parallel("model.hidden=128", "gan.disc_hidden=512") == {"driver": True, "env_runner": True, "learner": False, "discriminator": True}
 
 
 def test_node_cpus_is_what_ray_counts_on_this_node_but_never_more_than_the_cores(ray_session, monkeypatch):

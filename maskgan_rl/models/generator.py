@@ -74,7 +74,7 @@ class Generator(nn.Module):
         reading the whole masked context first (see `layers.sample_left_to_right` for logp and gradients).
         `generator` (on the windows' device) makes sampling reproducible."""
         enc = self.seq2seq.encode(mask_context(windows, present, self.missing_id))
-        decode = lambda inputs, state: self.seq2seq.decode(enc, inputs, state)  # noqa: E731
+        decode = lambda inputs, state, rows: self.seq2seq.decode(enc.select(rows), inputs, state)  # noqa: E731
         return sample_left_to_right(decode, self.head, windows, present, enc.state, temperature, generator)
 
     @torch.no_grad()

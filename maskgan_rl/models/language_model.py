@@ -45,5 +45,7 @@ class LanguageModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Generator-compatible sampling of the masked targets, from the left context only (see `layers.sample_left_to_right`)."""
         masks = self.lstm.dropout_masks(len(windows), self.head.bias)
-        decode = lambda inputs, state: self.lstm(self.embedding(inputs), state, masks)  # noqa: E731
+        decode = lambda inputs, state, rows: self.lstm(  # noqa: E731
+            self.embedding(inputs), state, [None if mask is None else mask[rows] for mask in masks]
+        )
         return sample_left_to_right(decode, self.head, windows, present, None, temperature, generator)

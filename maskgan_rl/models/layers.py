@@ -145,6 +145,15 @@ class EncoderState(NamedTuple):
     state: LSTMState  # encoder final state: the decoder's initial state
     decoder_masks: list[Optional[Tensor]]  # the decoder's dropout masks, reused at every step of this batch
 
+    def select(self, rows: Tensor) -> "EncoderState":
+        """The same for the batch rows `rows` only."""
+        return EncoderState(
+            self.memory[rows],
+            None if self.keys is None else self.keys[rows],
+            (self.state[0][:, rows], self.state[1][:, rows]),
+            [None if mask is None else mask[rows] for mask in self.decoder_masks],
+        )
+
 
 class Seq2Seq(nn.Module):
     """The encoder-decoder body shared by the generator and the discriminator.
@@ -211,7 +220,7 @@ def sample_logits(
 
 
 def sample_left_to_right(
-    decode: Callable[[Tensor, Optional[LSTMState]], tuple[Tensor, LSTMState]],
+    decode: Callable[[Tensor, Optional[LSTMState], Tensor], tuple[Tensor, LSTMState]],
     head: nn.Module,
     windows: Tensor,
     present: Tensor,
@@ -221,28 +230,36 @@ def sample_left_to_right(
 ) -> tuple[Tensor, Tensor]:
     """Sample the masked targets of windows [B, T+1] given present [B, T] -> (filled [B, T+1], logp [B, T]).
 
-    `decode(inputs [B, k], state) -> (features [B, k, H], state)` reads tokens left to right, `head`
-    maps features to vocabulary logits. The decoder is fed the real token after a present target and
-    its own sample after a masked one. logp[b, t] is the log-probability of filled[b, t+1] under
-    softmax(logits / temperature) where the target is masked, and 0 where it is present (the head
-    runs only for the rows that sample). Gradients flow into logp unless the caller uses no_grad.
+    `decode(inputs [n, k], state, rows) -> (features [n, k, H], state)` reads the next k tokens of
+    the batch rows `rows` [n] (their state in, theirs out), `head` maps features to vocabulary
+    logits. The decoder is fed the real token after a present target and its own sample after a
+    masked one, and stops reading a row after its last masked target (nothing later is sampled).
+    logp[b, t] is the log-probability of filled[b, t+1] under softmax(logits / temperature) where the
+    target is masked, and 0 where it is present (the head runs only for the rows that sample).
+    Gradients flow into logp unless the caller uses no_grad.
     """
     masked = ~present
     filled = windows.clone()
     logp = torch.zeros(present.shape, device=windows.device)
-    steps = masked.any(dim=0).nonzero().squeeze(1)
-    if steps.numel() == 0:
+    last_of_row = torch.where(masked, torch.arange(present.shape[1], device=present.device), -1).max(dim=1).values
+    rows = (last_of_row >= 0).nonzero().squeeze(1)  # the rows with anything to sample
+    if rows.numel() == 0:
         return filled, logp
-    first, last = int(steps[0]), int(steps[-1])
+    first, last = int(masked[rows].any(dim=0).nonzero()[0]), int(last_of_row.max())
+    if state is not None:
+        state = (state[0][:, rows], state[1][:, rows])
     if first > 0:  # nothing is sampled before the first blank: read that prefix in one LSTM call
-        _, state = decode(filled[:, :first], state)
-    # After the last blank nothing is left to sample, so decoding stops there.
+        _, state = decode(filled[rows, :first], state, rows)
     for t in range(first, last + 1):
-        features, state = decode(filled[:, t : t + 1], state)
-        rows = masked[:, t].nonzero().squeeze(1)
-        if rows.numel() == 0:
+        going_on = last_of_row[rows] >= t
+        if not going_on.all():
+            rows, state = rows[going_on], (state[0][:, going_on], state[1][:, going_on])
+        features, state = decode(filled[rows, t : t + 1], state, rows)
+        sampling = masked[rows, t]
+        if not sampling.any():
             continue
-        tokens, token_logp = sample_logits(head(features[rows, 0]), temperature, generator)
-        filled[rows, t + 1] = tokens
-        logp[rows, t] = token_logp
+        tokens, token_logp = sample_logits(head(features[sampling, 0]), temperature, generator)
+        picked = rows[sampling]
+        filled[picked, t + 1] = tokens
+        logp[picked, t] = token_logp
     return filled, logp

@@ -215,7 +215,8 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
     return (
         ALGORITHMS[g.algo](cfg)
         .training(**g.algo_params)  # the user's settings of this algorithm, over the entry's defaults
-        .environment(envs.RAY_VECTOR_ENV, env_config=env_config)
+        # Token ids need no unsquashing or clipping: RLlib's connector would deep-copy every action to do nothing.
+        .environment(envs.RAY_VECTOR_ENV, env_config=env_config, normalize_actions=False, clip_actions=False)
         .env_runners(
             num_env_runners=r.num_env_runners,
             num_envs_per_env_runner=r.num_envs_per_env_runner or math.ceil(g.episodes_per_iteration / max(r.num_env_runners, 1)),
