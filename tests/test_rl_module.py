@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
@@ -205,10 +206,23 @@ def test_action_distribution_samples_by_inverse_cdf_with_the_softmax_frequencies
 
 
 def test_learner_entropy_metric_equals_the_categorical_entropy():
-    from maskgan_rl.rl.reinforce import _mean_entropy
+    from maskgan_rl.rl.reinforce import mean_entropy
 
     logits = torch.randn(50, V) * 3
     expected = torch.distributions.Categorical(logits=logits).entropy().mean()
-    assert torch.allclose(_mean_entropy(torch.log_softmax(logits, -1)), expected, atol=1e-5)
+    assert torch.allclose(mean_entropy(torch.log_softmax(logits, -1)), expected, atol=1e-5)
     uniform = torch.log_softmax(torch.zeros(2, V), -1)
-    assert torch.allclose(_mean_entropy(uniform), torch.tensor(np.log(V), dtype=torch.float32))
+    assert torch.allclose(mean_entropy(uniform), torch.tensor(np.log(V), dtype=torch.float32))
+
+
+def test_entropy_diagnostic_is_the_mean_over_evenly_spaced_rows():
+    from maskgan_rl.rl.reinforce import ENTROPY_ROWS, mean_entropy
+
+    # Row i is uniform over its first i + 1 tokens: entropy log(i + 1).
+    n, vocab = 4 * ENTROPY_ROWS, 4 * ENTROPY_ROWS
+    support = torch.arange(vocab)[None] <= torch.arange(n)[:, None]
+    log_probs = torch.log_softmax(torch.where(support, 0.0, -1e4), dim=-1)  # exp(-1e4) = 0 in float32
+    expected = torch.log(torch.arange(0, n, 4, dtype=torch.float64) + 1).mean()  # every 4th row
+    assert mean_entropy(log_probs).item() == pytest.approx(expected.item(), rel=1e-5)
+    few = log_probs[:10]  # fewer rows than ENTROPY_ROWS: all of them
+    assert mean_entropy(few).item() == pytest.approx(torch.log(torch.arange(1, 11, dtype=torch.float64)).mean().item(), rel=1e-5)

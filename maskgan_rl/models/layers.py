@@ -205,14 +205,18 @@ def cold_logits(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) ->
 def sample_logits(
     logits: Tensor, temperature: float = 1.0, generator: Optional[torch.Generator] = None
 ) -> tuple[Tensor, Tensor]:
-    """One token per row of logits [N, V] from softmax(logits / temperature) -> (tokens [N], log-probs [N]).
+    """One token per row of logits [N, V] from softmax(logits / temperature) -> (tokens [N], log-probs [N])."""
+    return sample_log_probs(torch.log_softmax(logits.float() / temperature, dim=-1), generator)
+
+
+def sample_log_probs(logp: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """One token per row of normalised log-probabilities [N, V] -> (tokens [N], their log-probs [N]).
 
     Inverse-CDF sampling (cumsum + searchsorted on one uniform draw per row), because torch.multinomial
     is much slower at large vocabularies (benchmarks/README.md). u = rand * cdf[-1] < cdf[-1] exactly in float32 (rand < 1), and
     `right=True` picks the first index whose cdf exceeds u, so a zero-probability token is never drawn.
-    `generator` must live on the logits' device.
+    `generator` must live on the log-probabilities' device.
     """
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     cdf = logp.exp().cumsum(dim=-1)
     u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(1)
