@@ -292,6 +292,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the default configuration (reinforce, the driver's env runner)")
     parser.add_argument("--device", default="cpu", help="fused loop device (cpu | cuda); RL learner via resources.num_gpus_per_learner")
     parser.add_argument("--baseline-tree", type=Path, help="also time the fused loop of this checkout (e.g. a git worktree of an older commit)")
+    parser.add_argument("--baseline-pairs", type=int, default=0,
+                        help="then time the baseline's and this tree's fused loops in turn, each in a fresh process, this many times")
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
@@ -326,6 +328,16 @@ def main(argv: Optional[list[str]] = None) -> None:
                 row = {"size": size, "loop": "rl", "algo": algo, "runners": runners, "envs": envs, **rl, **_per_window(cfg, rl)}
                 row["vs_fused"] = rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"]
                 _record(report, row)
+            if args.baseline_tree and args.baseline_pairs:
+                # After the RL rows, which are compared with the fused row just before them. On a machine whose
+                # speed drifts, back-to-back pairs compare the two loops at the same moment.
+                this_tree = Path(__file__).resolve().parent.parent
+                pairs = [[measure_baseline(tree, size, work, args.warmup, args.iterations, args.overrides)["s_per_iteration"]
+                          for tree in (args.baseline_tree, this_tree)] for _ in range(args.baseline_pairs)]
+                speedups = [old / new for old, new in pairs]
+                report.setdefault("baseline_pairs", {})[size] = {"s_per_iteration": pairs, "speedups": speedups,
+                                                                 "median_speedup": statistics.median(speedups)}
+                print(f"[bench] {size}: fused loop vs baseline, pairs (baseline s, this s): {pairs}, speedups {speedups}", flush=True)
             if args.profile:
                 cfg = benchmark_config(size, work, args.overrides + ["gan.algo=reinforce", "resources.num_env_runners=0"])
                 envs = cfg.gan.episodes_per_iteration  # the default: all of an iteration's windows in one batch
@@ -377,6 +389,10 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["results"]:
         if "speedup_vs_baseline" in r:
             lines += ["", f"{r['size']} size: the fused loop is {r['speedup_vs_baseline']:.2f}x as fast per iteration as the baseline tree's."]
+    for size, p in report.get("baseline_pairs", {}).items():
+        shown = ", ".join(f"{old:.2f} / {new:.2f} s ({old / new:.2f}x)" for old, new in p["s_per_iteration"])
+        lines += ["", f"{size} size, the two fused loops in turn, fresh processes (baseline / this tree): {shown}; "
+                      f"median {p['median_speedup']:.2f}x."]
     for size, p in report.get("profiles", {}).items():
         lines += ["", f"Profile, {size} size, reinforce, runners=0, {p['envs']} envs: {p['s_per_iteration']:.2f} s per iteration", "",
                   "| part | s per iteration | share |", "|---|---|---|"]

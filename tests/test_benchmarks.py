@@ -51,11 +51,13 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     out = tmp_path / "bench"
     # This checkout as its own baseline tree: the mechanism that times an older commit's fused loop.
     throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "3",
-                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--out", str(out), *TINY])
+                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--baseline-pairs", "1", "--out", str(out), *TINY])
     report = json.loads(out.with_suffix(".json").read_text())
     baseline, fused, rl = report["results"]
     assert baseline["loop"].startswith("fused @ ") and fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
     assert np.isclose(fused["speedup_vs_baseline"], baseline["s_per_iteration"] / fused["s_per_iteration"])
+    (old, new), = report["baseline_pairs"]["cpu"]["s_per_iteration"]
+    assert report["baseline_pairs"]["cpu"]["speedups"] == [old / new] and old > 0 and new > 0
     for row in (baseline, fused, rl):
         # 8 windows of 8 tokens, each with the paper's contiguous block of int(0.5 * 8) - 1 = 3 blanks.
         assert row["masked_tokens_per_iteration"] == 8 * 3
