@@ -50,7 +50,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
-from maskgan_rl.resources import ThreadShare, in_ray_actor
+from maskgan_rl.resources import ThreadShare, set_actor_threads
 
 REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
 
@@ -77,8 +77,8 @@ class InfillEpisodes:
         except TypeError as err:
             raise ConfigError(f"env config 'mask' or 'model': {err}: use the fields of MaskConfig / ModelConfig") from None
         # A remote env runner takes its share of the node's cores (the driver chooses its own).
-        if "torch_threads" in config and in_ray_actor():
-            torch.set_num_threads(ThreadShare(**config["torch_threads"]).threads())
+        if "torch_threads" in config:
+            set_actor_threads(ThreadShare(**config["torch_threads"]))
 
         self.windows = _resolve_windows(config["windows"])
         if self.windows.ndim != 2 or self.windows.shape[1] != self.seq_len + 1 or not len(self.windows) or (

@@ -323,8 +323,12 @@ def node_cpus() -> int:
     return cores
 
 
-def in_ray_actor() -> bool:
-    """Whether this process is a Ray actor (a remote env runner, learner or D), not the driver."""
+def set_actor_threads(share: ThreadShare) -> None:
+    """In a Ray actor (a remote env runner, learner or D), torch's threads from `share`; in the driver
+    nothing (it chooses its own once its local env runner and learner are built)."""
     import ray
 
-    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        import torch
+
+        torch.set_num_threads(share.threads())

@@ -41,7 +41,7 @@ from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.optim import adam
-from maskgan_rl.resources import in_ray_actor, thread_shares
+from maskgan_rl.resources import set_actor_threads, thread_shares
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class DiscriminatorTrainer:
         """Starts from `discriminator_weights` (a Discriminator state_dict, e.g. a pretrained D) if
         given, else from the MaskMLE generator as in the paper. With `state_path` the state is saved
         there after every update, and a restarted actor resumes from it."""
-        if in_ray_actor():  # in-process (benchmarks, tests) the caller's threads stay
-            torch.set_num_threads(thread_shares(cfg)["discriminator"].threads())
+        set_actor_threads(thread_shares(cfg)["discriminator"])  # in-process (benchmarks, tests) the caller's threads stay
         self.gan = cfg.gan
         self.seed = cfg.seed
         self.missing_id = vocab_size

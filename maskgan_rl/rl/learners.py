@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
@@ -26,7 +25,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.typing import ModuleID
 
 from maskgan_rl.models.optim import adam
-from maskgan_rl.resources import ThreadShare, in_ray_actor
+from maskgan_rl.resources import ThreadShare, set_actor_threads
 from maskgan_rl.rl.module import FINAL_FILLED
 
 
@@ -56,8 +55,7 @@ class MaskGANLearnerMixin:
     generator_frozen = False
 
     def build(self) -> None:
-        if in_ray_actor():  # a remote learner; the driver chooses its own threads
-            torch.set_num_threads(ThreadShare(**self.config.learner_config_dict["torch_threads"]).threads())
+        set_actor_threads(ThreadShare(**self.config.learner_config_dict["torch_threads"]))
         super().build()
         if self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch, AddFinalFilled())
