@@ -44,7 +44,16 @@ from maskgan_rl.oracle import OracleLM
 from maskgan_rl.plots import plot_quality_diversity
 from maskgan_rl.storage import Location, writable_dir
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
-from maskgan_rl.verdict import InFills, matched_diversity_verdict, pair_checkpoints, two_sample_test, verdict_sentence
+from maskgan_rl.verdict import (
+    ORACLE,
+    InFills,
+    matched_diversity_verdict,
+    pair_checkpoints,
+    same_temperature_sentence,
+    same_temperature_verdict,
+    two_sample_test,
+    verdict_sentence,
+)
 from maskgan_rl.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -426,7 +435,9 @@ def _compared_models(models: Sequence[_Model], settings: EvalSettings) -> list[s
 
 
 def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: EvalSettings, tracker: Tracker) -> dict[str, Any]:
-    """Every compared model against the baseline at matched diversity: printed, logged on the parent run."""
+    """Every compared model against the baseline at matched diversity: printed, logged on the parent run.
+    On synthetic data also by oracle perplexity at matched diversity and oracle NLL at each temperature
+    (the verdict's "oracle" entry)."""
     if not compared:
         return {}
     if settings.reverse_lm_steps == 0:
@@ -435,6 +446,7 @@ def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: E
     baseline = [c["label"] for c in checkpoints if c["model"] == settings.baseline]
     print(f"[evaluate] verdict against {settings.baseline} ({', '.join(baseline)}), "
           f"eval-LM perplexity ratio at matched reverse-LM perplexity (< 1 = better):")
+    on_oracle = all(ORACLE in p for c in checkpoints for p in c["points"])
     verdicts = {}
     for name in compared:
         verdict = matched_diversity_verdict(checkpoints, name, settings.baseline)
@@ -448,6 +460,13 @@ def _verdict(checkpoints: list[dict[str, Any]], compared: list[str], settings: E
             "baseline_two_sample_accuracy": verdict.get("baseline_two_sample_accuracy"),
             "matched_points": verdict["matched_points"],
         }
+        if on_oracle:
+            matched = matched_diversity_verdict(checkpoints, name, settings.baseline, quality=ORACLE)
+            by_temperature = same_temperature_verdict(checkpoints, name, settings.baseline, ORACLE)
+            verdict["oracle"] = {"matched": matched, "by_temperature": by_temperature}
+            print(f"  {verdict_sentence(matched)}\n  {same_temperature_sentence(by_temperature)}")
+            numbers["oracle_perplexity_ratio"] = matched["ratio"]
+            numbers.update({f"oracle_nll_difference/T{row['temperature']:g}": row["difference"] for row in by_temperature["temperatures"]})
         tracker.log_metrics({f"verdict/{key}/{k}": v for k, v in numbers.items() if v is not None}, step=0)
     return verdicts
 
@@ -563,8 +582,30 @@ def _verdict_markdown(verdicts: dict[str, dict[str, Any]]) -> str:
         for name, v in verdicts.items()
     ]
     sentences = "".join(f"- {_md_cell(verdict_sentence(v))}\n" for v in verdicts.values())
-    return (f"\n## Verdict: against {_md_cell(baseline)} at matched reverse-LM perplexity (ratio < 1 = better)\n\n"
+    text = (f"\n## Verdict: against {_md_cell(baseline)} at matched reverse-LM perplexity (ratio < 1 = better)\n\n"
             f"{_markdown_table(header, rows)}\n{sentences}")
+    oracle = {name: v["oracle"] for name, v in verdicts.items() if "oracle" in v}
+    if not oracle:
+        return text
+    temperatures = list(dict.fromkeys(row["temperature"] for o in oracle.values() for row in o["by_temperature"]["temperatures"]))
+
+    def difference(o: dict[str, Any], temperature: float) -> str:
+        row = next((r for r in o["by_temperature"]["temperatures"] if r["temperature"] == temperature), None)
+        if row is None:
+            return ""
+        return f"{row['difference']:+.3f}" + (f" ({row['interval'][0]:+.3f} to {row['interval'][1]:+.3f})" if row["interval"] else "")
+
+    header = ["model", "oracle perplexity ratio at matched diversity", "95% CI", *(f"oracle NLL difference at T={t:g} (95% CI)" for t in temperatures),
+              "lower at every temperature"]
+    rows = [
+        [name, "" if o["matched"]["ratio"] is None else o["matched"]["ratio"], interval(o["matched"].get("ratio_interval")),
+         *(difference(o, t) for t in temperatures), "yes" if o["by_temperature"]["lower_at_every_temperature"] else "no"]
+        for name, o in oracle.items()
+    ]
+    sentences = "".join(f"- {_md_cell(verdict_sentence(o['matched']))}\n- {_md_cell(same_temperature_sentence(o['by_temperature']))}\n"
+                        for o in oracle.values())
+    return (f"{text}\n## Verdict on the oracle: against {_md_cell(baseline)}, at matched reverse-LM perplexity and at each "
+            f"temperature (ratio < 1 and differences < 0 = better; differences in nats per masked token)\n\n{_markdown_table(header, rows)}\n{sentences}")
 
 
 def render(vocab: Vocab, window: np.ndarray, present: np.ndarray, blank: bool = False) -> str:

@@ -10,11 +10,15 @@ its quality-diversity curve lies beyond the baseline's. Two measurements, both a
   that are less diverse again), several of its segments reach the same diversity and the best of them
   counts: what temperature-tuned MaskMLE achieves there. Points outside the curve's reverse-LM range are
   not extrapolated: they are reported as unmatched. Below 1.0 = better than MaskMLE at the same diversity. One number per replicate (the geometric mean over its
-  matched points), then a Student-t interval over replicates;
+  matched points), then a Student-t interval over replicates. On the synthetic oracle the same ratio
+  is also taken of the exact quality, the oracle's perplexity of the in-fills (exp of their oracle NLL);
 - a two-sample test: a Discriminator trained from scratch (same seed and budget for every model and
   temperature) on training windows against the model's in-fills of them, then scored on held-out
   windows, real against in-filled; accuracy 0.5 = the in-fills cannot be told from real text.
   Its interval is a bootstrap over held-out windows (tokens of one window are not independent).
+
+On the synthetic oracle, also the comparison its target names: the oracle NLL minus the baseline's at
+each temperature, paired by training seed, with a Student-t interval per temperature.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ from maskgan_rl.models.optim import adam
 
 DIVERSITY = "reverse_lm_perplexity"  # lower = the samples cover more of the real distribution
 QUALITY = "eval_lm_perplexity"  # lower = the in-fills read more like real text
+ORACLE = "oracle_nll"  # synthetic data: the exact quality, nats per masked token (lower = better)
+# Each quality metric a verdict can match, as a log perplexity and back: interpolation and ratios are
+# in log perplexity, so a ratio is always one of perplexities.
+LOG_PERPLEXITY = {QUALITY: (math.log, math.exp), ORACLE: (float, float)}  # oracle NLL: a log perplexity already
+QUALITY_NAMES = {QUALITY: "eval-LM perplexity", ORACLE: "oracle perplexity"}
+METRIC_NAMES = {ORACLE: "oracle NLL"}  # same_temperature_verdict's metrics, in sentences
 TWO_SAMPLE = "two_sample_accuracy"
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
@@ -123,11 +133,14 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
 # ---------------------------------------------------------------- matched diversity
 
 
-def at_matched_diversity(curve: Sequence[Mapping[str, float]], diversity: float) -> Optional[dict[str, float]]:
+def at_matched_diversity(
+    curve: Sequence[Mapping[str, float]], diversity: float, quality: str = QUALITY
+) -> Optional[dict[str, float]]:
     """The baseline `curve` (points with "temperature") at reverse-LM perplexity `diversity`, on the
-    segment that reaches it with the lowest eval-LM perplexity: "log_quality" (log eval-LM perplexity,
-    interpolated log-log) and, where the points have it, the two-sample accuracy (linear in log
+    segment that reaches it with the lowest `quality`: "log_quality" (its log perplexity, interpolated
+    linearly in log diversity) and, where the points have it, the two-sample accuracy (linear in log
     diversity); None outside the curve's reverse-LM range (no extrapolation)."""
+    log_of = LOG_PERPLEXITY[quality][0]
     ordered = sorted(curve, key=lambda p: p["temperature"])
     at = np.log(diversity)
     best: Optional[dict[str, float]] = None
@@ -137,7 +150,7 @@ def at_matched_diversity(curve: Sequence[Mapping[str, float]], diversity: float)
             continue
         w = 0.0 if log_a == log_b else float((at - log_a) / (log_b - log_a))
         # (1 - w) * a + w * b is exactly a's value at w = 0 and b's at w = 1: a curve point matches itself.
-        log_quality = float((1 - w) * np.log(a[QUALITY]) + w * np.log(b[QUALITY]))
+        log_quality = float((1 - w) * log_of(a[quality]) + w * log_of(b[quality]))
         if best is None or log_quality < best["log_quality"]:
             best = {"log_quality": log_quality}
             if TWO_SAMPLE in a and TWO_SAMPLE in b:
@@ -150,17 +163,20 @@ def diversity_range(curve: Sequence[Mapping[str, float]]) -> tuple[float, float]
     return min(p[DIVERSITY] for p in curve), max(p[DIVERSITY] for p in curve)
 
 
-def matched_points(model: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
-    """Each model point next to the baseline at its reverse-LM perplexity: the baseline's eval-LM
-    perplexity there, the ratio (None where unmatched) and, where both have them, two-sample accuracies."""
+def matched_points(
+    model: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]], quality: str = QUALITY
+) -> list[dict[str, Any]]:
+    """Each model point next to the baseline at its reverse-LM perplexity: the baseline's `quality`
+    there, the ratio of perplexities (None where unmatched) and, where both have them, two-sample accuracies."""
+    log_of, back = LOG_PERPLEXITY[quality]
     rows = []
     for point in model:
-        base = at_matched_diversity(baseline, point[DIVERSITY])
+        base = at_matched_diversity(baseline, point[DIVERSITY], quality)
         row = {
-            "temperature": point["temperature"], DIVERSITY: point[DIVERSITY], QUALITY: point[QUALITY],
-            f"baseline_{QUALITY}": None if base is None else math.exp(base["log_quality"]),
+            "temperature": point["temperature"], DIVERSITY: point[DIVERSITY], quality: point[quality],
+            f"baseline_{quality}": None if base is None else back(base["log_quality"]),
             # In log space, so that a point equal to a baseline point gives exactly 1.
-            "ratio": None if base is None else float(np.exp(np.log(point[QUALITY]) - base["log_quality"])),
+            "ratio": None if base is None else float(np.exp(log_of(point[quality]) - base["log_quality"])),
         }
         if TWO_SAMPLE in point and all(TWO_SAMPLE in p for p in baseline):
             row[TWO_SAMPLE] = point[TWO_SAMPLE]
@@ -192,18 +208,16 @@ def pair_checkpoints(model: Sequence[str], baseline: Sequence[str], model_name: 
 
 
 def matched_diversity_verdict(
-    checkpoints: Sequence[Mapping[str, Any]], model: str, baseline: str
+    checkpoints: Sequence[Mapping[str, Any]], model: str, baseline: str, quality: str = QUALITY
 ) -> dict[str, Any]:
-    """`model`'s eval-LM perplexity relative to `baseline`'s at matched reverse-LM perplexity.
+    """`model`'s `quality` (as a perplexity) relative to `baseline`'s at matched reverse-LM perplexity.
 
     `checkpoints`: evaluate's per-checkpoint entries ("label", "model" = model name, "points" with
     "seed", "temperature", the perplexities and maybe two-sample accuracies). A replicate is one
     checkpoint pair at one evaluation seed; with several checkpoint pairs (training seeds), each pair's
     evaluation seeds are averaged first and the interval is over pairs, else over evaluation seeds.
     """
-    labels = {name: [c["label"] for c in checkpoints if c["model"] == name] for name in (model, baseline)}
-    by_label = {c["label"]: c for c in checkpoints}
-    pairs = pair_checkpoints(labels[model], labels[baseline], model, baseline)
+    pairs, by_label = _checkpoint_pairs(checkpoints, model, baseline)
     rows: list[dict[str, Any]] = []
     per_pair: list[list[dict[str, float]]] = []  # per pair, per seed: mean log ratio, mean accuracy difference
     for model_label, baseline_label in pairs:
@@ -214,22 +228,18 @@ def matched_diversity_verdict(
             ]
             matched = [
                 {"checkpoint": model_label, "baseline_checkpoint": baseline_label, "seed": seed, **row}
-                for row in matched_points(*at_seed)
+                for row in matched_points(*at_seed, quality)
             ]
             rows += matched
             found = [row for row in matched if row["ratio"] is not None]
             if found:
                 per_seed.append(_replicate(found))
         per_pair.append(per_seed)
-    several_pairs = len(pairs) > 1
-    replicates = (
-        [{k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]} for seeds in per_pair if seeds]
-        if several_pairs else per_pair[0]
-    )
+    replicates = _replicates(per_pair)
     found = [row for row in rows if row["ratio"] is not None]
     verdict: dict[str, Any] = {
-        "model": model, "baseline": baseline, "pairs": [list(p) for p in pairs],
-        "interval_over": "checkpoint pairs (training seeds)" if several_pairs else "evaluation seeds",
+        "model": model, "baseline": baseline, "quality": quality, "pairs": [list(p) for p in pairs],
+        "interval_over": _interval_over(pairs),
         "replicates": len(replicates), "matched_points": len(found), "unmatched_points": len(rows) - len(found),
         "baseline_range": _baseline_range(rows, by_label),
         "points": rows,
@@ -247,6 +257,62 @@ def matched_diversity_verdict(
         verdict[f"{TWO_SAMPLE}_difference"] = difference
         verdict[f"{TWO_SAMPLE}_difference_interval"] = None if low is None else [low, high]
     return verdict
+
+
+def same_temperature_verdict(
+    checkpoints: Sequence[Mapping[str, Any]], model: str, baseline: str, metric: str = ORACLE
+) -> dict[str, Any]:
+    """`model`'s `metric` minus `baseline`'s at each temperature both were sampled at, paired by
+    checkpoint pair (training seed) and evaluation seed: per temperature the mean difference and a
+    Student-t interval over pairs (their evaluation seeds averaged), or over evaluation seeds with one
+    pair. "lower_at_every_temperature": every interval lies below 0. Not a fair judge on its own (a
+    colder model wins it, see the module docstring); the synthetic target names it."""
+    pairs, by_label = _checkpoint_pairs(checkpoints, model, baseline)
+
+    def value(label: str, seed: int, temperature: float) -> Optional[float]:
+        found = [p[metric] for p in by_label[label]["points"] if p["seed"] == seed and p["temperature"] == temperature]
+        return found[0] if found else None
+
+    temperatures = sorted({p["temperature"] for m, _ in pairs for p in by_label[m]["points"]}
+                          & {p["temperature"] for _, b in pairs for p in by_label[b]["points"]})
+    rows = []
+    for temperature in temperatures:
+        per_pair = [
+            [{"difference": value(m, seed, temperature) - value(b, seed, temperature)}
+             for seed in sorted({p["seed"] for p in by_label[m]["points"]})
+             if value(m, seed, temperature) is not None and value(b, seed, temperature) is not None]
+            for m, b in pairs
+        ]
+        replicates = _replicates(per_pair)
+        if not replicates:
+            continue
+        difference, low, high = t_interval([r["difference"] for r in replicates])
+        rows.append({"temperature": temperature, "difference": difference,
+                     "interval": None if low is None else [low, high], "replicates": len(replicates)})
+    return {
+        "model": model, "baseline": baseline, "metric": metric, "interval_over": _interval_over(pairs), "temperatures": rows,
+        "lower_at_every_temperature": bool(rows) and all(r["interval"] is not None and r["interval"][1] < 0 for r in rows),
+    }
+
+
+def _checkpoint_pairs(
+    checkpoints: Sequence[Mapping[str, Any]], model: str, baseline: str
+) -> tuple[list[tuple[str, str]], dict[str, Mapping[str, Any]]]:
+    """(the (model, baseline) checkpoint label pairs, the checkpoints by label)."""
+    labels = {name: [c["label"] for c in checkpoints if c["model"] == name] for name in (model, baseline)}
+    return pair_checkpoints(labels[model], labels[baseline], model, baseline), {c["label"]: c for c in checkpoints}
+
+
+def _replicates(per_pair: Sequence[Sequence[Mapping[str, float]]]) -> list[dict[str, float]]:
+    """The replicates of a verdict from per pair, per evaluation seed numbers: with several checkpoint
+    pairs one per pair (its seeds averaged), with one pair one per evaluation seed."""
+    if len(per_pair) == 1:
+        return [dict(seed) for seed in per_pair[0]]
+    return [{k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]} for seeds in per_pair if seeds]
+
+
+def _interval_over(pairs: Sequence[tuple[str, str]]) -> str:
+    return "checkpoint pairs (training seeds)" if len(pairs) > 1 else "evaluation seeds"
 
 
 def _replicate(found: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -279,10 +345,24 @@ def verdict_sentence(verdict: Mapping[str, Any]) -> str:
               if interval else "one replicate, no interval: give --seeds 0,1,2 or several checkpoints per model")
     # Without an interval nothing is judged: one replicate's 1.0004 is noise, not "worse".
     word = "not judged" if not interval else "better" if interval[1] < 1 else "worse" if interval[0] > 1 else "not distinguishable"
-    text = (f"{model}: eval-LM perplexity {verdict['ratio']:.3f}x {baseline}'s at matched reverse-LM perplexity "
+    text = (f"{model}: {QUALITY_NAMES[verdict['quality']]} {verdict['ratio']:.3f}x {baseline}'s at matched reverse-LM perplexity "
             f"({spread}; {word}); {verdict['matched_points']} points matched, {verdict['unmatched_points']} outside "
             f"{baseline}'s range {low:.4g}-{high:.4g} (not extrapolated)")
     if TWO_SAMPLE in verdict:
         text += (f"; held-out D accuracy {verdict[TWO_SAMPLE]:.3f} vs {baseline}'s {verdict[f'baseline_{TWO_SAMPLE}']:.3f} "
                  "at the same diversity (0.5 = indistinguishable from real text)")
     return text
+
+
+def same_temperature_sentence(verdict: Mapping[str, Any]) -> str:
+    """One line: per temperature the difference and its interval, then whether it is lower at every one."""
+    def at(row: Mapping[str, Any]) -> str:
+        interval = row["interval"]
+        spread = f" ({interval[0]:+.3f} to {interval[1]:+.3f})" if interval else " (one replicate)"
+        return f"T={row['temperature']:g} {row['difference']:+.3f}{spread}"
+
+    rows = verdict["temperatures"]
+    return (f"{verdict['model']}: {METRIC_NAMES.get(verdict['metric'], verdict['metric'])} minus {verdict['baseline']}'s at the same temperature, "
+            f"{CONFIDENCE:.0%} CI over {rows[0]['replicates'] if rows else 0} {verdict['interval_over']}: "
+            f"{', '.join(at(row) for row in rows) or 'no shared temperature'}; "
+            f"lower at every temperature: {'yes' if verdict['lower_at_every_temperature'] else 'no'}")

@@ -407,8 +407,19 @@ def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoin
     assert verdict["ratio"] == pytest.approx(math.exp(np.mean(per_seed))) and verdict["ratio"] >= 1.0
     assert verdict["ratio_interval"][0] <= verdict["ratio"] <= verdict["ratio_interval"][1]
 
+    # On the oracle (synthetic data): the same in-fills, so a difference of exactly 0 at every temperature,
+    # which is not "lower", and an oracle-perplexity ratio of at least 1 along the baseline's own curve.
+    by_temperature = verdict["oracle"]["by_temperature"]
+    assert [(r["temperature"], r["difference"], r["interval"]) for r in by_temperature["temperatures"]] == [
+        (t, 0.0, [0.0, 0.0]) for t in (0.7, 1.0, 1.3)]
+    assert by_temperature["lower_at_every_temperature"] is False
+    assert verdict["oracle"]["matched"]["ratio"] >= 1.0 and verdict["oracle"]["matched"]["quality"] == "oracle_nll"
+
     printed = capsys.readouterr().out
-    assert "Copy: eval-LM perplexity" in printed and "## Verdict: against MaskMLE" in (out / "metrics.md").read_text()
+    assert "Copy: eval-LM perplexity" in printed and "Copy: oracle perplexity" in printed
+    assert "lower at every temperature: no" in printed
+    metrics_md = (out / "metrics.md").read_text()
+    assert "## Verdict: against MaskMLE" in metrics_md and "## Verdict on the oracle: against MaskMLE" in metrics_md
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
@@ -416,4 +427,6 @@ def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoin
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.metrics["verdict/Copy/eval_lm_perplexity_ratio"] == pytest.approx(verdict["ratio"])
     assert "verdict/Copy/two_sample_accuracy" in parent.data.metrics
+    assert parent.data.metrics["verdict/Copy/oracle_nll_difference/T0.7"] == 0.0
+    assert parent.data.metrics["verdict/Copy/oracle_perplexity_ratio"] == pytest.approx(verdict["oracle"]["matched"]["ratio"])
     assert len(runs) == 1 + 2 * 3 * 2  # parent + checkpoints x temperatures x seeds

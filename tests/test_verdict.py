@@ -20,6 +20,8 @@ from maskgan_rl.verdict import (
     diversity_range,
     matched_diversity_verdict,
     pair_checkpoints,
+    same_temperature_sentence,
+    same_temperature_verdict,
     two_sample_test,
     verdict_sentence,
 )
@@ -120,6 +122,46 @@ def test_a_model_with_no_point_in_the_baselines_range_has_no_ratio():
     checkpoints = [_entry("gan", "MaskGAN", far), _entry("mle", "MaskMLE", [{"seed": 0, **p} for p in BASELINE])]
     verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")
     assert verdict["ratio"] is None and verdict["unmatched_points"] == 1 and verdict["replicates"] == 0
+
+
+def test_the_oracle_verdict_matches_diversity_in_nats_and_reports_a_ratio_of_oracle_perplexities():
+    # The baseline's oracle NLL is 2.0 nats at T=0.5 and 4.0 at T=1.0: halfway in log diversity, 3.0.
+    baseline = [{**p, "seed": 0, "oracle_nll": nll} for p, nll in zip(BASELINE, (2.0, 4.0, 5.0))]
+    model = [{"seed": 0, "temperature": 1.0, "reverse_lm_perplexity": MIDDLE, "eval_lm_perplexity": 20.0, "oracle_nll": 2.9}]
+    checkpoints = [_entry("gan", "MaskGAN", model), _entry("mle", "MaskMLE", baseline)]
+    verdict = matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE", quality="oracle_nll")
+    (row,) = verdict["points"]
+    assert row["baseline_oracle_nll"] == pytest.approx(3.0) and row["oracle_nll"] == 2.9
+    assert verdict["ratio"] == pytest.approx(math.exp(-0.1))  # 0.1 nats lower per token
+    assert verdict_sentence(verdict).startswith(f"MaskGAN: oracle perplexity {math.exp(-0.1):.3f}x MaskMLE's")
+    # The eval-LM verdict of the same points is untouched: 20 against 20.
+    assert matched_diversity_verdict(checkpoints, "MaskGAN", "MaskMLE")["ratio"] == pytest.approx(1.0)
+
+
+def test_oracle_nll_per_temperature_is_paired_by_training_seed_with_a_t_interval():
+    """Three checkpoint pairs; the baseline has a finer grid (T=0.75 only its own, so not compared); pair
+    a's two evaluation seeds are averaged first. Differences at T=0.5: -0.20, -0.21, -0.22 (mean -0.21,
+    sd 0.01); at T=1.0: -0.1, +0.05, -0.05 (an interval across 0)."""
+    differences = {0.5: [(-0.19, -0.21), (-0.21,), (-0.22,)], 1.0: [(-0.1, -0.1), (0.05,), (-0.05,)]}
+    checkpoints = []
+    for i, name in enumerate("abc"):
+        seeds = range(len(differences[0.5][i]))
+        base = [{"seed": s, "temperature": t, "oracle_nll": 3.0 + t} for s in seeds for t in (0.5, 0.75, 1.0)]
+        model = [{"seed": s, "temperature": t, "oracle_nll": 3.0 + t + differences[t][i][s]} for s in seeds for t in (0.5, 1.0)]
+        checkpoints += [_entry(f"gan {name}", "MaskGAN", model), _entry(f"mle {name}", "MaskMLE", base)]
+    verdict = same_temperature_verdict(checkpoints, "MaskGAN", "MaskMLE", "oracle_nll")
+    t_975_2 = 4.302653  # Student t, 2 degrees of freedom, 97.5% quantile (tables)
+    cold, warm = verdict["temperatures"]
+    assert (cold["temperature"], cold["replicates"], warm["temperature"]) == (0.5, 3, 1.0)
+    assert cold["difference"] == pytest.approx(-0.21)
+    assert cold["interval"] == pytest.approx([-0.21 - t_975_2 * 0.01 / math.sqrt(3), -0.21 + t_975_2 * 0.01 / math.sqrt(3)], rel=1e-5)
+    assert warm["difference"] == pytest.approx(-0.1 / 3) and warm["interval"][0] < 0 < warm["interval"][1]
+    assert verdict["interval_over"] == "checkpoint pairs (training seeds)"
+    assert verdict["lower_at_every_temperature"] is False  # T=1.0's interval reaches above 0
+    sentence = same_temperature_sentence(verdict)
+    assert "T=0.5 -0.210 (-0.235 to -0.185)" in sentence and sentence.endswith("lower at every temperature: no")
+    only_cold = [{**c, "points": [p for p in c["points"] if p["temperature"] != 1.0]} for c in checkpoints]
+    assert same_temperature_verdict(only_cold, "MaskGAN", "MaskMLE", "oracle_nll")["lower_at_every_temperature"] is True
 
 
 def test_the_verdict_sentence_says_better_or_worse_only_when_the_interval_excludes_one():
