@@ -6,6 +6,7 @@ screen on PTB's validation split.
     python benchmarks/verdict_experiment.py plan                   # the stages, which are done, estimates
     python benchmarks/verdict_experiment.py sweep                  # PTB lever screen + choice on validation data
     python benchmarks/verdict_experiment.py run --levers runs/verdict/sweep-ptb/levers.yaml   # the final comparison
+    python benchmarks/verdict_experiment.py summary                # docs/results/verdict.md from what is published
 
 Every stage is one `maskgan` command with its own run_dir, log file (`<run_dir>/log.txt`) and MLflow run
 (store `runs/verdict/<experiment>/mlflow.db`, experiment `verdict-<experiment>`). A finished stage writes
@@ -17,7 +18,8 @@ Every stage is one `maskgan` command with its own run_dir, log file (`<run_dir>/
 Per experiment and training seed: `pretrain` (LM + MaskMLE), `maskgan` (adversarial training from that
 MaskMLE, with the levers), `mle-extra` (the same MaskMLE trained on as many windows as the generator
 learned from in the adversarial phase); then one `evaluate` of every checkpoint and `publish` to
-docs/results/verdict-<experiment>/.
+docs/results/verdict-<experiment>/, and docs/results/verdict.md, one table over every published
+experiment against issue 19's targets, is written again.
 
 The sweep is a screen, one lever family per trial (the levers file's `screen` section), not a random
 search: with a handful of trials that fit a working session, each trial's effect must be attributable
@@ -127,7 +129,7 @@ class Stage:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("plan", "sweep", "run"))
+    parser.add_argument("action", choices=("plan", "sweep", "run", "summary"))
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
     parser.add_argument("--levers", type=Path, default=REPO / "benchmarks" / "verdict_levers.yaml",
@@ -143,6 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         levers = read_levers(args.levers)
         if args.action == "sweep":
             return sweep(args, levers)
+        if args.action == "summary":
+            write_summary(args.publish)
+            return 0
         stages = {name: experiment_stages(EXPERIMENTS[name], args, levers) for name in args.experiments}
         print_plan(stages)
         if args.action == "run":
@@ -150,6 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for stage in [*training, evaluate]:
                     run_stage(stage)
                 publish(EXPERIMENTS[name], evaluate, args.publish / f"verdict-{name}", training)
+                write_summary(args.publish)
         return 0
     except (ConfigError, StageFailed) as err:
         print(f"[verdict] {err}", file=sys.stderr)
@@ -291,6 +297,61 @@ def publish(experiment: Experiment, evaluate: Stage, out: Path, training: Sequen
     stages = [{"stage": s.name, **json.loads(s.done_file.read_text())} for s in [*training, evaluate]]
     (out / "experiment.json").write_text(json.dumps({"experiment": experiment.name, "stages": stages}, indent=1) + "\n")
     print(f"[verdict] {experiment.name}: results in {out}")
+
+
+TARGET_RATIO = 0.85  # issue 19: MaskGAN's eval-LM perplexity at most 0.85x MaskMLE's at matched diversity
+
+
+def write_summary(published: Path) -> None:
+    """<published>/verdict.md: every published experiment's verdict in one table, against issue 19's targets."""
+    experiments = {d.name.removeprefix("verdict-"): json.loads((d / "results.json").read_text())
+                   for d in sorted(published.glob("verdict-*")) if not d.name.startswith("verdict-sweep-") and (d / "results.json").is_file()}
+    if not experiments:
+        return
+    lines = ["# The verdict across data sets (issue 19; written by benchmarks/verdict_experiment.py)", "",
+             f"Real text: MaskGAN's eval-LM perplexity / MaskMLE's at matched reverse-LM perplexity, 95% CI over training "
+             f"seeds (target <= {TARGET_RATIO} with the interval below 1, and a held-out D no better at spotting MaskGAN's "
+             "in-fills than MaskMLE's at the same diversity). MaskMLE+extra: MaskMLE trained on as many more windows.", "",
+             "| experiment | split | seeds | MaskGAN ratio (95% CI) | MaskMLE+extra ratio (95% CI) | "
+             "held-out D accuracy, MaskGAN - MaskMLE (95% CI) | target met |", "|---|---|---|---|---|---|---|"]
+    for name, results in experiments.items():
+        gan, extra = (results["verdict"].get(model, {}) for model in ("MaskGAN", "MaskMLE+extra"))
+        d = gan.get("two_sample_accuracy_difference_interval")
+        met = (gan.get("ratio") is not None and gan["ratio"] <= TARGET_RATIO and (gan.get("ratio_interval") or [0, 1])[1] < 1
+               and d is not None and d[0] <= 0)
+        lines.append(f"| {name} | {results['split']} | {gan.get('replicates', 0)} | {_ratio(gan)} | {_ratio(extra)} | "
+                     + (f"{gan['two_sample_accuracy_difference']:+.3f} ({d[0]:+.3f} to {d[1]:+.3f})" if d else "-")
+                     + f" | {'see the oracle table' if _on_oracle(results) else 'yes' if met else 'no'} |")
+    oracle = {name: r for name, r in experiments.items() if _on_oracle(r)}
+    if oracle:
+        temperatures = sorted({row["temperature"] for r in oracle.values() for v in r["verdict"].values()
+                               for row in v.get("oracle", {}).get("by_temperature", {}).get("temperatures", [])})
+        lines += ["", "Synthetic oracle: oracle NLL minus MaskMLE's at each temperature (nats per masked token, 95% CI over "
+                  "training seeds; target: below 0 at every temperature, for every oracle), and the oracle perplexity "
+                  "ratio at matched reverse-LM perplexity.", "",
+                  "| experiment | model | oracle perplexity ratio (95% CI) | "
+                  + " | ".join(f"T={t:g}" for t in temperatures) + " | lower at every temperature |",
+                  "|---|---|---|" + "---|" * len(temperatures) + "---|"]
+        for name, results in oracle.items():
+            for model, verdict in results["verdict"].items():
+                rows = {row["temperature"]: row for row in verdict["oracle"]["by_temperature"]["temperatures"]}
+                cells = [f"{rows[t]['difference']:+.3f}" + (f" ({rows[t]['interval'][0]:+.3f} to {rows[t]['interval'][1]:+.3f})"
+                                                           if rows[t]["interval"] else "") if t in rows else "-" for t in temperatures]
+                lines.append(f"| {name} | {model} | {_ratio(verdict['oracle']['matched'])} | {' | '.join(cells)} | "
+                             f"{'yes' if verdict['oracle']['by_temperature']['lower_at_every_temperature'] else 'no'} |")
+    (published / "verdict.md").write_text("\n".join(lines) + "\n")
+    print(f"[verdict] summary of {', '.join(experiments)} in {published / 'verdict.md'}")
+
+
+def _on_oracle(results: dict[str, Any]) -> bool:
+    return any("oracle" in v for v in results["verdict"].values())
+
+
+def _ratio(verdict: dict[str, Any]) -> str:
+    if verdict.get("ratio") is None:
+        return "-"
+    interval = verdict.get("ratio_interval")
+    return f"{verdict['ratio']:.3f}" + (f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
 
 
 def copy_published(eval_dir: Path, out: Path) -> None:

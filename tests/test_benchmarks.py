@@ -174,6 +174,15 @@ def test_verdict_experiment_runs_every_stage_then_skips_them(tmp_path):
     for verdict in results["verdict"].values():  # a finite ratio, or explicitly none when nothing matched
         assert (verdict["ratio"] is None and verdict["matched_points"] == 0) or math.isfinite(verdict["ratio"])
     assert [s["stage"].split("/")[1] for s in json.loads((published / "experiment.json").read_text())["stages"]] == stages
+    # The summary over published experiments: one row per experiment, and on the oracle one per model with
+    # the oracle NLL difference at each evaluated temperature.
+    summary = (tmp_path / "results" / "verdict.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in summary if line.startswith("| synthetic-oracle88")] == ["| synthetic-oracle88"] * 3
+    oracle_header = next(line for line in summary if line.startswith("| experiment | model |"))
+    assert "| T=0.7 | T=1 | T=1.4 |" in oracle_header
+    gan_row = next(line for line in summary if line.startswith("| synthetic-oracle88 | MaskGAN |")).split(" | ")
+    difference = results["verdict"]["MaskGAN"]["oracle"]["by_temperature"]["temperatures"][0]["difference"]
+    assert gan_row[3] == f"{difference:+.3f}"  # one training seed: no interval
     # Each stage is its own top-level MLflow run in the experiment's store (evaluate's points nest under its run).
     from mlflow.tracking import MlflowClient
 
