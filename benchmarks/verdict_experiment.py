@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -276,6 +277,7 @@ def run_stage(stage: Stage) -> None:
             target = stage.run_dir / "checkpoints" / name
             if not target.exists():
                 shutil.copy2(stage.copy_from / "checkpoints" / name, target)
+        share_data(stage.copy_from / "data", stage.run_dir / "data")
     log = stage.run_dir / "log.txt"
     print(f"[verdict] {stage.name}: running (~{stage.estimate_min:.0f} min estimated), log {log}", flush=True)
     started = time.monotonic()
@@ -288,6 +290,24 @@ def run_stage(stage: Stage) -> None:
         raise StageFailed(f"{stage.name} failed (exit {code}) after {minutes:.1f} min: see {log}; run the driver again to retry it")
     stage.done_file.write_text(json.dumps({"command": stage.shown, "minutes": round(minutes, 2)}) + "\n")
     print(f"[verdict] {stage.name}: finished in {minutes:.1f} min", flush=True)
+
+
+def share_data(source: Path, target: Path) -> None:
+    """Hard-link a pretraining stage's prepared data into a later stage's run_dir, where `maskgan` reuses
+    it because its manifest's key matches the stage's data config (levers cannot change data.*), instead
+    of preparing it again: minutes per stage for the synthetic oracle's 300,000 sequences. A rebuilt file
+    replaces its link, never the pretraining stage's file. A target without a manifest is incomplete
+    (preparation was interrupted): it is linked anew."""
+    if (target / "manifest.json").is_file() or not (source / "manifest.json").is_file():
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for path in source.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, target / path.name)
+            except OSError:  # another file system
+                shutil.copy2(path, target / path.name)
 
 
 def publish(experiment: Experiment, evaluate: Stage, out: Path, training: Sequence[Stage]) -> None:

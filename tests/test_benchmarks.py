@@ -167,6 +167,9 @@ def test_verdict_experiment_runs_every_stage_then_skips_them(tmp_path):
     # --tiny: 20 MaskMLE steps, then 2 adversarial iterations of 16 windows -> ceil(2 * 16 / 64) = 1 more step.
     assert load_checkpoint(runs / "mle-extra-seed0" / "checkpoints" / "mle.pt")["steps"] == 21
     assert load_checkpoint(runs / "pretrain-seed0" / "checkpoints" / "mle.pt")["steps"] == 20
+    # The later stages reuse the pretraining stage's prepared data (hard links), not a copy built again.
+    for stage in ("maskgan-seed0", "mle-extra-seed0"):
+        assert (runs / stage / "data" / "train.parquet").samefile(runs / "pretrain-seed0" / "data" / "train.parquet")
     published = tmp_path / "results" / "verdict-synthetic-oracle88"
     results = json.loads((published / "results.json").read_text())
     assert sorted(c["model"] for c in results["checkpoints"]) == ["MaskGAN", "MaskMLE", "MaskMLE+extra"]
