@@ -327,6 +327,7 @@ def write_summary(published: Path) -> None:
     experiments = {d.name.removeprefix("verdict-"): json.loads((d / "results.json").read_text())
                    for d in sorted(published.glob("verdict-*")) if not d.name.startswith("verdict-sweep-") and (d / "results.json").is_file()}
     if not experiments:
+        print(f"[verdict] no published experiment under {published} (verdict-<experiment>/results.json): nothing to summarise")
         return
     lines = ["# The verdict across data sets (issue 19; written by benchmarks/verdict_experiment.py)", "",
              f"Real text: MaskGAN's eval-LM perplexity / MaskMLE's at matched reverse-LM perplexity, 95% CI over training "
