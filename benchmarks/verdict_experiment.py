@@ -112,6 +112,7 @@ class Stage:
     command: list[str]
     estimate_min: float
     copy_from: Optional[Path] = None  # a pretraining run_dir whose lm.pt and mle.pt this stage starts from
+    data_from: Optional[Path] = None  # a run_dir whose prepared data this stage links (see share_data)
 
     @property
     def done_file(self) -> Path:
@@ -219,17 +220,19 @@ def experiment_stages(
         cfg = load_config(experiment.preset, common + gan)
         extra = extra_mle_steps(cfg)
         pretrain_dir, gan_dir, extra_dir = (root / f"{stage}-seed{seed}" for stage in ("pretrain", "maskgan", "mle-extra"))
+        # The data do not depend on the training seed: the first seed's pretraining prepares them for all.
+        first_pretrain = root / f"pretrain-seed{args.seeds[0]}"
         training += [
             Stage(f"{experiment.name}/pretrain-seed{seed}", pretrain_dir,
                   [*MASKGAN, "pretrain", "--preset", experiment.preset, f"run_dir={pretrain_dir}", *common],
-                  rates["pretrain"]),
+                  rates["pretrain"], data_from=None if pretrain_dir == first_pretrain else first_pretrain),
             Stage(f"{experiment.name}/maskgan-seed{seed}", gan_dir,
                   [*MASKGAN, "train", "--preset", experiment.preset, f"run_dir={gan_dir}", *common, *gan, "--resume"],
-                  gan_minutes(experiment, cfg), copy_from=pretrain_dir),
+                  gan_minutes(experiment, cfg), copy_from=pretrain_dir, data_from=pretrain_dir),
             Stage(f"{experiment.name}/mle-extra-seed{seed}", extra_dir,
                   [*MASKGAN, "pretrain", "--preset", experiment.preset, f"run_dir={extra_dir}", *common,
                    f"pretrain.mle_steps={cfg.pretrain.mle_steps + extra}"],
-                  rates["mle_step"] * extra, copy_from=pretrain_dir),
+                  rates["mle_step"] * extra, copy_from=pretrain_dir, data_from=pretrain_dir),
         ]
         checkpoints["MaskMLE"].append(f"MaskMLE:{pretrain_dir}/checkpoints/mle.pt")
         checkpoints["MaskGAN"].append(f"MaskGAN:{gan_dir}/checkpoints/maskgan.pt")
@@ -277,7 +280,8 @@ def run_stage(stage: Stage) -> None:
             target = stage.run_dir / "checkpoints" / name
             if not target.exists():
                 shutil.copy2(stage.copy_from / "checkpoints" / name, target)
-        share_data(stage.copy_from / "data", stage.run_dir / "data")
+    if stage.data_from is not None:
+        share_data(stage.data_from / "data", stage.run_dir / "data")
     log = stage.run_dir / "log.txt"
     print(f"[verdict] {stage.name}: running (~{stage.estimate_min:.0f} min estimated), log {log}", flush=True)
     started = time.monotonic()
@@ -293,11 +297,11 @@ def run_stage(stage: Stage) -> None:
 
 
 def share_data(source: Path, target: Path) -> None:
-    """Hard-link a pretraining stage's prepared data into a later stage's run_dir, where `maskgan` reuses
-    it because its manifest's key matches the stage's data config (levers cannot change data.*), instead
-    of preparing it again: minutes per stage for the synthetic oracle's 300,000 sequences. A rebuilt file
-    replaces its link, never the pretraining stage's file. A target without a manifest is incomplete
-    (preparation was interrupted): it is linked anew."""
+    """Hard-link another stage's prepared data into this stage's run_dir, where `maskgan` reuses it
+    because its manifest's key matches the stage's data config (the training seed and the levers cannot
+    change data.*), instead of preparing it again: minutes per stage for the synthetic oracle's 300,000
+    sequences. A rebuilt file replaces its link, never the source's file. A target without a manifest
+    is incomplete (preparation was interrupted): it is linked anew."""
     if (target / "manifest.json").is_file() or not (source / "manifest.json").is_file():
         return
     shutil.rmtree(target, ignore_errors=True)
@@ -404,7 +408,7 @@ def sweep(args: argparse.Namespace, levers: dict[str, dict[str, Any]]) -> int:
         run_dir = sweep_dir / trial
         run_stage(Stage(f"sweep-{experiment.name}/{trial}", run_dir,
                         [*MASKGAN, "train", "--preset", experiment.preset, f"run_dir={run_dir}", *trial_overrides, "--resume"],
-                        gan_minutes(experiment, cfg), copy_from=pretrain.run_dir))
+                        gan_minutes(experiment, cfg), copy_from=pretrain.run_dir, data_from=pretrain.run_dir))
         checkpoints.append(f"{trial}:{run_dir}/checkpoints/maskgan.pt")
     eval_dir = sweep_dir / "eval"
     eval_args = ["--split", "valid", *(TINY_EVAL if args.tiny else [*SWEEP_EVAL, *option("--temperatures", args.temperatures)])]

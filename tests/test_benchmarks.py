@@ -2,6 +2,7 @@
 verdict experiment's driver runs every stage at toy sizes and skips them when run again.
 (They measure nothing here: figures belong in benchmarks/README.md, never in tests.)"""
 
+import argparse
 import importlib.util
 import json
 import math
@@ -238,6 +239,33 @@ def test_extra_maskmle_steps_match_the_windows_the_adversarial_generator_learned
     assert experiment.extra_mle_steps(cfg) == 1800  # 900 updates x 128 windows / 64 windows per step
     cfg = load_config("synthetic", ["gan.iterations=3", "gan.episodes_per_iteration=16", "pretrain.batch_size=64"])
     assert experiment.extra_mle_steps(cfg) == 1  # 48 windows: one step, rounded up
+
+
+def test_every_verdict_stage_after_the_first_pretraining_links_prepared_data(tmp_path):
+    experiment = load_benchmark("verdict_experiment")
+    args = argparse.Namespace(root=tmp_path, seeds=[0, 1], tiny=True, temperatures=None, baseline_temperatures=None)
+    training, evaluate = experiment.experiment_stages(experiment.EXPERIMENTS["synthetic-oracle88"], args, {})
+    root = tmp_path / "synthetic-oracle88"
+    assert {s.name.split("/")[1]: s.data_from for s in training} == {
+        "pretrain-seed0": None, "pretrain-seed1": root / "pretrain-seed0",
+        "maskgan-seed0": root / "pretrain-seed0", "mle-extra-seed0": root / "pretrain-seed0",
+        "maskgan-seed1": root / "pretrain-seed1", "mle-extra-seed1": root / "pretrain-seed1",
+    }
+    # Linked when the source is complete; an interrupted target (no manifest) is linked anew; a finished one is kept.
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    for name in ("manifest.json", "train.parquet"):
+        (source / name).write_text(name)
+    target.mkdir()
+    (target / "train.parquet").write_text("half-written")
+    experiment.share_data(source, target)
+    assert (target / "train.parquet").samefile(source / "train.parquet") and (target / "manifest.json").is_file()
+    (target / "train.parquet").unlink()
+    (target / "train.parquet").write_text("rebuilt by maskgan")
+    experiment.share_data(source, target)
+    assert (target / "train.parquet").read_text() == "rebuilt by maskgan" and (source / "train.parquet").read_text() == "train.parquet"
+    experiment.share_data(tmp_path / "missing", tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_verdict_experiment_refuses_levers_that_change_pretraining(tmp_path, capsys):
