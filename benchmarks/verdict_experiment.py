@@ -98,7 +98,7 @@ FINAL_EVAL = ["--split", "test", "--samples", "400", "--bleu-references", "300",
 SWEEP_EVAL = ["--samples", "400", "--bleu-references", "300", "--reverse-lm-steps", "100",
               "--table-rows", "4", "--seeds", "0"]
 PUBLISHED = ("metrics.md", "samples.md", "results.json", "quality_diversity_lm.png", "quality_diversity_bleu.png",
-             "quality_diversity_oracle.png")
+             "quality_diversity_oracle.png", "oracle_nll_difference.png")
 
 
 class StageFailed(Exception):

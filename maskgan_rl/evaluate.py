@@ -41,10 +41,11 @@ from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy
 from maskgan_rl.oracle import OracleLM
-from maskgan_rl.plots import plot_quality_diversity
+from maskgan_rl.plots import plot_differences, plot_quality_diversity
 from maskgan_rl.storage import Location, writable_dir
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.verdict import (
+    CONFIDENCE,
     ORACLE,
     InFills,
     matched_diversity_verdict,
@@ -539,6 +540,11 @@ def _write_outputs(out: Path, results: dict[str, Any], scorer: _Scorer, fills: d
         plot_quality_diversity(curves, "eval_lm_perplexity", "reverse_lm_perplexity", out / "quality_diversity_lm.png", reference=real)
         if scorer.oracle is not None:  # the synthetic benchmark's exact quality against the same diversity
             plot_quality_diversity(curves, "oracle_nll", "reverse_lm_perplexity", out / "quality_diversity_oracle.png", reference=real)
+    oracle = {name: v["oracle"]["by_temperature"]["temperatures"] for name, v in results["verdict"].items() if "oracle" in v}
+    if oracle:
+        baseline = next(iter(results["verdict"].values()))["baseline"]
+        plot_differences(oracle, f"oracle NLL - {baseline}'s (nats per token)",
+                         f"In-fills against {baseline}'s at the same temperature ({CONFIDENCE:.0%} CI)", out / "oracle_nll_difference.png")
     n = scorer.settings.bleu_order
     plot_quality_diversity(
         curves, f"self_bleu{n}", f"bleu{n}", out / "quality_diversity_bleu.png", x_better="low", y_better="high", reference=real

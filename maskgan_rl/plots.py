@@ -1,4 +1,5 @@
-"""PNG plots of evaluation results: quality-diversity curves across temperatures, and training curves.
+"""PNG plots of evaluation results: quality-diversity curves across temperatures, paired differences
+against a baseline across temperatures, and training curves.
 
 Figures are built on matplotlib's object API with the Agg canvas rather than pyplot, so plotting
 never touches a global backend or figure registry (safe inside Ray workers and tests, no display).
@@ -102,6 +103,35 @@ def quality_diversity_figure(
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_differences(series: Mapping[str, Sequence[Mapping[str, object]]], y_label: str, title: str, path: str | Path) -> Path:
+    """Save `differences_figure` as a PNG at ``path`` (parent folders made) and return ``path``."""
+    return save_figure(differences_figure(series, y_label, title), path)
+
+
+def differences_figure(series: Mapping[str, Sequence[Mapping[str, object]]], y_label: str, title: str) -> Figure:
+    """Each model's paired difference from the baseline against temperature ({model: [{"temperature",
+    "difference", "interval": [low, high] or None}]}), its interval as error bars, and the zero line:
+    below it the model is better, where the bar crosses it the difference is not significant."""
+    fig = new_figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="black", linewidth=1)
+    offsets = [0.008 * (i - (len(series) - 1) / 2) for i in range(len(series))]  # bars side by side
+    for offset, (name, rows) in zip(offsets, series.items()):
+        t = [float(r["temperature"]) + offset for r in rows]
+        d = [float(r["difference"]) for r in rows]
+        low = [d_i - r["interval"][0] if r["interval"] else 0.0 for d_i, r in zip(d, rows)]
+        high = [r["interval"][1] - d_i if r["interval"] else 0.0 for d_i, r in zip(d, rows)]
+        ax.errorbar(t, d, yerr=[low, high], marker="o", capsize=3, label=name)
+    ax.set_xlabel("temperature")
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

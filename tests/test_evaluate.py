@@ -420,6 +420,7 @@ def test_the_verdict_of_a_checkpoint_against_itself_is_exactly_one(two_checkpoin
     assert "lower at every temperature: no" in printed
     metrics_md = (out / "metrics.md").read_text()
     assert "## Verdict: against MaskMLE" in metrics_md and "## Verdict on the oracle: against MaskMLE" in metrics_md
+    assert (out / "oracle_nll_difference.png").read_bytes().startswith(b"\x89PNG")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
