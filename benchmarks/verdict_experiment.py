@@ -53,6 +53,7 @@ from omegaconf import OmegaConf
 
 from maskgan_rl.config import Config, load_config
 from maskgan_rl.errors import ConfigError
+from maskgan_rl.verdict import difference_text
 
 REPO = Path(__file__).resolve().parent.parent
 MASKGAN = [sys.executable, "-m", "maskgan_rl"]
@@ -215,13 +216,13 @@ def experiment_stages(
     rates = experiment.minutes
     training: list[Stage] = []
     checkpoints: dict[str, list[str]] = {"MaskMLE": [], "MaskGAN": [], "MaskMLE+extra": []}
+    # The data do not depend on the training seed: the first seed's pretraining prepares them for all.
+    first_pretrain = root / f"pretrain-seed{args.seeds[0]}"
     for seed in args.seeds:
         common = [f"seed={seed}", f"tracking.experiment=verdict-{experiment.name}", *sizes]
         cfg = load_config(experiment.preset, common + gan)
         extra = extra_mle_steps(cfg)
         pretrain_dir, gan_dir, extra_dir = (root / f"{stage}-seed{seed}" for stage in ("pretrain", "maskgan", "mle-extra"))
-        # The data do not depend on the training seed: the first seed's pretraining prepares them for all.
-        first_pretrain = root / f"pretrain-seed{args.seeds[0]}"
         training += [
             Stage(f"{experiment.name}/pretrain-seed{seed}", pretrain_dir,
                   [*MASKGAN, "pretrain", "--preset", experiment.preset, f"run_dir={pretrain_dir}", *common],
@@ -341,8 +342,8 @@ def write_summary(published: Path) -> None:
              "held-out D accuracy, MaskGAN - MaskMLE (95% CI) | target met |", "|---|---|---|---|---|---|---|"]
     for name, results in experiments.items():
         gan, extra = (results["verdict"].get(model, {}) for model in ("MaskGAN", "MaskMLE+extra"))
-        d = gan.get("two_sample_accuracy_difference_interval")
-        met = (gan.get("ratio") is not None and gan["ratio"] <= TARGET_RATIO and (gan.get("ratio_interval") or [0, 1])[1] < 1
+        d, interval = gan.get("two_sample_accuracy_difference_interval"), gan.get("ratio_interval")
+        met = (interval is not None and gan["ratio"] <= TARGET_RATIO and interval[1] < 1  # an interval implies a ratio
                and d is not None and d[0] <= 0)
         lines.append(f"| {name} | {results['split']} | {gan.get('replicates', 0)} | {_ratio(gan)} | {_ratio(extra)} | "
                      + (f"{gan['two_sample_accuracy_difference']:+.3f} ({d[0]:+.3f} to {d[1]:+.3f})" if d else "-")
@@ -350,7 +351,7 @@ def write_summary(published: Path) -> None:
     oracle = {name: r for name, r in experiments.items() if _on_oracle(r)}
     if oracle:
         temperatures = sorted({row["temperature"] for r in oracle.values() for v in r["verdict"].values()
-                               for row in v.get("oracle", {}).get("by_temperature", {}).get("temperatures", [])})
+                               for row in v["oracle"]["by_temperature"]["temperatures"]})
         lines += ["", "Synthetic oracle: oracle NLL minus MaskMLE's at each temperature (nats per masked token, 95% CI over "
                   "training seeds; target: below 0 at every temperature, for every oracle), and the oracle perplexity "
                   "ratio at matched reverse-LM perplexity.", "",
@@ -360,8 +361,7 @@ def write_summary(published: Path) -> None:
         for name, results in oracle.items():
             for model, verdict in results["verdict"].items():
                 rows = {row["temperature"]: row for row in verdict["oracle"]["by_temperature"]["temperatures"]}
-                cells = [f"{rows[t]['difference']:+.3f}" + (f" ({rows[t]['interval'][0]:+.3f} to {rows[t]['interval'][1]:+.3f})"
-                                                           if rows[t]["interval"] else "") if t in rows else "-" for t in temperatures]
+                cells = [difference_text(rows[t]) if t in rows else "-" for t in temperatures]
                 lines.append(f"| {name} | {model} | {_ratio(verdict['oracle']['matched'])} | {' | '.join(cells)} | "
                              f"{'yes' if verdict['oracle']['by_temperature']['lower_at_every_temperature'] else 'no'} |")
     (published / "verdict.md").write_text("\n".join(lines) + "\n")

@@ -48,6 +48,7 @@ from maskgan_rl.verdict import (
     CONFIDENCE,
     ORACLE,
     InFills,
+    difference_text,
     matched_diversity_verdict,
     pair_checkpoints,
     same_temperature_sentence,
@@ -597,9 +598,7 @@ def _verdict_markdown(verdicts: dict[str, dict[str, Any]]) -> str:
 
     def difference(o: dict[str, Any], temperature: float) -> str:
         row = next((r for r in o["by_temperature"]["temperatures"] if r["temperature"] == temperature), None)
-        if row is None:
-            return ""
-        return f"{row['difference']:+.3f}" + (f" ({row['interval'][0]:+.3f} to {row['interval'][1]:+.3f})" if row["interval"] else "")
+        return "" if row is None else difference_text(row)
 
     header = ["model", "oracle perplexity ratio at matched diversity", "95% CI", *(f"oracle NLL difference at T={t:g} (95% CI)" for t in temperatures),
               "lower at every temperature"]

@@ -268,19 +268,14 @@ def same_temperature_verdict(
     pair. "lower_at_every_temperature": every interval lies below 0. Not a fair judge on its own (a
     colder model wins it, see the module docstring); the synthetic target names it."""
     pairs, by_label = _checkpoint_pairs(checkpoints, model, baseline)
-
-    def value(label: str, seed: int, temperature: float) -> Optional[float]:
-        found = [p[metric] for p in by_label[label]["points"] if p["seed"] == seed and p["temperature"] == temperature]
-        return found[0] if found else None
-
-    temperatures = sorted({p["temperature"] for m, _ in pairs for p in by_label[m]["points"]}
-                          & {p["temperature"] for _, b in pairs for p in by_label[b]["points"]})
+    # {label: {(seed, temperature): metric}}
+    values = {label: {(p["seed"], p["temperature"]): p[metric] for p in by_label[label]["points"]} for pair in pairs for label in pair}
+    temperatures = sorted({t for m, _ in pairs for _, t in values[m]} & {t for _, b in pairs for _, t in values[b]})
     rows = []
     for temperature in temperatures:
         per_pair = [
-            [{"difference": value(m, seed, temperature) - value(b, seed, temperature)}
-             for seed in sorted({p["seed"] for p in by_label[m]["points"]})
-             if value(m, seed, temperature) is not None and value(b, seed, temperature) is not None]
+            [{"difference": values[m][key] - values[b][key]}
+             for key in sorted(k for k in values[m] if k[1] == temperature) if key in values[b]]
             for m, b in pairs
         ]
         replicates = _replicates(per_pair)
@@ -354,12 +349,16 @@ def verdict_sentence(verdict: Mapping[str, Any]) -> str:
     return text
 
 
+def difference_text(row: Mapping[str, Any]) -> str:
+    """A same-temperature row's difference with its interval where it has one: "+0.045 (-0.200 to +0.289)"."""
+    interval = row["interval"]
+    return f"{row['difference']:+.3f}" + (f" ({interval[0]:+.3f} to {interval[1]:+.3f})" if interval else "")
+
+
 def same_temperature_sentence(verdict: Mapping[str, Any]) -> str:
     """One line: per temperature the difference and its interval, then whether it is lower at every one."""
     def at(row: Mapping[str, Any]) -> str:
-        interval = row["interval"]
-        spread = f" ({interval[0]:+.3f} to {interval[1]:+.3f})" if interval else " (one replicate)"
-        return f"T={row['temperature']:g} {row['difference']:+.3f}{spread}"
+        return f"T={row['temperature']:g} {difference_text(row)}" + ("" if row["interval"] else " (one replicate)")
 
     rows = verdict["temperatures"]
     return (f"{verdict['model']}: {METRIC_NAMES.get(verdict['metric'], verdict['metric'])} minus {verdict['baseline']}'s at the same temperature, "
