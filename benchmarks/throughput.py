@@ -52,6 +52,7 @@ from maskgan_rl.resources import thread_shares
 from maskgan_rl.rl.adversarial import AdversarialTrainer
 from maskgan_rl.rl.algorithms import ALGORITHMS, masked_per_episode
 from maskgan_rl.rl.reference import ReferenceLoop
+from maskgan_rl.verdict import t_interval
 
 SIZES = {  # model and vocabulary; T=20 and 128 windows per iteration for both
     "cpu": {"model.embed": 32, "model.hidden": 32, "model.layers": 1, "data.oracle_vocab": 5000},
@@ -143,13 +144,18 @@ def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: i
         seconds.append(time.perf_counter() - start)
         tokens.append(masked)
         extras.append(extra)
+    return iteration_medians(seconds, tokens, extras)
+
+
+def iteration_medians(seconds: list[float], tokens: list[int], extras: Optional[list[dict[str, float]]] = None) -> dict[str, Any]:
+    """Medians of timed iterations: seconds, masked tokens per second and per iteration, and each extra timing."""
     rates = [t / s for t, s in zip(tokens, seconds)]
     result = {
         "s_per_iteration": statistics.median(seconds),
         "masked_tokens_per_s": statistics.median(rates),
         "masked_tokens_per_iteration": statistics.median(tokens),
     }
-    for key in extras[0]:
+    for key in (extras or [{}])[0]:
         result[key] = statistics.median(e[key] for e in extras)
     return result
 
@@ -197,10 +203,12 @@ def measure_rl(cfg: Config, data: PreparedData, generator_state, warmup: int, it
     return result
 
 
-# Run inside another checkout of this project (--baseline-tree), with its own package and benchmark: its
-# single-process loop, timed as `measure_fused` times this one's (threads, warm-up, medians).
-BASELINE_LOOP = """
-import json, sys
+# Run inside a checkout of this project (--baseline-tree, or this one), with its own package and
+# benchmark: its single-process loop, warmed up as `measure_fused` warms this one's, then one timed
+# iteration per line read from stdin ("ready" first, then [seconds, masked tokens] of each), so that a
+# parent can run two checkouts' loops in lockstep.
+LOCKSTEP_LOOP = """
+import json, sys, time
 from pathlib import Path
 sys.path[:0] = ["benchmarks"]
 import throughput as tree
@@ -211,26 +219,84 @@ try:
     from maskgan_rl.rl.reference import ReferenceLoop as Loop
 except ImportError:  # before the loop moved into the package
     Loop = tree.FusedLoop
-size, work, warmup, iterations, overrides = json.loads(sys.argv[1])
+size, work, warmup, overrides = json.loads(sys.argv[1])
 cfg = tree.benchmark_config(size, Path(work), overrides)
 data = prepare_data(cfg)
 torch.manual_seed(0)
 state = Generator(len(data.vocab), cfg.model).state_dict()
 torch.set_num_threads(psutil.cpu_count(logical=True))
 loop = Loop(cfg, data, state, torch.device("cpu"))
-print(json.dumps(tree.timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)))
+for _ in range(warmup):
+    loop.train_iteration()
+print("ready", flush=True)
+for _ in sys.stdin:
+    start = time.perf_counter()
+    masked = loop.train_iteration()
+    print(json.dumps([time.perf_counter() - start, masked]), flush=True)
 """
 
 
+class LockstepLoop:
+    """The fused loop of the checkout at `tree` (e.g. `git worktree add /tmp/old <commit>`) in a process
+    of its own, one iteration per `step()`. Between steps it waits (its OpenMP threads sleep:
+    OMP_WAIT_POLICY=PASSIVE), so two of them stepped in turn share the machine's moment, not its cores."""
+
+    def __init__(self, tree: Path, size: str, work: Path, warmup: int, overrides: list[str]):
+        self.commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
+        arguments = json.dumps([size, str(work / f"lockstep-{self.commit}-{size}"), warmup, overrides])
+        self.process = subprocess.Popen([sys.executable, "-c", LOCKSTEP_LOOP, arguments], cwd=tree,
+                                        env={**os.environ, "PYTHONPATH": str(tree), "OMP_WAIT_POLICY": "PASSIVE"},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._reply() != "ready":
+            raise SystemExit(f"the fused loop in {tree} failed to start (its error is above)")
+
+    def step(self) -> tuple[float, int]:
+        """(seconds, masked tokens) of one iteration."""
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        seconds, masked = json.loads(self._reply())
+        return seconds, masked
+
+    def _reply(self) -> str:
+        line = self.process.stdout.readline().strip()
+        if not line:
+            raise SystemExit(f"the fused loop of {self.commit} stopped (exit status {self.process.wait()}; its error is above)")
+        return line
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
 def measure_baseline(tree: Path, size: str, work: Path, warmup: int, iterations: int, overrides: list[str]) -> dict[str, Any]:
-    """The fused loop of the checkout at `tree` (e.g. `git worktree add /tmp/old <commit>`), in a process of its own."""
-    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    arguments = json.dumps([size, str(work / f"baseline-{size}"), warmup, iterations, overrides])
-    done = subprocess.run([sys.executable, "-c", BASELINE_LOOP, arguments], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the baseline loop in {tree} failed:\n{done.stderr[-2000:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "commit": commit or "?"}
+    """The fused loop of the checkout at `tree`, in a process of its own, timed as `measure_fused` times this one's."""
+    loop = LockstepLoop(tree, size, work, warmup, overrides)
+    try:
+        seconds, tokens = zip(*(loop.step() for _ in range(iterations)))
+    finally:
+        loop.close()
+    return {**iteration_medians(list(seconds), list(tokens)), "commit": loop.commit}
+
+
+def lockstep_speedups(baseline_tree: Path, size: str, work: Path, warmup: int, rounds: int, overrides: list[str]) -> dict[str, Any]:
+    """The baseline tree's fused loop and this tree's, each warmed up in a process of its own, then
+    stepped in turn (baseline, this, baseline, this...) for `rounds` rounds: on a machine whose
+    speed drifts from minute to minute, each round compares the two at the same moment."""
+    this_tree = Path(__file__).resolve().parent.parent
+    loops = [LockstepLoop(tree, size, work, warmup, overrides) for tree in (baseline_tree, this_tree)]
+    try:
+        seconds = []
+        for _ in range(rounds):
+            seconds.append([loop.step()[0] for loop in loops])
+            print(f"[bench] lockstep {size}: baseline {seconds[-1][0]:.2f} s, this tree {seconds[-1][1]:.2f} s", flush=True)
+    finally:
+        for loop in loops:
+            loop.close()
+    speedups = [old / new for old, new in seconds]
+    # The mean log speedup and its 95% t-interval, back on the ratio scale (a geometric mean).
+    mean, low, high = t_interval([math.log(s) for s in speedups])
+    return {"commit": loops[0].commit, "s_per_iteration": seconds, "speedups": speedups, "median_speedup": statistics.median(speedups),
+            "geometric_mean_speedup": math.exp(mean), "speedup_interval": None if low is None else [math.exp(low), math.exp(high)]}
 
 
 # Where an RL iteration spends its time in the driver process (runners=0), as cProfile's cumulative
@@ -292,8 +358,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the default configuration (reinforce, the driver's env runner)")
     parser.add_argument("--device", default="cpu", help="fused loop device (cpu | cuda); RL learner via resources.num_gpus_per_learner")
     parser.add_argument("--baseline-tree", type=Path, help="also time the fused loop of this checkout (e.g. a git worktree of an older commit)")
-    parser.add_argument("--baseline-pairs", type=int, default=0,
-                        help="then time the baseline's and this tree's fused loops in turn, each in a fresh process, this many times")
+    parser.add_argument("--baseline-lockstep", type=int, default=0, metavar="ROUNDS",
+                        help="then step the baseline's and this tree's fused loops in turn, one iteration each, this many rounds")
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
@@ -328,16 +394,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                 row = {"size": size, "loop": "rl", "algo": algo, "runners": runners, "envs": envs, **rl, **_per_window(cfg, rl)}
                 row["vs_fused"] = rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"]
                 _record(report, row)
-            if args.baseline_tree and args.baseline_pairs:
-                # After the RL rows, which are compared with the fused row just before them. On a machine whose
-                # speed drifts, back-to-back pairs compare the two loops at the same moment.
-                this_tree = Path(__file__).resolve().parent.parent
-                pairs = [[measure_baseline(tree, size, work, args.warmup, args.iterations, args.overrides)["s_per_iteration"]
-                          for tree in (args.baseline_tree, this_tree)] for _ in range(args.baseline_pairs)]
-                speedups = [old / new for old, new in pairs]
-                report.setdefault("baseline_pairs", {})[size] = {"s_per_iteration": pairs, "speedups": speedups,
-                                                                 "median_speedup": statistics.median(speedups)}
-                print(f"[bench] {size}: fused loop vs baseline, pairs (baseline s, this s): {pairs}, speedups {speedups}", flush=True)
+            if args.baseline_tree and args.baseline_lockstep:
+                # After the RL rows, which are compared with the fused row just before them.
+                lockstep = lockstep_speedups(args.baseline_tree, size, work, args.warmup, args.baseline_lockstep, args.overrides)
+                report.setdefault("baseline_lockstep", {})[size] = lockstep
+                print(f"[bench] {size}: fused loop vs baseline in lockstep: speedups {lockstep['speedups']}", flush=True)
             if args.profile:
                 cfg = benchmark_config(size, work, args.overrides + ["gan.algo=reinforce", "resources.num_env_runners=0"])
                 envs = cfg.gan.episodes_per_iteration  # the default: all of an iteration's windows in one batch
@@ -389,10 +450,12 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["results"]:
         if "speedup_vs_baseline" in r:
             lines += ["", f"{r['size']} size: the fused loop is {r['speedup_vs_baseline']:.2f}x as fast per iteration as the baseline tree's."]
-    for size, p in report.get("baseline_pairs", {}).items():
-        shown = ", ".join(f"{old:.2f} / {new:.2f} s ({old / new:.2f}x)" for old, new in p["s_per_iteration"])
-        lines += ["", f"{size} size, the two fused loops in turn, fresh processes (baseline / this tree): {shown}; "
-                      f"median {p['median_speedup']:.2f}x."]
+    for size, p in report.get("baseline_lockstep", {}).items():
+        shown = ", ".join(f"{old:.2f} / {new:.2f} s" for old, new in p["s_per_iteration"])
+        interval = "" if p["speedup_interval"] is None else " (95% interval {:.2f}-{:.2f}x)".format(*p["speedup_interval"])
+        lines += ["", f"{size} size, the fused loops of {p['commit']} and this tree stepped in turn, one iteration each "
+                      f"(seconds, {p['commit']} / this tree): {shown}. Speedup: geometric mean {p['geometric_mean_speedup']:.2f}x"
+                      f"{interval}, median {p['median_speedup']:.2f}x."]
     for size, p in report.get("profiles", {}).items():
         lines += ["", f"Profile, {size} size, reinforce, runners=0, {p['envs']} envs: {p['s_per_iteration']:.2f} s per iteration", "",
                   "| part | s per iteration | share |", "|---|---|---|"]

@@ -52,13 +52,17 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     out = tmp_path / "bench"
     # This checkout as its own baseline tree: the mechanism that times an older commit's fused loop.
     throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "3",
-                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--baseline-pairs", "1", "--out", str(out), *TINY])
+                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--baseline-lockstep", "2", "--out", str(out), *TINY])
     report = json.loads(out.with_suffix(".json").read_text())
     baseline, fused, rl = report["results"]
     assert baseline["loop"].startswith("fused @ ") and fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
     assert np.isclose(fused["speedup_vs_baseline"], baseline["s_per_iteration"] / fused["s_per_iteration"])
-    (old, new), = report["baseline_pairs"]["cpu"]["s_per_iteration"]
-    assert report["baseline_pairs"]["cpu"]["speedups"] == [old / new] and old > 0 and new > 0
+    lockstep = report["baseline_lockstep"]["cpu"]
+    (old1, new1), (old2, new2) = lockstep["s_per_iteration"]  # two rounds, each one iteration of either loop
+    assert lockstep["speedups"] == [old1 / new1, old2 / new2] and min(old1, new1, old2, new2) > 0
+    assert np.isclose(lockstep["geometric_mean_speedup"], np.sqrt(old1 / new1 * old2 / new2))
+    low, high = lockstep["speedup_interval"]
+    assert low <= lockstep["geometric_mean_speedup"] <= high
     for row in (baseline, fused, rl):
         # 8 windows of 8 tokens, each with the paper's contiguous block of int(0.5 * 8) - 1 = 3 blanks.
         assert row["masked_tokens_per_iteration"] == 8 * 3
@@ -75,6 +79,7 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     table = out.with_suffix(".md").read_text()
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
     assert "the fused loop is" in table and "as fast per iteration as the baseline tree's" in table
+    assert "stepped in turn, one iteration each" in table and "Speedup: geometric mean" in table
 
 
 def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path):
