@@ -1,5 +1,6 @@
 """The critic designs of gan.critic compared on one preset: how well each learns the baseline, and what
-the generator it serves ends at.
+the generator it serves ends at. A design is a gan.critic value, or NAME:KEY=VALUE[,KEY=VALUE...]
+for any other set of overrides of the adversarial stage (e.g. another resources.precision).
 
 One pretraining (LM + MaskMLE), then one adversarial run per design from it, each its own run_dir
 and MLflow run (in <root>/mlflow.db); a run that diverges (the divergence guard stops it) is reported
@@ -11,6 +12,8 @@ runs of the same design (run the script twice, or see benchmarks/README.md) are 
 
     python benchmarks/critic_designs.py                          # synthetic-gan, lstm / head / head_stop_gradient
     python benchmarks/critic_designs.py --designs lstm head_stop_gradient gan.iterations=60
+    python benchmarks/critic_designs.py --root runs/precision --out benchmarks/results/precision-check \
+        --designs lstm lstm-bf16:gan.critic=lstm,resources.precision=bf16-mixed
 Writes <out>.json and <out>.md (default benchmarks/results/critic-designs.*). Reruns skip finished
 stages (pretraining is found in its run_dir, each design's exit status in <run_dir>/exit_status).
 """
@@ -36,9 +39,24 @@ def maskgan(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "maskgan_rl", *args]).returncode
 
 
+def design_overrides(design: str) -> tuple[str, list[str]]:
+    """(name, overrides) of a design: `lstm` -> ("lstm", ["gan.critic=lstm"]); `NAME:K=V,K=V` -> (NAME, [K=V, K=V])."""
+    name, _, spec = design.partition(":")
+    return (name, spec.split(",")) if spec else (name, [f"gan.critic={name}"])
+
+
+def design_argument(text: str) -> str:
+    """--designs: a gan.critic value or NAME:KEY=VALUE[,KEY=VALUE...]."""
+    name, overrides = design_overrides(text)
+    if not name or (":" not in text and name not in CRITIC_NAMES) or not all("=" in o for o in overrides):
+        raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(CRITIC_NAMES)} or NAME:KEY=VALUE[,KEY=VALUE...]")
+    return text
+
+
 def run_design(root: Path, design: str, preset: str, overrides: list[str]) -> int:
     """Train one design (once: its exit status is kept in <run_dir>/exit_status, a diverged run included)."""
-    run_dir = root / design
+    name, own = design_overrides(design)
+    run_dir = root / name
     status_file = run_dir / "exit_status"
     if status_file.exists():
         return int(status_file.read_text())
@@ -47,7 +65,7 @@ def run_design(root: Path, design: str, preset: str, overrides: list[str]) -> in
         shutil.copy2(root / "pretrain" / "checkpoints" / name, run_dir / "checkpoints" / name)
     if not (run_dir / "data").exists():
         shutil.copytree(root / "pretrain" / "data", run_dir / "data")
-    status = maskgan("train", "--preset", preset, f"run_dir={run_dir}", f"gan.critic={design}", *overrides)
+    status = maskgan("train", "--preset", preset, f"run_dir={run_dir}", *own, *overrides)
     status_file.write_text(str(status))
     return status
 
@@ -100,7 +118,8 @@ def markdown(rows: list[dict[str, Any]], preset: str, overrides: list[str]) -> s
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="synthetic-gan")
-    parser.add_argument("--designs", nargs="+", default=list(CRITIC_NAMES), choices=CRITIC_NAMES)
+    parser.add_argument("--designs", nargs="+", default=list(CRITIC_NAMES), type=design_argument,
+                        help="gan.critic values, or NAME:KEY=VALUE[,KEY=VALUE...] override sets")
     parser.add_argument("--root", default="runs/critic", help="run_dirs and the MLflow store go under it")
     parser.add_argument("--out", default="benchmarks/results/critic-designs")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every run, e.g. gan.iterations=60")
@@ -110,8 +129,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit("pretraining failed: see its output above")
     for design in args.designs:
         if run_design(root, design, args.preset, args.overrides) != 0:
-            print(f"[critic] gan.critic={design}: the run stopped early (its output says why); reported as stopped", file=sys.stderr)
-    rows = [summary(root, design) for design in args.designs]
+            print(f"[critic] {design}: the run stopped early (its output says why); reported as stopped", file=sys.stderr)
+    rows = [summary(root, design_overrides(design)[0]) for design in args.designs]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"preset": args.preset, "overrides": args.overrides, "results": rows}, indent=1))
     out.with_suffix(".md").write_text(markdown(rows, args.preset, args.overrides))

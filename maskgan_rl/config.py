@@ -26,6 +26,7 @@ MASK_STRATEGIES = ("random", "contiguous", "blanks")
 # The RL algorithms gan.algo may name; maskgan_rl.rl.algorithms.ALGORITHMS holds one entry for each.
 ALGORITHM_NAMES = ("reinforce", "ppo", "appo", "impala")
 CRITIC_NAMES = ("lstm", "head", "head_stop_gradient")  # gan.critic, see maskgan_rl/models/critic.py
+PRECISIONS = ("32", "bf16-mixed")  # resources.precision, see maskgan_rl/models/precision.py
 
 
 @dataclass
@@ -164,6 +165,10 @@ class ResourcesConfig:
     # Torch threads per process of the adversarial stage (driver, env runners, learners, D) and per
     # serve replica. None: chosen per process from the CPUs Ray gives it (resources.ThreadShare).
     torch_threads: Optional[int] = None
+    # The training forward passes' arithmetic: "32" (float32) or "bf16-mixed" (torch.autocast to
+    # bfloat16: matrix products and LSTMs in bfloat16, weights, losses and optimisers in float32).
+    # Evaluation always runs in float32.
+    precision: str = "32"
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)
     disc_resources: dict = field(default_factory=dict)
@@ -418,6 +423,7 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_gpus_per_learner >= 0, "resources.num_gpus_per_learner", ">= 0")
     need(r.disc_num_gpus >= 0, "resources.disc_num_gpus", ">= 0")
     need(r.torch_threads is None or r.torch_threads >= 1, "resources.torch_threads", "null (chosen per process) or an integer >= 1")
+    need(r.precision in PRECISIONS, "resources.precision", " | ".join(PRECISIONS))
     custom_resources = {f"resources.{key}": getattr(r, key) for key in ("env_runner_resources", "learner_resources", "disc_resources")}
     custom_resources["serve.replica_resources"] = cfg.serve.replica_resources
     for key, amounts in custom_resources.items():

@@ -27,6 +27,7 @@ from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 from maskgan_rl.models.optim import adam
+from maskgan_rl.models.precision import autocast
 from maskgan_rl.progress import Progress
 from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker
@@ -95,7 +96,8 @@ def load_or_train(
     for step in range(done + 1, steps + 1):
         model.train()
         windows = torch.as_tensor(train.sample(cfg.pretrain.batch_size, rng), device=device)
-        loss, count = batch_loss(windows, rng)
+        with autocast(cfg.resources.precision, device):
+            loss, count = batch_loss(windows, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.pretrain.grad_clip)

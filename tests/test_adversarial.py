@@ -82,12 +82,15 @@ def sample_on_runner(trainer: AdversarialTrainer):
 
 
 @pytest.mark.parametrize(
-    "algo, critic", [(algo, "lstm") for algo in sorted(ALGORITHMS)] + [("reinforce", "head"), ("ppo", "head_stop_gradient")]
+    "algo, critic, precision",
+    [(algo, "lstm", "32") for algo in sorted(ALGORITHMS)]
+    + [("reinforce", "head", "32"), ("ppo", "head_stop_gradient", "32"), ("reinforce", "lstm", "bf16-mixed")],
 )
-def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(ray_session, run_dir, algo, critic):
+def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(ray_session, run_dir, algo, critic, precision):
     cfg = tiny_config(run_dir, algo, runners=1)
     cfg.gan.critic_warmup_iterations = 1
     cfg.gan.critic = critic  # a value head on the generator: the warm-up must still leave the generator alone
+    cfg.resources.precision = precision  # bf16-mixed: runner, learner and D actor compute in bfloat16
     if algo in ("appo", "impala"):  # V-trace reads mu's log-probabilities: it must learn from cold samples too
         cfg.gan.rollout_temperature, cfg.gan.rollout_top_p = 0.7, 0.95
     data, generator_state = start(cfg)
@@ -135,7 +138,9 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
             expected = log_real_prob(disc(torch.as_tensor(context)[None], torch.as_tensor(filled)[None]))[0]
         masked = ~torch.as_tensor(info["present"])
         assert int(first_position[0]) == int(masked.nonzero()[0])
-        assert np.allclose(rewards, expected[masked].numpy(), atol=1e-5)
+        # (In bfloat16 the runner's D rounds to 8 significant bits: close to the float32 reward, not equal.)
+        error = np.abs(np.asarray(rewards) - expected[masked].numpy()).max()
+        assert error < 1e-5 if precision == "32" else 1e-6 < error < 0.05, error
 
         # Every algorithm's state survives the checkpoint format and loads back into its learner.
         trainer.set_state(torch_round_trip(trainer.get_state()))

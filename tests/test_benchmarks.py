@@ -288,11 +288,13 @@ def test_critic_designs_trains_each_design_from_one_pretraining_and_reports_them
     critic_designs = load_benchmark("critic_designs")
     verdict_tiny = load_benchmark("verdict_experiment").TINY
     overrides = [*verdict_tiny, "gan.iterations=2", "resources.num_cpus=2"]
-    args = ["--preset", "synthetic", "--designs", "lstm", "head_stop_gradient", "--root", str(tmp_path / "runs"),
+    # The second design is a named set of overrides: the value head, trained in bfloat16.
+    args = ["--preset", "synthetic", "--designs", "lstm", "stop-bf16:gan.critic=head_stop_gradient,resources.precision=bf16-mixed",
+            "--root", str(tmp_path / "runs"),
             "--out", str(tmp_path / "critic"), *overrides]
     critic_designs.main(args)
     rows = {r["design"]: r for r in json.loads((tmp_path / "critic.json").read_text())["results"]}
-    assert sorted(rows) == ["head_stop_gradient", "lstm"]
+    assert sorted(rows) == ["lstm", "stop-bf16"]
     for row in rows.values():
         assert row["status"] == "finished" and row["iterations"] == 2
         assert -1.0 <= row["explained_variance_second_half"] <= 1.0 and row["value_loss_second_half"] > 0
@@ -300,9 +302,11 @@ def test_critic_designs_trains_each_design_from_one_pretraining_and_reports_them
     # Both designs start from the one MaskMLE, and each trains the critic its config names.
     runs = tmp_path / "runs"
     starts = {d: load_checkpoint(runs / d / "checkpoints" / "mle.pt")["models"]["generator"] for d in rows}
-    assert all(torch.equal(starts["lstm"][k], v) for k, v in starts["head_stop_gradient"].items())
-    critics = {d: load_checkpoint(runs / d / "checkpoints" / "maskgan.pt")["models"]["critic"] for d in rows}
-    assert "lstm.layers.0.weight_ih_l0" in critics["lstm"] and sorted(critics["head_stop_gradient"]) == ["head.bias", "head.weight"]
+    assert all(torch.equal(starts["lstm"][k], v) for k, v in starts["stop-bf16"].items())
+    shipped = {d: load_checkpoint(runs / d / "checkpoints" / "maskgan.pt") for d in rows}
+    critics = {d: checkpoint["models"]["critic"] for d, checkpoint in shipped.items()}
+    assert "lstm.layers.0.weight_ih_l0" in critics["lstm"] and sorted(critics["stop-bf16"]) == ["head.bias", "head.weight"]
+    assert [shipped[d]["config"]["resources"]["precision"] for d in ("lstm", "stop-bf16")] == ["32", "bf16-mixed"]
     # Run again: every stage is found done, nothing retrains.
     before = (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns
     critic_designs.main(args)

@@ -12,6 +12,7 @@ from maskgan_rl.masking import mask_context
 from maskgan_rl.models import Critic, Discriminator, Generator, LanguageModel, discriminator_loss, log_real_prob
 from maskgan_rl.models.critic import ValueHead
 from maskgan_rl.models.layers import sample_logits
+from maskgan_rl.models.precision import autocast
 
 V, T, B = 11, 6, 5
 torch.set_num_threads(1)
@@ -257,3 +258,41 @@ def test_discriminator_scores_a_real_and_fake_pair_as_two_separate_calls_would(a
     assert torch.allclose(real_logits, disc(context, windows), atol=1e-6)
     assert torch.allclose(fake_logits, disc(context, fake), atol=1e-6)
     assert not torch.allclose(real_logits, fake_logits)
+
+
+def test_bf16_mixed_precision_computes_in_bfloat16_and_every_network_returns_float32():
+    torch.manual_seed(0)
+    cfg = config(embed=16, hidden=16)
+    gen, disc, lm = Generator(V, cfg).eval(), Discriminator(V, cfg).eval(), LanguageModel(V, cfg).eval()
+    critic, head = Critic(V, cfg).eval(), ValueHead(16, stop_gradient=False)
+    windows, present = batch()
+    context = mask_context(windows, present, V)
+    masked = ~present
+
+    def outputs() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            features = gen.features(context, windows)
+            return {
+                "generator logits": gen.logits(context, windows),
+                "token log-probs": gen.token_log_probs(context, windows, masked, 0.8),
+                "sampled log-probs": gen.sample(windows, present, generator=torch.Generator().manual_seed(0))[1],
+                "D logits": disc(context, windows),
+                "D real and fake logits": torch.cat(disc.real_and_fake_logits(context, windows, windows)),
+                "LM logits": lm(windows[:, :-1]),
+                "critic values": critic(windows),
+                "value head": head(features),
+            }
+
+    full = outputs()
+    with autocast("32", "cpu"):  # float32: a disabled autocast changes nothing
+        assert all(torch.equal(full[name], out) for name, out in outputs().items())
+    with autocast("bf16-mixed", "cpu"):
+        mixed = outputs()
+    for name, out in mixed.items():
+        assert out.dtype == torch.float32, name  # softmaxes and losses downstream run in float32
+        # bfloat16 keeps 8 significant bits: close to the float32 outputs, but not equal to them.
+        scale = full[name].abs().max()
+        assert torch.allclose(out, full[name], atol=0.05 * float(scale) + 1e-3), name
+    assert not torch.equal(mixed["generator logits"], full["generator logits"])
+    with pytest.raises(ValueError, match="precision 'fp16': use one of 32, bf16-mixed"):
+        autocast("fp16", "cpu")

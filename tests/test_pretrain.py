@@ -75,6 +75,16 @@ def test_vocabulary_mismatch_is_a_clear_error(pretrained):
         load_generator(result.mle_path, Vocab(["<eos>", "<unk>", "other"]))
 
 
+def test_pretraining_in_bf16_mixed_precision_learns_as_float32_does(pretrained, tmp_path):
+    cfg, full = pretrained
+    mixed = run_pretraining(load_config("synthetic", TINY + [f"run_dir={tmp_path}", "resources.precision=bf16-mixed"]))
+    # The same schedule and seed: bfloat16's rounding moves the result a little, not the learning.
+    assert mixed.mle_valid_perplexity != full.mle_valid_perplexity
+    assert mixed.lm_valid_perplexity == pytest.approx(full.lm_valid_perplexity, rel=0.1)
+    assert mixed.mle_valid_perplexity == pytest.approx(full.mle_valid_perplexity, rel=0.1)
+    assert load_checkpoint(mixed.mle_path)["models"]["generator"]["seq2seq.embedding.weight"].dtype == torch.float32
+
+
 def test_pretraining_keeps_the_weights_of_its_best_validation_perplexity(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="maskgan_rl")
     # A learning rate far too high: validation perplexity gets worse after its best point.

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.models.generator import Generator
-from maskgan_rl.models.layers import Embedding, LSTMStack
+from maskgan_rl.models.layers import Embedding, LSTMStack, OutputLinear
 
 class Critic(nn.Module):
     """gan.critic="lstm": the critic's own LSTM over the filled prefix."""
@@ -29,7 +29,7 @@ class Critic(nn.Module):
         super().__init__()
         self.embedding = Embedding(vocab_size, cfg.embed)
         self.lstm = LSTMStack(cfg.embed, cfg.hidden, cfg.layers, cfg.keep_prob)
-        self.head = nn.Linear(cfg.hidden, 1)
+        self.head = OutputLinear(cfg.hidden, 1)
 
     def forward(self, filled: Tensor) -> Tensor:
         """filled [B, T+1] -> values [B, T]."""
@@ -47,7 +47,7 @@ class ValueHead(nn.Module):
 
     def __init__(self, hidden: int, stop_gradient: bool):
         super().__init__()
-        self.head = nn.Linear(hidden, 1)
+        self.head = OutputLinear(hidden, 1)
         self.stop_gradient = stop_gradient
 
     def forward(self, features: Tensor) -> Tensor:

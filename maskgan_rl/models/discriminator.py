@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from maskgan_rl.config import Config, ModelConfig
 from maskgan_rl.models.generator import Generator
-from maskgan_rl.models.layers import Seq2Seq
+from maskgan_rl.models.layers import OutputLinear, Seq2Seq
 
 
 def discriminator_model_config(cfg: Config) -> ModelConfig:
@@ -34,7 +34,7 @@ class Discriminator(nn.Module):
         self.vocab_size = vocab_size
         self.missing_id = vocab_size
         self.seq2seq = Seq2Seq(vocab_size, cfg, layer_norm)
-        self.head = nn.Linear(cfg.hidden, 1)
+        self.head = OutputLinear(cfg.hidden, 1)
 
     @classmethod
     def from_config(cls, vocab_size: int, cfg: Config) -> "Discriminator":

@@ -69,12 +69,15 @@ class IncrementalDecoder:
         return out
 
     def _reserve(self, slots: int, context: Tensor, inputs: Tensor) -> None:
-        """Room for `slots` slots of sequences shaped like `context`/`inputs`. A cache too small or of
-        another shape starts over empty: the slot count is fixed per env runner, so this is rare."""
-        if self._context is not None and len(self._context) >= slots and self._context.shape[1] == context.shape[1]:
+        """Room for `slots` slots of sequences shaped like `context`/`inputs`, in the dtype the LSTMs
+        output here (bfloat16 under autocast, models/precision.py). A cache too small or of another
+        shape or dtype starts over empty: the slot count is fixed per env runner, so this is rare."""
+        device, steps = context.device, inputs.shape[1]
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else self.seq2seq.embedding.weight.dtype
+        if (self._context is not None and len(self._context) >= slots and self._context.shape[1] == context.shape[1]
+                and self._memory.dtype == dtype):
             return
         layers, hidden = len(self.seq2seq.decoder.layers), self.seq2seq.decoder.layers[-1].hidden_size
-        device, dtype, steps = context.device, self.seq2seq.embedding.weight.dtype, inputs.shape[1]
         self._context = torch.full((slots, context.shape[1]), -1, dtype=torch.long, device=device)
         self._inputs = torch.full((slots, steps), -1, dtype=torch.long, device=device)
         self._read = torch.zeros(slots, dtype=torch.long, device=device)

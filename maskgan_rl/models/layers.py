@@ -41,7 +41,15 @@ class MaskedEmbedding(Embedding):
         return torch.where(is_missing.unsqueeze(-1), self.missing, vectors)
 
 
-class VocabHead(nn.Linear):
+class OutputLinear(nn.Linear):
+    """A network's last layer. Its outputs are float32 even under bfloat16 autocast
+    (models/precision.py), so that the softmaxes, losses and returns computed from them are too."""
+
+    def forward(self, features: Tensor) -> Tensor:
+        return super().forward(features).float()
+
+
+class VocabHead(OutputLinear):
     """Hidden state -> vocabulary logits. Tied: the weight *is* the embedding matrix (shared
     Parameter, so also after `.to(device)`), with a bias of its own; when the hidden size differs
     from the embedding size, a linear map without bias (`project`) takes the hidden state to the

@@ -67,6 +67,7 @@ class AdversarialTrainer:
             "mask": to_dict(cfg)["mask"],
             "model": dataclasses.asdict(discriminator_model_config(cfg)),  # the environments' D
             "disc_layer_norm": cfg.gan.disc_layer_norm,
+            "precision": cfg.resources.precision,
             "seed": cfg.seed,
             "torch_threads": dataclasses.asdict(thread_shares(cfg)["env_runner"]),
         }

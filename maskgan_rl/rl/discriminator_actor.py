@@ -41,6 +41,7 @@ from maskgan_rl.masking import make_present, mask_at, mask_context
 from maskgan_rl.models.discriminator import Discriminator, discriminator_loss, right_counts
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.optim import adam
+from maskgan_rl.models.precision import autocast
 from maskgan_rl.resources import set_actor_threads, thread_shares
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class DiscriminatorTrainer:
         self.seed = cfg.seed
         self.missing_id = vocab_size
         self.device = torch.device("cuda" if cfg.resources.disc_num_gpus > 0 else "cpu")
-        self.model_cfg, self.mask_cfg = cfg.model, cfg.mask
+        self.model_cfg, self.mask_cfg, self.precision = cfg.model, cfg.mask, cfg.resources.precision
         torch.manual_seed(iteration_seed(self.seed, 0, 8))  # D's own initial weights (those not copied from the generator): the same in every run of a seed
         self.model = Discriminator.from_config(vocab_size, cfg).to(self.device)
         if discriminator_weights is not None:
@@ -150,7 +151,7 @@ class DiscriminatorTrainer:
         for _ in range(steps):
             window = sample_windows(windows, self.gan.disc_batch_size, rng)
             present = make_present(len(window), window.shape[1] - 1, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.precision, self.device):
                 filled, _ = generator.sample(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
                     self.gan.temperature, sampling,
@@ -173,7 +174,8 @@ class DiscriminatorTrainer:
                 torch.as_tensor(data[key][rows], device=self.device) for key in ("window", "filled", "present")
             )
             context = mask_context(window, present, self.missing_id)
-            real_logits, fake_logits = self.model.real_and_fake_logits(context, window, filled)
+            with autocast(self.precision, self.device):
+                real_logits, fake_logits = self.model.real_and_fake_logits(context, window, filled)
             loss = discriminator_loss(real_logits, fake_logits, present, real_label=1.0 - self.gan.disc_label_smoothing)
             self.optimizer.zero_grad()
             loss.backward()

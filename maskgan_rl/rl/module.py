@@ -44,6 +44,7 @@ from maskgan_rl.models.critic import Critic, ValueHead, make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
 from maskgan_rl.models.layers import cold_logits, sample_log_probs
+from maskgan_rl.models.precision import autocast
 
 
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
@@ -78,8 +79,9 @@ class DropActionDistInputs(ConnectorV2):
 
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
     """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float,
-    "rollout_temperature": float, "rollout_top_p": float, "critic": gan.critic} (the rollout keys
-    optional, 1 = off; critic optional, "lstm")."""
+    "rollout_temperature": float, "rollout_top_p": float, "critic": gan.critic, "precision":
+    resources.precision} (the rollout keys optional, 1 = off; critic optional, "lstm"; precision
+    optional, "32"). Every forward pass runs in `precision` (models/precision.py)."""
 
     def setup(self) -> None:
         cfg = ModelConfig(**self.model_config["model"])
@@ -87,6 +89,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.temperature = float(self.model_config.get("temperature", 1.0))
         self.rollout_temperature = float(self.model_config.get("rollout_temperature", 1.0))
         self.rollout_top_p = float(self.model_config.get("rollout_top_p", 1.0))
+        self.precision = str(self.model_config.get("precision", "32"))
         self.action_dist_cls = InverseCDFCategorical
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
@@ -97,8 +100,9 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Learner: the policy's logits, and the decoder features they come from as EMBEDDINGS, which
         the learners hand to `compute_values` (a value-head critic reads them instead of a second pass)."""
-        features = self.position_features(self.generator, batch)
-        return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features)), Columns.EMBEDDINGS: features}
+        with self._autocast(batch):
+            features = self.position_features(self.generator, batch)
+            return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features)), Columns.EMBEDDINGS: features}
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Env runners: the same logits as `_forward`, decoded incrementally (see the module docstring).
@@ -106,8 +110,9 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         obs = batch[Columns.OBS]
         position = obs["position"].reshape(-1).long()
         rows = torch.arange(len(position), device=position.device)
-        features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
-        return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
+        with self._autocast(batch):
+            features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
+            return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Env runners' sampling: the behaviour policy mu, i.e. the policy's logits made colder by
@@ -138,6 +143,9 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         """Whether env runners sample from a behaviour policy other than the policy (cold exploration)."""
         return self.rollout_temperature != 1.0 or self.rollout_top_p < 1.0
 
+    def _autocast(self, batch: dict[str, Any]) -> torch.autocast:
+        return autocast(self.precision, batch[Columns.OBS]["position"].device)
+
     def _tempered(self, logits: Tensor) -> Tensor:
         # At T=1 the division is skipped: on [steps, vocabulary] logits it is a full pass each way.
         return logits if self.temperature == 1.0 else logits / self.temperature
@@ -146,13 +154,14 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     def compute_values(self, batch: dict[str, Any], embeddings: Optional[Any] = None) -> Tensor:
         """Critic value [B] of target `position`: expected discounted return from there on.
         `embeddings`: `_forward`'s EMBEDDINGS of the same batch, which a value head reads (else it runs the decoder)."""
-        if isinstance(self.critic, ValueHead):
-            return self.critic(embeddings if embeddings is not None else self.position_features(self.generator, batch))
-        _, filled, sequence, position = self._sequences(batch)
-        # Not-yet-filled targets hold missing_id, which the critic's embedding has no row for. They
-        # all lie after `position` and the critic is causal, so any real id there changes nothing.
-        filled = filled.masked_fill(filled == self.vocab_size, 0)
-        return self.critic(filled)[sequence, position]
+        with self._autocast(batch):
+            if isinstance(self.critic, ValueHead):
+                return self.critic(embeddings if embeddings is not None else self.position_features(self.generator, batch))
+            _, filled, sequence, position = self._sequences(batch)
+            # Not-yet-filled targets hold missing_id, which the critic's embedding has no row for. They
+            # all lie after `position` and the critic is causal, so any real id there changes nothing.
+            filled = filled.masked_fill(filled == self.vocab_size, 0)
+            return self.critic(filled)[sequence, position]
 
     def _sequences(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The sequences to run: (context [S, T+1], filled [S, T+1], sequence of each row [B], position [B]).
@@ -178,7 +187,8 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         return [(self.generator, self._target_generator)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.policy_logits(self._target_generator, batch)}
+        with self._autocast(batch):
+            return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.policy_logits(self._target_generator, batch)}
 
     def get_non_inference_attributes(self) -> list[str]:
         return ["critic", "_target_generator"]
@@ -218,6 +228,7 @@ def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
             "rollout_temperature": cfg.gan.rollout_temperature,
             "rollout_top_p": cfg.gan.rollout_top_p,
             "critic": cfg.gan.critic,
+            "precision": cfg.resources.precision,
         },
     )
 

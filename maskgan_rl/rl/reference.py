@@ -26,6 +26,7 @@ from maskgan_rl.models.critic import AnyCritic, Critic, make_critic
 from maskgan_rl.models.discriminator import log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.optim import adam
+from maskgan_rl.models.precision import autocast
 from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
 from maskgan_rl.rl.module import policy_model_config
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, masked_returns, reinforce_loss
@@ -106,7 +107,7 @@ class ReferenceLoop:
         context = mask_context(windows, present, self.vocab_size)
         self.generator.eval()
         self.disc_trainer.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.cfg.resources.precision, self.device):
             filled, _ = self.generator.sample(windows, present, g.temperature)
             # 2. Rewards from D: log D(real) for every target (only the masked ones are used).
             rewards = self.reward(context, filled)
@@ -114,7 +115,8 @@ class ReferenceLoop:
         # 3-6. Returns, critic baseline, advantages and the two losses.
         self.generator.train()
         self.critic.train()
-        policy_loss, value_loss = actor_critic_losses(self.generator, self.critic, context, filled, present, rewards, g, self.baseline)
+        with autocast(self.cfg.resources.precision, self.device):
+            policy_loss, value_loss = actor_critic_losses(self.generator, self.critic, context, filled, present, rewards, g, self.baseline)
 
         # 7. One step of each optimiser, gradients clipped per network, as RLlib's learners clip.
         self.gen_opt.zero_grad()
