@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import psutil
 import ray
@@ -278,12 +278,14 @@ def measure_baseline(tree: Path, size: str, work: Path, warmup: int, iterations:
     return {**iteration_medians(list(seconds), list(tokens)), "commit": loop.commit}
 
 
-def lockstep_speedups(baseline_tree: Path, size: str, work: Path, warmup: int, rounds: int, overrides: list[str]) -> dict[str, Any]:
-    """The baseline tree's fused loop and this tree's, each warmed up in a process of its own, then
-    stepped in turn (baseline, this, baseline, this...) for `rounds` rounds: on a machine whose
-    speed drifts from minute to minute, each round compares the two at the same moment."""
+def lockstep_speedups(baseline_tree: Path, size: str, work: Path, warmup: int, rounds: int, overrides: list[str],
+                      this_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The baseline tree's fused loop and this tree's (with `this_overrides` too: settings the baseline
+    may not know), each warmed up in a process of its own, then stepped in turn (baseline, this,
+    baseline, this...) for `rounds` rounds: on a machine whose speed drifts from minute to minute,
+    each round compares the two at the same moment."""
     this_tree = Path(__file__).resolve().parent.parent
-    loops = [LockstepLoop(tree, size, work, warmup, overrides) for tree in (baseline_tree, this_tree)]
+    loops = [LockstepLoop(baseline_tree, size, work, warmup, overrides), LockstepLoop(this_tree, size, work, warmup, [*overrides, *this_overrides])]
     try:
         seconds = []
         for _ in range(rounds):
@@ -295,7 +297,7 @@ def lockstep_speedups(baseline_tree: Path, size: str, work: Path, warmup: int, r
     speedups = [old / new for old, new in seconds]
     # The mean log speedup and its 95% t-interval, back on the ratio scale (a geometric mean).
     mean, low, high = t_interval([math.log(s) for s in speedups])
-    return {"commit": loops[0].commit, "s_per_iteration": seconds, "speedups": speedups, "median_speedup": statistics.median(speedups),
+    return {"commit": loops[0].commit, "this_overrides": list(this_overrides), "s_per_iteration": seconds, "speedups": speedups, "median_speedup": statistics.median(speedups),
             "geometric_mean_speedup": math.exp(mean), "speedup_interval": None if low is None else [math.exp(low), math.exp(high)]}
 
 
@@ -360,6 +362,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--baseline-tree", type=Path, help="also time the fused loop of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--baseline-lockstep", type=int, default=0, metavar="ROUNDS",
                         help="then step the baseline's and this tree's fused loops in turn, one iteration each, this many rounds")
+    parser.add_argument("--lockstep-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides for this tree's loop alone in the lockstep rounds, e.g. resources.precision=bf16-mixed")
     parser.add_argument("--out", default="benchmarks/results/throughput")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for every configuration, e.g. gan.disc_steps=5")
     args = parser.parse_args(argv)
@@ -396,7 +400,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 _record(report, row)
             if args.baseline_tree and args.baseline_lockstep:
                 # After the RL rows, which are compared with the fused row just before them.
-                lockstep = lockstep_speedups(args.baseline_tree, size, work, args.warmup, args.baseline_lockstep, args.overrides)
+                lockstep = lockstep_speedups(args.baseline_tree, size, work, args.warmup, args.baseline_lockstep, args.overrides,
+                                             args.lockstep_overrides)
                 report.setdefault("baseline_lockstep", {})[size] = lockstep
                 print(f"[bench] {size}: fused loop vs baseline in lockstep: speedups {lockstep['speedups']}", flush=True)
             if args.profile:
@@ -453,7 +458,8 @@ def markdown(report: dict[str, Any]) -> str:
     for size, p in report.get("baseline_lockstep", {}).items():
         shown = ", ".join(f"{old:.2f} / {new:.2f} s" for old, new in p["s_per_iteration"])
         interval = "" if p["speedup_interval"] is None else " (95% interval {:.2f}-{:.2f}x)".format(*p["speedup_interval"])
-        lines += ["", f"{size} size, the fused loops of {p['commit']} and this tree stepped in turn, one iteration each "
+        this = f"this tree ({' '.join(p['this_overrides'])})" if p["this_overrides"] else "this tree"
+        lines += ["", f"{size} size, the fused loops of {p['commit']} and {this} stepped in turn, one iteration each "
                       f"(seconds, {p['commit']} / this tree): {shown}. Speedup: geometric mean {p['geometric_mean_speedup']:.2f}x"
                       f"{interval}, median {p['median_speedup']:.2f}x."]
     for size, p in report.get("profiles", {}).items():

@@ -52,7 +52,7 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     out = tmp_path / "bench"
     # This checkout as its own baseline tree: the mechanism that times an older commit's fused loop.
     throughput.main(["--algos", "reinforce", "--runners", "0", "--envs", "4", "--warmup", "0", "--iterations", "3",
-                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--baseline-lockstep", "2", "--out", str(out), *TINY])
+                     "--profile", "--baseline-tree", str(BENCHMARKS.parent), "--baseline-lockstep", "2", "--lockstep-overrides=resources.precision=bf16-mixed", "--out", str(out), *TINY])
     report = json.loads(out.with_suffix(".json").read_text())
     baseline, fused, rl = report["results"]
     assert baseline["loop"].startswith("fused @ ") and fused["loop"] == "fused" and rl["loop"] == "rl" and rl["envs"] == 4
@@ -79,7 +79,8 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     table = out.with_suffix(".md").read_text()
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
     assert "the fused loop is" in table and "as fast per iteration as the baseline tree's" in table
-    assert "stepped in turn, one iteration each" in table and "Speedup: geometric mean" in table
+    assert lockstep["this_overrides"] == ["resources.precision=bf16-mixed"]  # this tree's loop alone, in bfloat16
+    assert "this tree (resources.precision=bf16-mixed) stepped in turn, one iteration each" in table and "Speedup: geometric mean" in table
 
 
 def test_reward_check_oracle_reward_lowers_the_oracle_nll(tmp_path):
