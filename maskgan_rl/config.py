@@ -167,7 +167,7 @@ class ResourcesConfig:
     torch_threads: Optional[int] = None
     # The training forward passes' arithmetic: "32" (float32) or "bf16-mixed" (torch.autocast to
     # bfloat16: matrix products and LSTMs in bfloat16, weights, losses and optimisers in float32).
-    # Evaluation always runs in float32.
+    # Evaluation, in-filling and serving always run in float32.
     precision: str = "32"
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)

@@ -4,8 +4,12 @@
 in bfloat16 (faster where the hardware has bfloat16 units: recent x86 CPUs, every current GPU),
 while weights, gradients and optimiser states stay float32. The networks' output layers
 (`layers.OutputLinear`: vocabulary logits, D's logits, values) return float32, so the softmaxes,
-losses and returns downstream always run in float32. Evaluation never enters autocast: its figures compare
-models in float32 whatever they were trained with.
+losses and returns downstream always run in float32. Evaluation, in-filling and serving never enter
+autocast: their figures compare models in float32 whatever they were trained with.
+
+Reinforcement learning is sensitive to a difference between the policy that sampled and the policy
+the learner differentiates; in bfloat16 the env runners' step-by-step logits and the learner's
+teacher-forced ones round differently. Off by default: benchmarks/README.md has what it buys and costs.
 """
 
 from __future__ import annotations
