@@ -147,7 +147,7 @@ def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: i
     return iteration_medians(seconds, tokens, extras)
 
 
-def iteration_medians(seconds: list[float], tokens: list[int], extras: Optional[list[dict[str, float]]] = None) -> dict[str, Any]:
+def iteration_medians(seconds: list[float], tokens: list[int], extras: Sequence[dict[str, float]] = ()) -> dict[str, Any]:
     """Medians of timed iterations: seconds, masked tokens per second and per iteration, and each extra timing."""
     rates = [t / s for t, s in zip(tokens, seconds)]
     result = {
@@ -155,7 +155,7 @@ def iteration_medians(seconds: list[float], tokens: list[int], extras: Optional[
         "masked_tokens_per_s": statistics.median(rates),
         "masked_tokens_per_iteration": statistics.median(tokens),
     }
-    for key in (extras or [{}])[0]:
+    for key in extras[0] if extras else ():
         result[key] = statistics.median(e[key] for e in extras)
     return result
 
