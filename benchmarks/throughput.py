@@ -219,7 +219,7 @@ try:
     from maskgan_rl.rl.reference import ReferenceLoop as Loop
 except ImportError:  # before the loop moved into the package
     Loop = tree.FusedLoop
-size, work, warmup, overrides = json.loads(sys.argv[1])
+size, work, warmup, overrides, REPLY = json.loads(sys.argv[1])
 cfg = tree.benchmark_config(size, Path(work), overrides)
 data = prepare_data(cfg)
 torch.manual_seed(0)
@@ -228,11 +228,11 @@ torch.set_num_threads(psutil.cpu_count(logical=True))
 loop = Loop(cfg, data, state, torch.device("cpu"))
 for _ in range(warmup):
     loop.train_iteration()
-print("ready", flush=True)
+print(REPLY, "ready", flush=True)
 for _ in sys.stdin:
     start = time.perf_counter()
     masked = loop.train_iteration()
-    print(json.dumps([time.perf_counter() - start, masked]), flush=True)
+    print(REPLY, json.dumps([time.perf_counter() - start, masked]), flush=True)
 """
 
 
@@ -241,9 +241,11 @@ class LockstepLoop:
     of its own, one iteration per `step()`. Between steps it waits (its OpenMP threads sleep:
     OMP_WAIT_POLICY=PASSIVE), so two of them stepped in turn share the machine's moment, not its cores."""
 
+    REPLY = "@lockstep"  # marks the lines of the step protocol on the loop's stdout
+
     def __init__(self, tree: Path, size: str, work: Path, warmup: int, overrides: list[str]):
         self.commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
-        arguments = json.dumps([size, str(work / f"lockstep-{self.commit}-{size}"), warmup, overrides])
+        arguments = json.dumps([size, str(work / f"lockstep-{self.commit}-{size}"), warmup, overrides, self.REPLY])
         self.process = subprocess.Popen([sys.executable, "-c", LOCKSTEP_LOOP, arguments], cwd=tree,
                                         env={**os.environ, "PYTHONPATH": str(tree), "OMP_WAIT_POLICY": "PASSIVE"},
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -258,10 +260,12 @@ class LockstepLoop:
         return seconds, masked
 
     def _reply(self) -> str:
-        line = self.process.stdout.readline().strip()
-        if not line:
-            raise SystemExit(f"the fused loop of {self.commit} stopped (exit status {self.process.wait()}; its error is above)")
-        return line
+        """The loop's next reply; anything else it prints (an older tree's progress) passes to stderr."""
+        for line in self.process.stdout:
+            if line.startswith(self.REPLY):
+                return line.removeprefix(self.REPLY).strip()
+            sys.stderr.write(line)
+        raise SystemExit(f"the fused loop of {self.commit} stopped (exit status {self.process.wait()}; its error is above)")
 
     def close(self) -> None:
         self.process.stdin.close()
