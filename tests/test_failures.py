@@ -5,6 +5,7 @@ Every kill is a real SIGKILL of a real process during a real (tiny) training run
   environment in the middle of sampling; RLlib restarts it with the current weights;
 - discriminator actor: killed from here between iterations, and inside a call from an env runner
   in the middle of an iteration; Ray restarts it and it resumes from its saved state;
+- a runner that dies in every sample: the run stops with one line instead of retrying for ever;
 - driver: see test_command_line_runs.py (a killed `maskgan train` run again); here, that a resumed
   MLflow run never logs a step twice;
 Then the divergence guard: NaN metrics or a learner_masked_perplexity past gan.max_masked_perplexity stop
@@ -23,12 +24,14 @@ import pytest
 import ray
 import torch
 from mlflow.tracking import MlflowClient
+from ray.rllib.env.env_runner_group import EnvRunnerGroup
 
 from maskgan_rl.checkpoint import load_checkpoint
 from maskgan_rl.cli import main
 from maskgan_rl.config import load_config
 from maskgan_rl.loading import load_generator
 from maskgan_rl.rl.adversarial import AdversarialTrainer
+from maskgan_rl.rl.callbacks import MAX_RESTORES_PER_ITERATION, MaskGANCallbacks
 from maskgan_rl.tracking import RUN_ID_FILE, Tracker
 from maskgan_rl.train import run_training
 
@@ -58,8 +61,8 @@ def runner_pids(trainer: AdversarialTrainer) -> list[int]:
     return trainer.algo.env_runner_group.foreach_env_runner(lambda runner: os.getpid(), local_env_runner=False)
 
 
-def kill_during_next_sample(trainer: AdversarialTrainer, pid: int | None = None, at_step: int = 3) -> None:
-    """The runner's environment SIGKILLs process `pid` (default: the runner's own) at its
+def kill_during_next_sample(runners: EnvRunnerGroup, pid: int | None = None, at_step: int = 3) -> None:
+    """The remote runner's environment SIGKILLs process `pid` (default: the runner's own) at its
     `at_step`-th step of the next sample: a death in the middle of an iteration."""
 
     def arm(runner) -> None:
@@ -74,7 +77,7 @@ def kill_during_next_sample(trainer: AdversarialTrainer, pid: int | None = None,
 
         env.step = step_and_kill  # an instance attribute: the wrappers around the env call this one
 
-    trainer.algo.env_runner_group.foreach_env_runner(arm, local_env_runner=False)
+    runners.foreach_env_runner(arm, local_env_runner=False)
 
 
 def discriminator_pid(trainer: AdversarialTrainer) -> int:
@@ -105,10 +108,10 @@ def test_env_runner_and_discriminator_deaths_are_survived(ray_session, tmp_path,
 
     faults.update({
         2: kill_runner_from_outside,  # idle: the next call to it fails
-        3: kill_during_next_sample,  # busy: dies half-way through the iteration's sample
+        3: lambda trainer: kill_during_next_sample(trainer.algo.env_runner_group),  # busy: dies half-way through the sample
         4: kill_discriminator_from_outside,
         # While the runner samples: its episodes reach D only once D is back.
-        5: lambda trainer: kill_during_next_sample(trainer, pid=discriminator_pid(trainer)),
+        5: lambda trainer: kill_during_next_sample(trainer.algo.env_runner_group, pid=discriminator_pid(trainer)),
     })
     real_train_iteration = AdversarialTrainer.train_iteration
 
@@ -222,3 +225,38 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(ray_session
     assert sorted(p.name for p in folder.glob("gan-*.pt")) == ["gan-000001.pt", "gan-000002.pt"]
     assert load_checkpoint(good)["iteration"] == 2
     assert max(metric_steps(run_dir)["gan/learner_masked_perplexity"]) == 2
+
+
+@pytest.mark.timeout(300)  # without the guard the run retries for ever
+def test_a_runner_that_fails_every_time_stops_the_run_with_one_line(ray_session, tmp_path, monkeypatch, capsys):
+    """RLlib retries an iteration whose runner died for as long as it keeps dying; a runner that dies in
+    every sample (here: re-armed after each restore) must stop the run, not hang it."""
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(run_dir, iterations=3)
+    real_train_iteration = AdversarialTrainer.train_iteration
+
+    def dies_from_iteration_2(trainer: AdversarialTrainer) -> dict:
+        if trainer.iteration == 1:
+            kill_during_next_sample(trainer.algo.env_runner_group)
+        return real_train_iteration(trainer)
+
+    real_recreated = MaskGANCallbacks.on_env_runners_recreated
+    restores = []
+
+    def recreated_and_rearmed(callbacks: MaskGANCallbacks, *, algorithm, env_runner_group, **kwargs) -> None:
+        restores.append(1)
+        real_recreated(callbacks, algorithm=algorithm, env_runner_group=env_runner_group, **kwargs)
+        kill_during_next_sample(env_runner_group)  # the restored runner dies in its next sample too
+
+    monkeypatch.setattr(AdversarialTrainer, "train_iteration", dies_from_iteration_2)
+    monkeypatch.setattr(MaskGANCallbacks, "on_env_runners_recreated", recreated_and_rearmed)
+    assert main(["train", *args]) == 1  # a runtime failure
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith(f"maskgan train: error: env runners failed {MAX_RESTORES_PER_ITERATION + 1} times in a row")
+    assert "--resume" in message
+    assert len(restores) == MAX_RESTORES_PER_ITERATION + 1
+    # The iteration before the failures is the last checkpoint, intact.
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("gan-*.pt")) == ["gan-000001.pt"]
+    assert load_checkpoint(run_dir / "checkpoints" / "gan-000001.pt")["iteration"] == 1

@@ -7,7 +7,10 @@
   not wait: the actor is then busy with the previous update while the runners sample, and waiting
   would serialise the two again; episodes that arrive after an update starts go into the next one.
 - `on_env_runners_recreated` (on the driver): a restarted runner's environments start from a
-  seed-initialised D; the current weights are pushed to it straight away.
+  seed-initialised D; the current weights are pushed to it straight away. RLlib retries an iteration
+  whose runners died for as long as they keep dying, so a runner that fails every time (a bug, not a
+  lost node) would look like a hung run: after MAX_RESTORES_PER_ITERATION restores without a finished
+  iteration the run stops with a `RunFailure` (its last checkpoint stays).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import numpy as np
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from maskgan_rl.errors import RunFailure
+
+MAX_RESTORES_PER_ITERATION = 3
+
 
 class MaskGANCallbacks(RLlibCallback):
     """Pass as `callbacks_class=functools.partial(MaskGANCallbacks, disc_actor=<actor handle>)`."""
@@ -26,6 +33,7 @@ class MaskGANCallbacks(RLlibCallback):
         super().__init__()
         self.disc_actor = disc_actor
         self.wait_for_discriminator = wait_for_discriminator
+        self._restores = 0  # of failed env runners, since the last finished iteration
 
     def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=(), **kwargs) -> None:
         finished = [episode for episode in samples if episode.is_terminated]
@@ -42,7 +50,16 @@ class MaskGANCallbacks(RLlibCallback):
             ray.get(stored)
 
     def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices, is_evaluation, **kwargs) -> None:
+        self._restores += 1
+        if self._restores > MAX_RESTORES_PER_ITERATION:
+            raise RunFailure(
+                f"env runners failed {self._restores} times in a row without finishing an iteration: the same error "
+                "each time is a bug, not a lost node (the runners' errors are in the log above); fix it and run again with --resume"
+            )
         push_discriminator_weights(env_runner_group, self.disc_actor, env_runner_indices)
+
+    def on_train_result(self, *, algorithm, metrics_logger=None, result, **kwargs) -> None:
+        self._restores = 0
 
 
 def push_discriminator_weights(env_runner_group, disc_actor, remote_worker_ids: Optional[list[int]] = None) -> None:
