@@ -526,7 +526,7 @@ def _write_outputs(out: Path, results: dict[str, Any], scorer: _Scorer, fills: d
     (out / "results.json").write_text(json.dumps(results, indent=1))
     point_keys = list(dict.fromkeys(k for e in results["checkpoints"] for p in e["points"] for k in p if k not in ("seed", "temperature")))
     keys = ["masked_perplexity", *dict.fromkeys([*results["real"], *point_keys])]
-    header = ["model", "seed", "temperature", *keys]
+    header = ["model", "evaluation seed", "temperature", *keys]
     rows = [["real data", "", "", *(results["real"].get(k, "") for k in keys)]]
     for entry in results["checkpoints"]:
         for point in entry["points"]:
