@@ -103,8 +103,8 @@ def markdown(rows: list[dict[str, Any]], preset: str, overrides: list[str]) -> s
     def number(value: Optional[float]) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    lines = [f"Preset {preset} {' '.join(overrides)}; one training seed.", "",
-             "| gan.critic | status | iterations | explained variance (2nd half) | value loss (2nd half) | oracle NLL start -> end | oracle NLL, mean of last 5 evaluations |",
+    lines = [f"Preset {preset} {' '.join(overrides)}; one pretraining, then one adversarial run per design (its seed is the config's).", "",
+             "| design | status | iterations | explained variance (2nd half) | value loss (2nd half) | oracle NLL start -> end | oracle NLL, mean of last 5 evaluations |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(

@@ -22,7 +22,7 @@ decoder state between steps (cleared when new D weights arrive), so a step costs
 
 The env config's `model` is the discriminator's shape (gan.disc_* where set, else the generator's),
 `disc_layer_norm` (optional) whether it has layer norm, `precision` (optional, resources.precision,
-"32" by default) the arithmetic of its reward forward pass. `set_present_rate` changes the mask rate of
+"auto" by default) the arithmetic of its reward forward pass. `set_present_rate` changes the mask rate of
 episodes started from then on (the trainer's mask-rate curriculum).
 
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
@@ -51,7 +51,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
-from maskgan_rl.models.precision import autocast
+from maskgan_rl.models.precision import autocast, forward_only
 from maskgan_rl.resources import ThreadShare, set_actor_threads
 
 REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
@@ -95,7 +95,8 @@ class InfillEpisodes:
             torch.manual_seed(int(config.get("seed", 0)))
             self.discriminator = Discriminator(self.vocab_size, model_cfg, bool(config.get("disc_layer_norm", False))).eval()
         self.discriminator_version = 0
-        self.precision = str(config.get("precision", "32"))
+        self.precision = str(config.get("precision", "auto"))
+        forward_only(self.discriminator, self.precision, "cpu")
         self._scorer = IncrementalDecoder(self.discriminator.seq2seq)
 
         n, t = num_envs, self.seq_len
@@ -143,7 +144,7 @@ class InfillEpisodes:
             raise ValueError(f"actions must be token ids in [0, {self.vocab_size}), got {actions.tolist()}")
         placed = self.position[rows]
         self.filled[rows, placed + 1] = actions
-        with torch.no_grad(), autocast(self.precision, "cpu"):
+        with torch.no_grad(), autocast(self.precision, "cpu", self.discriminator):
             # D's output at `placed` has read filled[1 : placed + 2] (its decoder inputs are filled[1:]).
             features = self._scorer.features(
                 torch.from_numpy(rows), torch.from_numpy(self.context[rows]), torch.from_numpy(self.filled[rows, 1:]),

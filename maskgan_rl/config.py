@@ -26,7 +26,7 @@ MASK_STRATEGIES = ("random", "contiguous", "blanks")
 # The RL algorithms gan.algo may name; maskgan_rl.rl.algorithms.ALGORITHMS holds one entry for each.
 ALGORITHM_NAMES = ("reinforce", "ppo", "appo", "impala")
 CRITIC_NAMES = ("lstm", "head", "head_stop_gradient")  # gan.critic, see maskgan_rl/models/critic.py
-PRECISIONS = ("32", "bf16-mixed")  # resources.precision, see maskgan_rl/models/precision.py
+PRECISIONS = ("auto", "32", "bf16-mixed")  # resources.precision, see maskgan_rl/models/precision.py
 
 
 @dataclass
@@ -165,10 +165,11 @@ class ResourcesConfig:
     # Torch threads per process of the adversarial stage (driver, env runners, learners, D) and per
     # serve replica. None: chosen per process from the CPUs Ray gives it (resources.ThreadShare).
     torch_threads: Optional[int] = None
-    # The training forward passes' arithmetic: "32" (float32) or "bf16-mixed" (torch.autocast to
-    # bfloat16: matrix products and LSTMs in bfloat16, weights, losses and optimisers in float32).
-    # Evaluation, in-filling and serving always run in float32.
-    precision: str = "32"
+    # The training forward passes' arithmetic: "32" (float32), "bf16-mixed" (torch.autocast to
+    # bfloat16: matrix products and LSTMs in bfloat16, weights, losses and optimisers in float32), or
+    # "auto": bf16-mixed for networks of 256+ units on a CPU with bfloat16 units, else 32
+    # (models/precision.py). Evaluation, in-filling and serving always run in float32.
+    precision: str = "auto"
     env_runner_resources: dict = field(default_factory=dict)  # custom resources, e.g. {"cpu_node": 0.1}
     learner_resources: dict = field(default_factory=dict)
     disc_resources: dict = field(default_factory=dict)

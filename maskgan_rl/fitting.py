@@ -27,7 +27,7 @@ from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.language_model import LanguageModel
 from maskgan_rl.models.losses import masked_cross_entropy, masked_target_nll
 from maskgan_rl.models.optim import adam
-from maskgan_rl.models.precision import autocast
+from maskgan_rl.models.precision import autocast, describe
 from maskgan_rl.progress import Progress
 from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker
@@ -90,13 +90,14 @@ def load_or_train(
 
     # A continued run draws other batches and masks than the first `done` steps did.
     rng = np.random.default_rng([cfg.seed, done] if done else cfg.seed)
+    log.info(f"[{stage}] precision: {describe(cfg.resources.precision, device, model)}")
     progress = Progress(stage, total=steps, initial=done)
     evaluate = lambda: validation_perplexity(model, batch_loss, valid, cfg, device)  # noqa: E731
     tokens, started = 0, time.perf_counter()
     for step in range(done + 1, steps + 1):
         model.train()
         windows = torch.as_tensor(train.sample(cfg.pretrain.batch_size, rng), device=device)
-        with autocast(cfg.resources.precision, device):
+        with autocast(cfg.resources.precision, device, model):
             loss, count = batch_loss(windows, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,6 +24,7 @@ from maskgan_rl.errors import CheckpointError, RunFailure
 from maskgan_rl.infill import example_text
 from maskgan_rl.loading import load_generator, stored_config
 from maskgan_rl.models.discriminator import Discriminator
+from maskgan_rl.models.precision import describe
 from maskgan_rl.pretrain import PretrainResult, pretrain
 from maskgan_rl.progress import Progress
 from maskgan_rl.resources import check_cluster_resources
@@ -115,6 +116,7 @@ def _adversarial(
 
     generator, _, _ = load_generator(pretrained.mle_path, data.vocab)
     trainer = AdversarialTrainer(cfg, data, generator.state_dict(), discriminator_state=None)
+    log.info(f"[gan] precision of the processes on CPUs: {describe(cfg.resources.precision, 'cpu', generator)}")
     discriminator = Discriminator.from_config(len(data.vocab), cfg)  # a copy of the actor's D, for evaluation
 
     def evaluate() -> dict[str, float]:

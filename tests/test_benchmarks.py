@@ -307,7 +307,7 @@ def test_critic_designs_trains_each_design_from_one_pretraining_and_reports_them
     shipped = {d: load_checkpoint(runs / d / "checkpoints" / "maskgan.pt") for d in rows}
     critics = {d: checkpoint["models"]["critic"] for d, checkpoint in shipped.items()}
     assert "lstm.layers.0.weight_ih_l0" in critics["lstm"] and sorted(critics["stop-bf16"]) == ["head.bias", "head.weight"]
-    assert [shipped[d]["config"]["resources"]["precision"] for d in ("lstm", "stop-bf16")] == ["32", "bf16-mixed"]
+    assert [shipped[d]["config"]["resources"]["precision"] for d in ("lstm", "stop-bf16")] == ["auto", "bf16-mixed"]
     # Run again: every stage is found done, nothing retrains.
     before = (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns
     critic_designs.main(args)

@@ -65,7 +65,7 @@ def test_round_trip_through_a_stored_dict():
         ("resources.disc_resources=[1, 2]", ["resources.disc_resources", "a mapping key sub-keys"]),
         ("resources.disc_resources.x=abc", ["resources.disc_resources", "amounts >= 0"]),
         ("resources.learner_resources.x=-1", ["resources.learner_resources", "amounts >= 0"]),
-        ("resources.precision=fp16", ["resources.precision='fp16'", "32 | bf16-mixed"]),
+        ("resources.precision=fp16", ["resources.precision='fp16'", "auto | 32 | bf16-mixed"]),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_allowed_values(override, words):

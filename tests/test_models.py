@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from maskgan_rl.config import ModelConfig
 from maskgan_rl.masking import mask_context
-from maskgan_rl.models import Critic, Discriminator, Generator, LanguageModel, discriminator_loss, log_real_prob
+from maskgan_rl.models import Critic, Discriminator, Generator, LanguageModel, discriminator_loss, log_real_prob, precision
 from maskgan_rl.models.critic import ValueHead
 from maskgan_rl.models.layers import sample_logits
-from maskgan_rl.models.precision import autocast
+from maskgan_rl.models.precision import BFLOAT16_MIN_HIDDEN, autocast, describe, native_bfloat16, resolve, width
 
 V, T, B = 11, 6, 5
 torch.set_num_threads(1)
@@ -284,9 +285,9 @@ def test_bf16_mixed_precision_computes_in_bfloat16_and_every_network_returns_flo
             }
 
     full = outputs()
-    with autocast("32", "cpu"):  # float32: a disabled autocast changes nothing
+    with autocast("32", "cpu", gen):  # float32: a disabled autocast changes nothing
         assert all(torch.equal(full[name], out) for name, out in outputs().items())
-    with autocast("bf16-mixed", "cpu"):
+    with autocast("bf16-mixed", "cpu", gen):  # asked for explicitly: whatever the width
         mixed = outputs()
     for name, out in mixed.items():
         assert out.dtype == torch.float32, name  # softmaxes and losses downstream run in float32
@@ -294,5 +295,23 @@ def test_bf16_mixed_precision_computes_in_bfloat16_and_every_network_returns_flo
         scale = full[name].abs().max()
         assert torch.allclose(out, full[name], atol=0.05 * float(scale) + 1e-3), name
     assert not torch.equal(mixed["generator logits"], full["generator logits"])
-    with pytest.raises(ValueError, match="precision 'fp16': use one of 32, bf16-mixed"):
-        autocast("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision 'fp16': use one of auto, 32, bf16-mixed"):
+        autocast("fp16", "cpu", gen)
+
+
+def test_auto_precision_is_bfloat16_only_for_wide_lstms_on_a_cpu_with_bfloat16_units(monkeypatch):
+    narrow = Generator(V, config(embed=8, hidden=BFLOAT16_MIN_HIDDEN - 1))
+    wide = Critic(V, config(embed=8, hidden=BFLOAT16_MIN_HIDDEN))
+    assert (width(narrow), width(wide), width(nn.Linear(4, 4))) == (BFLOAT16_MIN_HIDDEN - 1, BFLOAT16_MIN_HIDDEN, 0)
+    assert native_bfloat16("cuda") is False  # GPUs: not measured, so never chosen by "auto"
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bfloat16", lambda kind, native=native: native and kind == "cpu")
+        assert resolve("auto", "cpu", wide) == ("bf16-mixed" if native else "32")
+        assert resolve("auto", "cpu", narrow) == "32"
+        # Set explicitly, a precision applies whatever the network and the hardware.
+        assert resolve("bf16-mixed", "cpu", narrow) == "bf16-mixed" and resolve("32", "cpu", wide) == "32"
+        with autocast("auto", "cpu", wide):
+            assert torch.is_autocast_enabled("cpu") is native
+        with autocast("auto", "cpu", narrow):
+            assert not torch.is_autocast_enabled("cpu")
+        assert describe("auto", "cpu", wide).startswith(("bf16-mixed" if native else "32") + " (auto: 256-unit LSTMs on a cpu")

@@ -1,27 +1,81 @@
 """The arithmetic of training's forward passes (resources.precision).
 
 "bf16-mixed" runs them under `torch.autocast` with bfloat16: matrix products and LSTM layers compute
-in bfloat16 (faster where the hardware has bfloat16 units: recent x86 CPUs, every current GPU),
-while weights, gradients and optimiser states stay float32. The networks' output layers
+in bfloat16, while weights, gradients and optimiser states stay float32. The networks' output layers
 (`layers.OutputLinear`: vocabulary logits, D's logits, values) return float32, so the softmaxes,
 losses and returns downstream always run in float32. Evaluation, in-filling and serving never enter
 autocast: their figures compare models in float32 whatever they were trained with.
 
+"auto", the default, is "bf16-mixed" for networks whose LSTMs have at least BFLOAT16_MIN_HIDDEN units, on
+a CPU that computes bfloat16 products in hardware (AVX512-BF16 or AMX), and "32" everywhere else: small networks
+gain nothing, CPUs without those units emulate bfloat16 slowly, and GPUs are not measured yet
+(benchmarks/README.md, "bfloat16"). Each process decides for its own device and networks.
+
 Reinforcement learning is sensitive to a difference between the policy that sampled and the policy
 the learner differentiates; in bfloat16 the env runners' step-by-step logits and the learner's
-teacher-forced ones round differently. Off by default: benchmarks/README.md has what it buys and costs.
+teacher-forced ones round differently (the quality check across seeds is in benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch import nn
 
 from maskgan_rl.config import PRECISIONS
 
+BFLOAT16_MIN_HIDDEN = 256  # "auto": narrower networks stay in float32
 
-def autocast(precision: str, device: torch.device | str) -> torch.autocast:
-    """The context that forward passes on `device` run in; "32" is a disabled autocast (a no-op)."""
+
+@functools.cache
+def native_bfloat16(device_type: str) -> bool:
+    """Whether devices of this type compute bfloat16 products in hardware ("auto" uses bfloat16 only there).
+    CPUs: AVX512-BF16 or AMX, as torch reports them; GPUs: not measured, so False."""
+    if device_type != "cpu":
+        return False
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(check() for check in checks if check is not None)
+
+
+def resolve(precision: str, device: torch.device | str, network: nn.Module) -> str:
+    """resources.precision as it applies to `network` on `device`: "32" or "bf16-mixed"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if width(network) >= BFLOAT16_MIN_HIDDEN and native_bfloat16(torch.device(device).type) else "32"
 
+
+def width(network: nn.Module) -> int:
+    """The hidden size of the widest LSTM in `network` (0 without one): what decides whether bfloat16 pays."""
+    return max((m.hidden_size for m in network.modules() if isinstance(m, nn.LSTM)), default=0)
+
+
+def autocast(precision: str, device: torch.device | str, network: nn.Module) -> torch.autocast:
+    """The context that `network`'s forward passes on `device` run in; a disabled autocast (a no-op)
+    where `precision` resolves to "32"."""
+    enabled = resolve(precision, device, network) == "bf16-mixed"
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def forward_only(network: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
+    """A network that only runs forward passes (the env runners' generator and D) keeps its weights in
+    bfloat16 where `precision` resolves to bf16-mixed: autocast then finds them cast already, where it
+    would cast every weight again at every step (each env step is an autocast region of its own). The
+    numbers are autocast's, which rounds the same weights the same way; weights loaded later
+    (load_state_dict) are converted on the way in. Returns `network`."""
+    if resolve(precision, device, network) == "bf16-mixed":
+        network.to(torch.bfloat16)
+    return network
+
+
+def describe(precision: str, device: torch.device | str, network: nn.Module) -> str:
+    """What `precision` means for `network` on `device`, for the run's log: e.g. "bf16-mixed (auto:
+    650-unit LSTMs on a cpu with bfloat16 units)"."""
+    chosen = resolve(precision, device, network)
+    if precision != "auto":
+        return chosen
+    kind = torch.device(device).type
+    units = "with" if native_bfloat16(kind) else "without"
+    return f"{chosen} (auto: {width(network)}-unit LSTMs on a {kind} {units} bfloat16 units; set resources.precision to choose)"

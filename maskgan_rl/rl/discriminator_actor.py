@@ -151,7 +151,7 @@ class DiscriminatorTrainer:
         for _ in range(steps):
             window = sample_windows(windows, self.gan.disc_batch_size, rng)
             present = make_present(len(window), window.shape[1] - 1, mask_at(self.mask_cfg, 0), rng)  # the first iterations' mask rate
-            with torch.no_grad(), autocast(self.precision, self.device):
+            with torch.no_grad(), autocast(self.precision, self.device, generator):
                 filled, _ = generator.sample(
                     torch.as_tensor(window, device=self.device), torch.as_tensor(present, device=self.device),
                     self.gan.temperature, sampling,
@@ -174,7 +174,7 @@ class DiscriminatorTrainer:
                 torch.as_tensor(data[key][rows], device=self.device) for key in ("window", "filled", "present")
             )
             context = mask_context(window, present, self.missing_id)
-            with autocast(self.precision, self.device):
+            with autocast(self.precision, self.device, self.model):
                 real_logits, fake_logits = self.model.real_and_fake_logits(context, window, filled)
             loss = discriminator_loss(real_logits, fake_logits, present, real_label=1.0 - self.gan.disc_label_smoothing)
             self.optimizer.zero_grad()

@@ -44,7 +44,7 @@ from maskgan_rl.models.critic import Critic, ValueHead, make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
 from maskgan_rl.models.layers import cold_logits, sample_log_probs
-from maskgan_rl.models.precision import autocast
+from maskgan_rl.models.precision import autocast, forward_only
 
 
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
@@ -81,7 +81,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float,
     "rollout_temperature": float, "rollout_top_p": float, "critic": gan.critic, "precision":
     resources.precision} (the rollout keys optional, 1 = off; critic optional, "lstm"; precision
-    optional, "32"). Every forward pass runs in `precision` (models/precision.py)."""
+    optional, "auto"). Every forward pass runs in `precision` (models/precision.py)."""
 
     def setup(self) -> None:
         cfg = ModelConfig(**self.model_config["model"])
@@ -89,11 +89,13 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.temperature = float(self.model_config.get("temperature", 1.0))
         self.rollout_temperature = float(self.model_config.get("rollout_temperature", 1.0))
         self.rollout_top_p = float(self.model_config.get("rollout_top_p", 1.0))
-        self.precision = str(self.model_config.get("precision", "32"))
+        self.precision = str(self.model_config.get("precision", "auto"))
         self.action_dist_cls = InverseCDFCategorical
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
         self.critic = make_critic(self.model_config.get("critic", "lstm"), self.vocab_size, cfg, self.generator)
+        if self.inference_only:  # an env runner's copy: it samples, never learns
+            forward_only(self.generator, self.precision, "cpu")
         self._sampling_cache = IncrementalDecoder(self.generator.seq2seq)
 
     # -- policy ---------------------------------------------------------------------------------
@@ -144,7 +146,8 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         return self.rollout_temperature != 1.0 or self.rollout_top_p < 1.0
 
     def _autocast(self, batch: dict[str, Any]) -> torch.autocast:
-        return autocast(self.precision, batch[Columns.OBS]["position"].device)
+        # The generator's width decides "auto" for all its networks: the critic and target copy have its shape.
+        return autocast(self.precision, batch[Columns.OBS]["position"].device, self.generator)
 
     def _tempered(self, logits: Tensor) -> Tensor:
         # At T=1 the division is skipped: on [steps, vocabulary] logits it is a full pass each way.

@@ -107,15 +107,18 @@ class ReferenceLoop:
         context = mask_context(windows, present, self.vocab_size)
         self.generator.eval()
         self.disc_trainer.model.eval()
-        with torch.no_grad(), autocast(self.cfg.resources.precision, self.device):
-            filled, _ = self.generator.sample(windows, present, g.temperature)
+        precision = self.cfg.resources.precision
+        with torch.no_grad():
+            with autocast(precision, self.device, self.generator):
+                filled, _ = self.generator.sample(windows, present, g.temperature)
             # 2. Rewards from D: log D(real) for every target (only the masked ones are used).
-            rewards = self.reward(context, filled)
+            with autocast(precision, self.device, self.disc_trainer.model):
+                rewards = self.reward(context, filled)
 
         # 3-6. Returns, critic baseline, advantages and the two losses.
         self.generator.train()
         self.critic.train()
-        with autocast(self.cfg.resources.precision, self.device):
+        with autocast(precision, self.device, self.generator):
             policy_loss, value_loss = actor_critic_losses(self.generator, self.critic, context, filled, present, rewards, g, self.baseline)
 
         # 7. One step of each optimiser, gradients clipped per network, as RLlib's learners clip.
