@@ -312,3 +312,31 @@ def test_critic_designs_trains_each_design_from_one_pretraining_and_reports_them
     before = (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns
     critic_designs.main(args)
     assert (runs / "lstm" / "checkpoints" / "maskgan.pt").stat().st_mtime_ns == before
+
+
+def test_arithmetic_limit_counts_lstm_and_product_operations_by_hand():
+    limit = load_benchmark("arithmetic_limit")
+    lstm, x = torch.nn.LSTM(16, 32, batch_first=True), torch.randn(4, 7, 16, requires_grad=True)
+    a, b = torch.randn(3, 5), torch.randn(5, 2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profiler:
+        lstm(x)[0].sum().backward()
+        a @ b
+    counts = limit.operation_counts(profiler.events())
+    forward = 2 * 7 * 4 * (4 * 32 * 16 + 4 * 32 * 32)  # 28 tokens through the input and recurrent weights
+    assert counts["lstm forward"] == pytest.approx(forward / 1e9)
+    assert counts["lstm backward"] == pytest.approx(2 * forward / 1e9)
+    assert counts["matrix products"] == pytest.approx(2 * 3 * 5 * 2 / 1e9)
+
+
+def test_arithmetic_limit_reports_each_precision_against_its_gemm_rate(tmp_path):
+    limit = load_benchmark("arithmetic_limit")
+    out = tmp_path / "limit"
+    limit.main(["--sizes", "cpu", "--warmup", "1", "--iterations", "1", "--out", str(out), *TINY])
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert [r["precision"] for r in rows] == ["32", "bf16-mixed"]
+    assert rows[0]["gflop_per_iteration"] == rows[1]["gflop_per_iteration"]  # the same arithmetic, counted once
+    for r in rows:
+        assert all(g > 0 for g in r["gflop_per_iteration"].values()), r
+        assert r["limit_s"] == pytest.approx(r["gflop_total"] / r["gemm_gflop_per_s"])
+        assert r["share_of_limit"] == pytest.approx(r["limit_s"] / r["s_per_iteration"])
+    assert "| cpu | bf16-mixed |" in out.with_suffix(".md").read_text()
