@@ -59,17 +59,6 @@ def autocast(precision: str, device: torch.device | str, network: nn.Module) -> 
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def forward_only(network: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
-    """A network that only runs forward passes (the env runners' generator and D) keeps its weights in
-    bfloat16 where `precision` resolves to bf16-mixed: autocast then finds them cast already, where it
-    would cast every weight again at every step (each env step is an autocast region of its own). The
-    numbers are autocast's, which rounds the same weights the same way; weights loaded later
-    (load_state_dict) are converted on the way in. Returns `network`."""
-    if resolve(precision, device, network) == "bf16-mixed":
-        network.to(torch.bfloat16)
-    return network
-
-
 def describe(precision: str, device: torch.device | str, network: nn.Module) -> str:
     """What `precision` means for `network` on `device`, for the run's log: e.g. "bf16-mixed (auto:
     650-unit LSTMs on a cpu with bfloat16 units)"."""

@@ -44,7 +44,7 @@ from maskgan_rl.models.critic import Critic, ValueHead, make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
 from maskgan_rl.models.layers import cold_logits, sample_log_probs
-from maskgan_rl.models.precision import autocast, forward_only
+from maskgan_rl.models.precision import autocast
 
 
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
@@ -94,8 +94,6 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
         self.critic = make_critic(self.model_config.get("critic", "lstm"), self.vocab_size, cfg, self.generator)
-        if self.inference_only:  # an env runner's copy: it samples, never learns
-            forward_only(self.generator, self.precision, "cpu")
         self._sampling_cache = IncrementalDecoder(self.generator.seq2seq)
 
     # -- policy ---------------------------------------------------------------------------------
