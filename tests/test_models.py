@@ -314,4 +314,7 @@ def test_auto_precision_is_bfloat16_only_for_wide_lstms_on_a_cpu_with_bfloat16_u
             assert torch.is_autocast_enabled("cpu") is native
         with autocast("auto", "cpu", narrow):
             assert not torch.is_autocast_enabled("cpu")
-        assert describe("auto", "cpu", wide).startswith(("bf16-mixed" if native else "32") + " (auto: 256-unit LSTMs on a cpu")
+        assert describe("auto", "cpu", wide) == ("bf16-mixed (auto: 256-unit LSTMs on a cpu with bfloat16 units" if native
+                                                 else "32 (auto: no bfloat16 units on this cpu") + "; resources.precision=32 or bf16-mixed to choose)"
+        assert describe("auto", "cpu", narrow).startswith("32 (auto: " + ("255-unit LSTMs, bfloat16 from 256 on" if native else "no bfloat16"))
+        assert describe("bf16-mixed", "cpu", narrow) == "bf16-mixed"

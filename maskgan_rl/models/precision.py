@@ -7,9 +7,10 @@ losses and returns downstream always run in float32. Evaluation, in-filling and 
 autocast: their figures compare models in float32 whatever they were trained with.
 
 "auto", the default, is "bf16-mixed" for networks whose LSTMs have at least BFLOAT16_MIN_HIDDEN units, on
-a CPU that computes bfloat16 products in hardware (AVX512-BF16 or AMX), and "32" everywhere else: small networks
-gain nothing, CPUs without those units emulate bfloat16 slowly, and GPUs are not measured yet
-(benchmarks/README.md, "bfloat16"). Each process decides for its own device and networks.
+a CPU that computes bfloat16 products in hardware (AVX512-BF16 or AMX), and "32" everywhere else: CPUs
+without those units emulate bfloat16 slowly, GPUs are not measured yet, and the threshold keeps the shipped
+presets (up to 1x128) and their published results in float32, although bfloat16 pays from about 128 units
+on (benchmarks/README.md, "Issue 20, second round"). Each process decides for its own device and networks.
 
 Reinforcement learning is sensitive to a difference between the policy that sampled and the policy
 the learner differentiates; in bfloat16 the env runners' step-by-step logits and the learner's
@@ -25,7 +26,7 @@ from torch import nn
 
 from maskgan_rl.config import PRECISIONS
 
-BFLOAT16_MIN_HIDDEN = 256  # "auto": narrower networks stay in float32
+BFLOAT16_MIN_HIDDEN = 256  # "auto": narrower networks (every shipped preset) stay in float32
 
 
 @functools.cache
@@ -61,10 +62,15 @@ def autocast(precision: str, device: torch.device | str, network: nn.Module) -> 
 
 def describe(precision: str, device: torch.device | str, network: nn.Module) -> str:
     """What `precision` means for `network` on `device`, for the run's log: e.g. "bf16-mixed (auto:
-    650-unit LSTMs on a cpu with bfloat16 units)"."""
+    650-unit LSTMs on a cpu with bfloat16 units; ...)"."""
     chosen = resolve(precision, device, network)
     if precision != "auto":
         return chosen
-    kind = torch.device(device).type
-    units = "with" if native_bfloat16(kind) else "without"
-    return f"{chosen} (auto: {width(network)}-unit LSTMs on a {kind} {units} bfloat16 units; set resources.precision to choose)"
+    kind, units = torch.device(device).type, width(network)
+    if not native_bfloat16(kind):
+        reason = f"no bfloat16 units on this {kind}"
+    elif units < BFLOAT16_MIN_HIDDEN:
+        reason = f"{units}-unit LSTMs, bfloat16 from {BFLOAT16_MIN_HIDDEN} on"
+    else:
+        reason = f"{units}-unit LSTMs on a {kind} with bfloat16 units"
+    return f"{chosen} (auto: {reason}; resources.precision=32 or bf16-mixed to choose)"
