@@ -23,7 +23,6 @@ import maskgan_rl  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch lo
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import SIZES, benchmark_config, machine  # noqa: E402  (a sibling script, not a package)
+from throughput import SIZES, benchmark_config, machine, timed_iterations  # noqa: E402  (a sibling script, not a package)
 
 from maskgan_rl.dataset import prepare_data  # noqa: E402
 from maskgan_rl.models.generator import Generator  # noqa: E402
@@ -49,14 +48,12 @@ def gemm_rate(dtype: torch.dtype, repeats: int = 5) -> float:
     """GFLOP/s of one [n, n] x [n, n] product in `dtype` on torch's current threads (best of `repeats`)."""
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE, dtype=dtype), torch.randn(GEMM_SIZE, GEMM_SIZE, dtype=dtype)
     a @ b  # warm-up
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * GEMM_SIZE**3 / best / 1e9
-
-
-def _seconds(step) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
+    best = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best.append(time.perf_counter() - start)
+    return 2 * GEMM_SIZE**3 / min(best) / 1e9
 
 
 def operation_counts(events) -> dict[str, float]:
@@ -78,7 +75,7 @@ def operation_counts(events) -> dict[str, float]:
 def measure(size: str, work: Path, warmup: int, iterations: int, overrides: list[str]) -> list[dict[str, Any]]:
     """One row per precision: the iteration's GFLOP (counted in float32, whose LSTM kernels run each
     layer once; the bfloat16 backward re-runs forward layers, which is work the limit does not need),
-    its median time, and the GEMM rate of that precision."""
+    its median time (`throughput.timed_iterations`, as the fused rows there), and the GEMM rate of that precision."""
     cfg = benchmark_config(size, work, [*overrides, "resources.precision=32"])
     data = prepare_data(cfg)
     torch.manual_seed(0)
@@ -87,13 +84,11 @@ def measure(size: str, work: Path, warmup: int, iterations: int, overrides: list
     rows, gflop = [], None
     for precision, dtype in PRECISIONS.items():
         loop = ReferenceLoop(benchmark_config(size, work, [*overrides, f"resources.precision={precision}"]), data, state, torch.device("cpu"))
-        for _ in range(warmup):
-            loop.train_iteration()
+        seconds = timed_iterations(lambda: (loop.train_iteration(), {}), warmup, iterations)["s_per_iteration"]
         if gflop is None:
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
                 loop.train_iteration()
             gflop = operation_counts(profiler.events())
-        seconds = statistics.median(_seconds(loop.train_iteration) for _ in range(iterations))
         rate = gemm_rate(dtype)
         total = sum(gflop.values())
         rows.append({"size": size, "precision": precision, "threads": torch.get_num_threads(), "s_per_iteration": seconds,
