@@ -51,7 +51,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import make_present, mask_context
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
-from maskgan_rl.models.precision import autocast
+from maskgan_rl.models.precision import autocast, resolve
 from maskgan_rl.resources import ThreadShare, set_actor_threads
 
 REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
@@ -95,7 +95,8 @@ class InfillEpisodes:
             torch.manual_seed(int(config.get("seed", 0)))
             self.discriminator = Discriminator(self.vocab_size, model_cfg, bool(config.get("disc_layer_norm", False))).eval()
         self.discriminator_version = 0
-        self.precision = str(config.get("precision", "auto"))
+        # Resolved once ("auto" -> 32 or bf16-mixed): D's shape and device never change, and place() runs every step.
+        self.precision = resolve(str(config.get("precision", "auto")), "cpu", self.discriminator)
         self._scorer = IncrementalDecoder(self.discriminator.seq2seq)
 
         n, t = num_envs, self.seq_len
