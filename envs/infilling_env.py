@@ -4,8 +4,8 @@ Contract. `config` holds `windows` (the prepared token windows, int [N, T+1], or
 them: env runners on any node get them from Ray's object store, no file), `vocab_size`, `seq_len`, `mask` and
 `model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads` (a
 `maskgan_rl.resources.ThreadShare` as a dict: the threads of a remote env runner's process).
-Observations are `{context, filled, position}` (int64; `position` the target to fill next), the
-action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
+An observation is one int64 vector [context | filled | position] (`position` the target to fill
+next; `maskgan_rl.masking.unpack_observation` splits it), the action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
 an episode's last step's info carries `window`, `present` and `disc_version` for the discriminator actor.
 
 An episode is one real window with a fresh mask. Present targets are copied in by the environment;
@@ -48,7 +48,7 @@ from gymnasium.vector.utils import batch_space
 from maskgan_rl.config import MaskConfig, ModelConfig
 from maskgan_rl.dataset import sample_windows
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.masking import make_present, mask_context
+from maskgan_rl.masking import make_present, mask_context, pack_observation, unpack_observation
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.incremental import IncrementalDecoder
 from maskgan_rl.models.precision import autocast, resolve
@@ -60,8 +60,9 @@ REQUIRED_KEYS = ("windows", "vocab_size", "seq_len", "mask", "model")
 class InfillEpisodes:
     """N in-filling episodes stepped together: the one implementation behind both environment classes.
 
-    State per episode (numpy, int64 unless noted): `window` [N, T+1], `present` bool [N, T],
-    `context` [N, T+1], `filled` [N, T+1] and `position` [N] (the target to fill next).
+    State per episode (numpy, int64 unless noted): `window` [N, T+1], `present` bool [N, T], and the
+    observations [N, 2T+3], viewed as `context` [N, T+1], `filled` [N, T+1] and `position` [N] (the
+    target to fill next).
     A masked target still holds `missing_id` in `filled` until placed; since actions are < vocab_size,
     "unfilled" and "masked, not yet placed" are the same thing and no separate cursor is kept.
     """
@@ -102,19 +103,13 @@ class InfillEpisodes:
         n, t = num_envs, self.seq_len
         self.window = np.zeros((n, t + 1), dtype=np.int64)
         self.present = np.ones((n, t), dtype=bool)
-        self.context = np.zeros((n, t + 1), dtype=np.int64)
-        self.filled = np.zeros((n, t + 1), dtype=np.int64)
-        self.position = np.zeros(n, dtype=np.int64)
+        self.observations = np.zeros((n, 2 * t + 3), dtype=np.int64)
+        self.context, self.filled, self.position = unpack_observation(self.observations)
 
-    def observation_space(self) -> spaces.Dict:
+    def observation_space(self) -> spaces.Box:
         t, v = self.seq_len, self.vocab_size
-        return spaces.Dict(
-            {
-                "context": spaces.Box(0, v, (t + 1,), np.int64),
-                "filled": spaces.Box(0, v, (t + 1,), np.int64),
-                "position": spaces.Box(0, t - 1, (1,), np.int64),
-            }
-        )
+        token_bound = np.full(t + 1, v, dtype=np.int64)
+        return spaces.Box(0, pack_observation(token_bound, token_bound, np.array(t - 1)), dtype=np.int64)
 
     def new_episode(self, i: int, rng: np.random.Generator) -> None:
         """Episode i starts on a random window with a fresh mask drawn from `rng`."""
@@ -126,13 +121,9 @@ class InfillEpisodes:
         self.filled[i] = self.context[i]  # real tokens where present, missing_id where still to fill
         self.position[i] = np.argmin(present)  # the first masked target
 
-    def observation(self, rows: int | slice = slice(None)) -> dict[str, np.ndarray]:
+    def observation(self, rows: int | slice = slice(None)) -> np.ndarray:
         """Copies, because the state arrays change in place while RLlib keeps past observations."""
-        return {
-            "context": self.context[rows].copy(),
-            "filled": self.filled[rows].copy(),
-            "position": self.position[rows, None].copy(),
-        }
+        return self.observations[rows].copy()
 
     def place(self, actions: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Place `actions[rows]` at the current positions of episodes `rows` and score them in ONE D call.
@@ -203,13 +194,13 @@ class InfillEnv(gym.Env):
     def set_present_rate(self, rate: float) -> None:
         self._episodes.set_present_rate(rate)
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._episodes.new_episode(0, self.np_random)
         self._done = False
         return self._episodes.observation(0), {}
 
-    def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError("the episode has ended: call reset() before step()")
         rewards, terminated = self._episodes.place(np.array([action]), np.array([0]))
@@ -258,7 +249,7 @@ class InfillVectorEnv(gym.vector.VectorEnv):
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: Optional[dict] = None
-    ) -> tuple[dict, dict]:
+    ) -> tuple[np.ndarray, dict]:
         if seed is not None:
             self.reseed(seed)
         for i, rng in enumerate(self._rngs):
@@ -266,7 +257,7 @@ class InfillVectorEnv(gym.vector.VectorEnv):
         self._needs_reset[:] = False
         return self._episodes.observation(), {}
 
-    def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         for i in np.flatnonzero(self._needs_reset):

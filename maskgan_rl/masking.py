@@ -3,6 +3,11 @@
 Masks are drawn with a numpy Generator (one implementation for the environments, the trainers and
 the tests; wrap with `torch.from_numpy` where a tensor is needed). `present` is bool [B, T] over
 the targets w[1:T+1]: True = observed, False = masked.
+
+The in-filling observation (the environment's, the policy's input) is one int64 vector
+[context (T+1) | filled (T+1) | position (1)]: `pack_observation` builds it, `unpack_observation`
+splits it. Flat rather than a dict, because RLlib handles a flat Box per step without walking a
+nested structure for every sub-environment (the per-step cost that dominates at small sizes).
 """
 
 from __future__ import annotations
@@ -72,6 +77,19 @@ def mask_context(windows: Array, present: Array, missing_id: int) -> Array:
     context = windows.copy() if isinstance(windows, np.ndarray) else windows.clone()
     context[:, 1:][~present] = missing_id
     return context
+
+
+def pack_observation(context: Array, filled: Array, position: Array) -> Array:
+    """The observation [..., 2T+3] of context [..., T+1], filled [..., T+1] and position [...] (numpy or torch)."""
+    if isinstance(context, np.ndarray):
+        return np.concatenate([context, filled, position[..., None]], axis=-1)
+    return torch.cat([context, filled, position[..., None]], dim=-1)
+
+
+def unpack_observation(observation: Array) -> tuple[Array, Array, Array]:
+    """(context [..., T+1], filled [..., T+1], position [...]) of observations [..., 2T+3], as views."""
+    width = (observation.shape[-1] - 1) // 2
+    return observation[..., :width], observation[..., width : 2 * width], observation[..., -1]
 
 
 def _blanks_row(seq_len: int, masked: int, num_blanks: int, rng: np.random.Generator) -> np.ndarray:

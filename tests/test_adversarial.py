@@ -16,7 +16,7 @@ from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import WindowDataset, prepare_data
-from maskgan_rl.masking import mask_context, num_masked
+from maskgan_rl.masking import mask_context, num_masked, unpack_observation
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.losses import masked_cross_entropy
@@ -73,10 +73,11 @@ def sample_on_runner(trainer: AdversarialTrainer):
 
     def one_episode(runner):
         episode = runner.sample(num_episodes=1)[0]
-        last = episode.get_observations(-1)
+        context, filled, _ = unpack_observation(episode.get_observations(-1))
+        first_position = unpack_observation(episode.get_observations(0))[2]
         info = episode.get_infos(-1)
         stored = set(episode.extra_model_outputs)
-        return episode.get_rewards(), episode.get_observations(0)["position"], last["context"].copy(), last["filled"].copy(), info, stored
+        return episode.get_rewards(), first_position, context.copy(), filled.copy(), info, stored
 
     return trainer.algo.env_runner_group.foreach_env_runner(one_episode, local_env_runner=False)[0]
 
@@ -137,7 +138,7 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
         with torch.no_grad():
             expected = log_real_prob(disc(torch.as_tensor(context)[None], torch.as_tensor(filled)[None]))[0]
         masked = ~torch.as_tensor(info["present"])
-        assert int(first_position[0]) == int(masked.nonzero()[0])
+        assert int(first_position) == int(masked.nonzero()[0])
         # (In bfloat16 the runner's D rounds to 8 significant bits: close to the float32 reward, not equal.)
         error = np.abs(np.asarray(rewards) - expected[masked].numpy()).max()
         assert error < 1e-5 if precision == "32" else 1e-6 < error < 0.05, error
@@ -345,10 +346,10 @@ def test_levers_in_a_running_adversarial_stage(ray_session, run_dir):
         generator = Generator(len(data.vocab), cfg.model).eval()
         generator.load_state_dict(trainer.generator_state_dict())
         for step in range(len(episode)):
-            obs = episode.get_observations(step)
+            context, filled, position = unpack_observation(torch.as_tensor(episode.get_observations(step)))
             with torch.no_grad():
-                logits = generator.logits(torch.as_tensor(obs["context"])[None], torch.as_tensor(obs["filled"])[None])
-            logits = logits[0, int(obs["position"][0])] / 0.5
+                logits = generator.logits(context[None], filled[None])
+            logits = logits[0, int(position)] / 0.5
             probs, order = torch.softmax(logits, -1).sort(descending=True)
             nucleus = order[: int((probs.cumsum(0) < 0.9).sum()) + 1]
             action = int(episode.get_actions(step))

@@ -12,7 +12,7 @@ import maskgan_rl_envs as envs
 from maskgan_rl_envs import InfillEnv, InfillVectorEnv
 from maskgan_rl.config import MaskConfig, ModelConfig, load_config
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.masking import mask_context, present_rate_at
+from maskgan_rl.masking import mask_context, present_rate_at, unpack_observation
 from maskgan_rl.models.discriminator import Discriminator, discriminator_model_config, log_real_prob
 
 V, T = 13, 6
@@ -44,11 +44,15 @@ def play(env: InfillEnv, actions: np.random.Generator, seed=None) -> dict:
     first, positions, rewards = obs, [], []
     done = False
     while not done:
-        positions.append(int(obs["position"][0]))
+        positions.append(int(unpack_observation(obs)[2]))
         obs, reward, done, truncated, info = env.step(int(actions.integers(V)))
         assert not truncated
         rewards.append(reward)
-    return {"first": first, "last": obs, "positions": positions, "rewards": np.array(rewards), "info": info}
+    return {"first": parts(first), "last": parts(obs), "positions": positions, "rewards": np.array(rewards), "info": info}
+
+
+def parts(observation: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(zip(("context", "filled", "position"), unpack_observation(observation)))
 
 
 def test_passes_gymnasium_env_checker(config):
@@ -105,8 +109,7 @@ def test_vector_env_matches_single_envs_with_next_step_autoreset(config):
     done = np.zeros(3, dtype=bool)
     actions, finished = np.random.default_rng(3), 0
     for _ in range(30):
-        for key in obs:
-            np.testing.assert_array_equal(obs[key], np.stack([e[key] for e in expected]))
+        np.testing.assert_array_equal(obs, np.stack(expected))
         act = actions.integers(V, size=3)
         obs, rewards, terminated, truncated, infos = vec.step(act)
         assert not truncated.any()
@@ -142,7 +145,7 @@ def test_reseed_replays_the_same_stream(config):
     vec.reseed(21)
     gym.utils.env_checker.data_equivalence(first, run(vec), exact=True) or pytest.fail("reseed did not replay")
     # An int seed gives each sub-env its own stream.
-    assert len({tuple(row) for row in first[0]["context"]}) == 3
+    assert len({tuple(row) for row in parts(first[0])["context"]}) == 3
 
     single = InfillEnv(config)
     single.reseed(9)

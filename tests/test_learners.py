@@ -8,7 +8,7 @@ import torch
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from maskgan_rl.config import ALGORITHM_NAMES, load_config
-from maskgan_rl.masking import mask_context
+from maskgan_rl.masking import mask_context, pack_observation, unpack_observation
 from maskgan_rl.models.critic import make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.rl.algorithms import ALGORITHMS, algorithm_config
@@ -23,10 +23,9 @@ torch.set_num_threads(1)
 
 def build_learner(algo: str, *overrides: str):
     cfg = load_config("synthetic", [f"data.seq_len={T}", "model.embed=8", "model.hidden=8", f"gan.algo={algo}", *overrides])
-    box = gym.spaces.Box(0, V, (T + 1,), np.int64)
-    spaces = gym.spaces.Dict({"context": box, "filled": box, "position": gym.spaces.Box(0, T - 1, (1,), np.int64)})
+    observations = gym.spaces.Box(0, V, (2 * T + 3,), np.int64)
     learner = algorithm_config(cfg, V, {}, disc_actor=None).build_learner(  # built, as RLlib's LearnerGroup does
-        env=None, spaces={"default_policy": (spaces, gym.spaces.Discrete(V))}
+        env=None, spaces={"default_policy": (observations, gym.spaces.Discrete(V))}
     )
     return cfg, learner
 
@@ -40,9 +39,9 @@ def episode(
     masked = np.flatnonzero(~present)
     filled, observations = context.copy(), []
     for position, action in zip(masked, actions):
-        observations.append({"context": context, "filled": filled.copy(), "position": np.array([position])})
+        observations.append(pack_observation(context, filled, np.array(position)))
         filled[position + 1] = action
-    observations.append({"context": context, "filled": filled.copy(), "position": np.array([masked[-1]])})
+    observations.append(pack_observation(context, filled, np.array(masked[-1])))
     # What an env runner stores beside each action (PPO's ratio and KL read them): a uniform policy.
     logp = np.full(len(actions), -np.log(V)) if action_logp is None else action_logp
     sampled_by = {"action_logp": np.asarray(logp, np.float32),
@@ -72,8 +71,8 @@ RETURNS_BY_HAND = torch.tensor([[-1.0 - 0.25 * 2.0 - 0.125 * 0.5, -2.0 - 0.5 * 0
 def outputs_by_hand(module, ep: SingleAgentEpisode) -> tuple[torch.Tensor, torch.Tensor]:
     """The module's networks on the episode, before any update: (generator logits [3, V] at the
     masked targets, critic values [1, 3])."""
-    final = torch.as_tensor(ep.get_observations(-1)["filled"])[None]
-    context = torch.as_tensor(ep.get_observations(0)["context"])[None]
+    final = torch.as_tensor(unpack_observation(ep.get_observations(-1))[1])[None]
+    context = torch.as_tensor(unpack_observation(ep.get_observations(0))[0])[None]
     masked = torch.as_tensor(~PRESENT)
     with torch.no_grad():
         return module.generator.logits(context, final)[0, masked], module.critic(final)[0, masked][None]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from maskgan_rl.config import MaskConfig
-from maskgan_rl.masking import make_present, mask_context, num_masked
+from maskgan_rl.masking import make_present, mask_context, num_masked, pack_observation, unpack_observation
 
 
 def _runs(row):
@@ -63,3 +63,16 @@ def test_mask_context_numpy_and_torch():
     as_torch = mask_context(torch.from_numpy(windows), torch.from_numpy(present), 99)
     assert torch.equal(as_torch, torch.from_numpy(expected))
     assert windows[0, 2] == 2  # the input is left untouched
+
+
+def test_observations_pack_and_unpack_numpy_and_torch():
+    context, filled, position = np.array([[7, 99, 2], [8, 5, 99]]), np.array([[7, 4, 2], [8, 5, 99]]), np.array([1, 2])
+    packed = pack_observation(context, filled, position)
+    assert packed.tolist() == [[7, 99, 2, 7, 4, 2, 1], [8, 5, 99, 8, 5, 99, 2]]
+    for got, want in zip(unpack_observation(packed), (context, filled, position)):
+        assert np.array_equal(got, want)
+    # One observation (no batch dimension) and torch tensors split the same way.
+    assert [part.tolist() for part in unpack_observation(torch.from_numpy(packed[1]))] == [[8, 5, 99], [8, 5, 99], 2]
+    # Views: writing a part writes the observation (the environment keeps its state that way).
+    unpack_observation(packed)[2][0] = 0
+    assert packed[0, -1] == 0

@@ -41,11 +41,6 @@ def test_episode_returns_hand_computed():
     np.testing.assert_allclose(episode_returns(np.array([1.0, 2.0, 4.0]), np.array([0, 2, 3]), GAMMA), [2.0, 4.0, 4.0])
 
 
-def test_episode_returns_accept_the_env_position_observation_shape():
-    # The env's `position` observation is shaped (1,), so a stacked episode column is [L, 1].
-    np.testing.assert_allclose(episode_returns(np.array([1.0, 2.0]), np.array([[1], [4]]), GAMMA), [1.0 + 0.125 * 2, 2.0])
-
-
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 0.9, 1.0])
 def test_step_form_equals_position_form(gamma):
     rng = np.random.default_rng(0)

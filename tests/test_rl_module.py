@@ -8,7 +8,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
 from maskgan_rl.config import Config
-from maskgan_rl.masking import mask_context
+from maskgan_rl.masking import mask_context, pack_observation
 from maskgan_rl.models import Generator
 from maskgan_rl.rl.module import FINAL_FILLED, InverseCDFCategorical, module_spec
 
@@ -25,15 +25,9 @@ def config(keep_prob: float = 1.0) -> Config:
 
 
 def build(inference_only: bool = False, keep_prob: float = 1.0):
-    spaces = gym.spaces.Dict(
-        {
-            "context": gym.spaces.Box(0, V, (T + 1,), np.int64),
-            "filled": gym.spaces.Box(0, V, (T + 1,), np.int64),
-            "position": gym.spaces.Box(0, T - 1, (1,), np.int64),
-        }
-    )
+    observations = gym.spaces.Box(0, V, (2 * T + 3,), np.int64)
     spec = module_spec(config(keep_prob), V)
-    spec.observation_space, spec.action_space, spec.inference_only = spaces, gym.spaces.Discrete(V), inference_only
+    spec.observation_space, spec.action_space, spec.inference_only = observations, gym.spaces.Discrete(V), inference_only
     torch.manual_seed(0)
     return spec.build()
 
@@ -48,18 +42,23 @@ def observation(seed: int = 0) -> dict[str, torch.Tensor]:
     filled = windows.clone()
     for b, p in enumerate(position):
         filled[b, p + 1 : 7] = V  # masked targets from `position` on are still missing
-    return {"context": mask_context(windows, present, V), "filled": filled, "position": position[:, None]}
+    return {"context": mask_context(windows, present, V), "filled": filled, "position": position}
+
+
+def batch(obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The module's input batch: `obs`'s parts packed into observations as the environment sends them."""
+    return {Columns.OBS: pack_observation(obs["context"], obs["filled"], obs["position"])}
 
 
 def test_logits_are_the_generator_logits_at_position():
     module = build()
     obs = observation()
-    out = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    out = module.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS]
     with torch.no_grad():
         full = module.generator.logits(obs["context"], obs["filled"])
     assert out.shape == (B, V)
-    assert torch.allclose(out, full[torch.arange(B), obs["position"][:, 0]], atol=1e-5)
-    train = module.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    assert torch.allclose(out, full[torch.arange(B), obs["position"]], atol=1e-5)
+    train = module.forward_train(batch(obs))[Columns.ACTION_DIST_INPUTS]
     assert train.requires_grad and torch.allclose(train, out, atol=1e-5)
 
 
@@ -69,37 +68,37 @@ def test_the_learner_differentiates_the_policy_that_sampled_even_with_dropout_co
     module = build(keep_prob=0.5)
     obs = observation()
     module.eval()
-    sampled = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
-    values = module.compute_values({Columns.OBS: obs})
+    sampled = module.forward_exploration(batch(obs))[Columns.ACTION_DIST_INPUTS]
+    values = module.compute_values(batch(obs))
     module.train()
     for _ in range(3):
-        assert torch.allclose(module.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS], sampled, atol=1e-5)
-        assert torch.allclose(module.compute_values({Columns.OBS: obs}), values, atol=1e-5)
+        assert torch.allclose(module.forward_train(batch(obs))[Columns.ACTION_DIST_INPUTS], sampled, atol=1e-5)
+        assert torch.allclose(module.compute_values(batch(obs)), values, atol=1e-5)
 
 
 def test_values_are_the_critic_values_at_position_and_ignore_later_blanks():
     module = build()
     obs = observation()
-    values = module.compute_values({Columns.OBS: obs})
+    values = module.compute_values(batch(obs))
     assert values.shape == (B,)
     # Whatever stands after `position` (missing or not) must not change the value there (causal critic).
     later = obs["filled"].clone()
     later[later == V] = 1
     with torch.no_grad():
-        expected = module.critic(later)[torch.arange(B), obs["position"][:, 0]]
+        expected = module.critic(later)[torch.arange(B), obs["position"]]
     assert torch.allclose(values, expected, atol=1e-5)
 
 
 def test_loading_a_generator_state_changes_logits_and_starts_the_critic_from_its_decoder():
     module = build()
     obs = observation()
-    before = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    before = module.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS]
     torch.manual_seed(1)
     other = Generator(V, config().model)
     module.load_generator_state(other.state_dict())
-    after = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    after = module.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS]
     with torch.no_grad():
-        expected = other.logits(obs["context"], obs["filled"])[torch.arange(B), obs["position"][:, 0]]
+        expected = other.logits(obs["context"], obs["filled"])[torch.arange(B), obs["position"]]
     assert not torch.allclose(before, after)
     assert torch.allclose(after, expected, atol=1e-5)
     assert torch.equal(module.critic.embedding.weight, other.seq2seq.embedding.weight)
@@ -109,12 +108,12 @@ def test_loading_a_generator_state_changes_logits_and_starts_the_critic_from_its
 def test_temperature_scales_logits_and_target_network_starts_equal():
     module = build()
     obs = observation()
-    logits = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    logits = module.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS]
     module.temperature = 0.5
-    assert torch.allclose(module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS], 2 * logits, atol=1e-5)
+    assert torch.allclose(module.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS], 2 * logits, atol=1e-5)
     module.make_target_networks()
     with torch.no_grad():
-        target = module.forward_target({Columns.OBS: obs})[TARGET_NETWORK_ACTION_DIST_INPUTS]
+        target = module.forward_target(batch(obs))[TARGET_NETWORK_ACTION_DIST_INPUTS]
     assert torch.allclose(target, 2 * logits, atol=1e-5)
     assert not any(p.requires_grad for p in module._target_generator.parameters())
 
@@ -127,8 +126,8 @@ def test_env_runner_copy_has_no_critic_and_takes_the_learner_weights():
     runner.set_state(weights)
     obs = observation()
     assert torch.allclose(
-        runner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
-        learner.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS],
+        runner.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS],
+        learner.forward_inference(batch(obs))[Columns.ACTION_DIST_INPUTS],
     )
 
 
@@ -149,12 +148,12 @@ def test_learner_batches_share_one_pass_per_episode_with_the_same_results():
             step[p + 1 : 7] = V
             rows["context"].append(mask_context(windows[e : e + 1], present[e : e + 1], V)[0])
             rows["filled"].append(step)
-            rows["position"].append(torch.tensor([p]))
+            rows["position"].append(torch.tensor(p))
             finals.append(final)
     obs = {k: torch.stack(v) for k, v in rows.items()}
     module = build()
-    per_step = {Columns.OBS: obs}
-    per_episode = {Columns.OBS: obs, FINAL_FILLED: torch.stack(finals)}
+    per_step = batch(obs)
+    per_episode = batch(obs) | {FINAL_FILLED: torch.stack(finals)}
     assert module._sequences(per_episode)[0].shape[0] == 2
     with torch.no_grad():
         for fn in (lambda b: module.forward_train(b)[Columns.ACTION_DIST_INPUTS], module.compute_values):
@@ -173,8 +172,8 @@ def test_sampling_decodes_incrementally_with_the_logits_of_a_full_pass():
     filled = context.clone()
 
     def check(rows: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        obs = {"context": context[rows], "filled": filled[rows], "position": position[:, None]}
-        cached = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        obs = {"context": context[rows], "filled": filled[rows], "position": position}
+        cached = module.forward_exploration(batch(obs))[Columns.ACTION_DIST_INPUTS]
         with torch.no_grad():
             full = module.generator.logits(obs["context"], obs["filled"])[torch.arange(len(rows)), position]
         assert torch.allclose(cached, full, atol=1e-5)

@@ -22,6 +22,7 @@ import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from maskgan_rl.errors import RunFailure
+from maskgan_rl.masking import unpack_observation
 
 MAX_RESTORES_PER_ITERATION = 3
 
@@ -41,7 +42,7 @@ class MaskGANCallbacks(RLlibCallback):
             return
         infos = [episode.get_infos(-1) for episode in finished]
         stored = self.disc_actor.add_rollouts.remote(
-            filled=np.stack([episode.get_observations(-1)["filled"] for episode in finished]),
+            filled=np.stack([unpack_observation(episode.get_observations(-1))[1] for episode in finished]),
             window=np.stack([info["window"] for info in infos]),
             present=np.stack([info["present"] for info in infos]),
             disc_version=np.array([info["disc_version"] for info in infos]),

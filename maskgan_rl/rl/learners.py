@@ -24,6 +24,7 @@ from ray.rllib.connectors.common import AddObservationsFromEpisodesToBatch
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.utils.typing import ModuleID
 
+from maskgan_rl.masking import unpack_observation
 from maskgan_rl.models.optim import adam
 from maskgan_rl.resources import ThreadShare, set_actor_threads
 from maskgan_rl.rl.module import FINAL_FILLED
@@ -38,7 +39,7 @@ class AddFinalFilled(ConnectorV2):
 
     def __call__(self, *, rl_module, episodes, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
-            final = episode.get_observations(-1)["filled"]
+            _, final, _ = unpack_observation(episode.get_observations(-1))
             self.add_n_batch_items(
                 batch=batch,
                 column=FINAL_FILLED,

@@ -1,7 +1,7 @@
 """The MaskGAN generator as an RLlib (new API stack) policy, with the critic as its value function.
 
 One env step fills one masked target. To RLlib the module is stateless: every step's observation
-(`context`, `filled`, `position`) holds all it needs, so no recurrent state travels through RLlib's
+(`context`, `filled`, `position`, packed into one vector: `maskgan_rl.masking`) holds all it needs, so no recurrent state travels through RLlib's
 connectors or episodes. On env runners it still decodes in O(1) LSTM steps per token, not O(T):
 an `IncrementalDecoder` keeps each sub-environment's encoder outputs and decoder state between
 steps, checks them against every observation and is cleared whenever new weights arrive, so the
@@ -40,6 +40,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import Tensor
 
 from maskgan_rl.config import Config, ModelConfig, to_dict
+from maskgan_rl.masking import unpack_observation
 from maskgan_rl.models.critic import Critic, ValueHead, make_critic
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.incremental import IncrementalDecoder
@@ -107,11 +108,10 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Env runners: the same logits as `_forward`, decoded incrementally (see the module docstring).
         RLlib calls it in eval mode, so dropout is off as the cache requires."""
-        obs = batch[Columns.OBS]
-        position = obs["position"].reshape(-1).long()
+        context, filled, position = unpack_observation(batch[Columns.OBS])
         rows = torch.arange(len(position), device=position.device)
         with self._autocast(batch):
-            features = self._sampling_cache.features(rows, obs["context"], obs["filled"][:, :-1], position)
+            features = self._sampling_cache.features(rows, context, filled[:, :-1], position)
             return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -145,7 +145,7 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
 
     def _autocast(self, batch: dict[str, Any]) -> torch.autocast:
         # The generator's width decides "auto" for all its networks: the critic and target copy have its shape.
-        return autocast(self.precision, batch[Columns.OBS]["position"].device, self.generator)
+        return autocast(self.precision, batch[Columns.OBS].device, self.generator)
 
     def _tempered(self, logits: Tensor) -> Tensor:
         # At T=1 the division is skipped: on [steps, vocabulary] logits it is a full pass each way.
@@ -171,12 +171,11 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         FINAL_FILLED), i.e. per episode; the episode's latest `filled` agrees with each of its steps'
         own `filled` on every token that step's outputs can depend on (tokens are only ever added).
         """
-        obs = batch[Columns.OBS]
-        position = obs["position"].reshape(-1).long()
+        context, filled, position = unpack_observation(batch[Columns.OBS])
         if FINAL_FILLED not in batch:
-            return obs["context"], obs["filled"], torch.arange(len(position), device=position.device), position
-        width = obs["context"].shape[1]
-        pairs = torch.cat([obs["context"], batch[FINAL_FILLED]], dim=1)
+            return context, filled, torch.arange(len(position), device=position.device), position
+        width = context.shape[1]
+        pairs = torch.cat([context, batch[FINAL_FILLED]], dim=1)
         unique, sequence = torch.unique(pairs, dim=0, return_inverse=True)
         return unique[:, :width], unique[:, width:], sequence, position
 

@@ -38,6 +38,7 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.torch_utils import explained_variance
 from ray.rllib.utils.typing import ModuleID
 
+from maskgan_rl.masking import unpack_observation
 from maskgan_rl.rl.learners import MaskGANLearnerMixin
 from maskgan_rl.rl.module import MaskGANModule
 from maskgan_rl.rl.returns import clipped_advantages, critic_loss, episode_returns, importance_weights, reinforce_loss
@@ -119,7 +120,7 @@ class MaskedReturnsToGo(ConnectorV2):
 
     def __call__(self, *, rl_module, episodes, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
-            positions = episode.get_observations(slice(0, len(episode)))["position"]
+            _, _, positions = unpack_observation(episode.get_observations(slice(0, len(episode))))
             returns = episode_returns(episode.get_rewards(), positions, self.gamma).astype(np.float32)
             self.add_n_batch_items(
                 batch=batch, column=RETURNS, items_to_add=returns, num_items=len(episode), single_agent_episode=episode

@@ -37,7 +37,7 @@ def episode_returns(rewards: np.ndarray, positions: np.ndarray, gamma: float) ->
     Consecutive steps are `positions[s+1] - positions[s]` targets apart, hence that power of gamma.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
-    positions = np.asarray(positions).reshape(-1)  # the env's `position` observation is shaped (1,)
+    positions = np.asarray(positions)
     returns = np.empty_like(rewards)
     running = 0.0
     for s in reversed(range(len(rewards))):
