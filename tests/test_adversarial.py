@@ -16,7 +16,7 @@ from ray.rllib.core.columns import Columns
 
 from maskgan_rl.config import Config
 from maskgan_rl.dataset import WindowDataset, prepare_data
-from maskgan_rl.masking import mask_context, num_masked, unpack_observation
+from maskgan_rl.masking import mask_context, num_masked, pack_observation, unpack_observation
 from maskgan_rl.models.discriminator import Discriminator, log_real_prob
 from maskgan_rl.models.generator import Generator
 from maskgan_rl.models.losses import masked_cross_entropy
@@ -285,6 +285,34 @@ def test_overlapped_discriminator_update_runs_one_iteration_behind(ray_session, 
         trainer.stop()
 
 
+def test_reinforce_updates_the_discriminator_alongside_its_learner_with_the_same_results(ray_session, run_dir):
+    # D's update needs only the sampled episodes, so REINFORCE starts it before its learner update;
+    # started after it instead (as for the other algorithms), every number must come out the same.
+    cfg = tiny_config(run_dir, "reinforce", runners=0)
+    data, generator_state = start(cfg)
+
+    def run(alongside: bool) -> tuple[list, list, dict, dict]:
+        trainer = AdversarialTrainer(cfg, data, generator_state)
+        events, start_update, update = [], trainer.algo.on_episodes_sampled, trainer.algo.learner_group.update
+        trainer.algo.on_episodes_sampled = (lambda: (events.append("D starts"), start_update())) if alongside else None
+        trainer.algo.learner_group.update = lambda **kwargs: (events.append("learner"), update(**kwargs))[1]
+        try:
+            metrics = [trainer.train_iteration() for _ in range(2)]
+            return events, metrics, trainer.generator_state_dict(), trainer.discriminator_state_dict()
+        finally:
+            trainer.stop()
+
+    events, metrics, generator, disc = run(alongside=True)
+    assert events == ["D starts", "learner"] * 2
+    assert [m["disc_version"] for m in metrics] == [1, 2] and all(m["disc_lag_max"] == 0 for m in metrics)
+    assert all(m["disc_episodes"] == cfg.gan.episodes_per_iteration for m in metrics)
+    events, metrics_after, generator_after, disc_after = run(alongside=False)
+    assert events == ["learner"] * 2
+    for key in ("episode_reward_mean", "disc_loss", "policy_loss", "vf_loss", "disc_version"):
+        assert [m[key] for m in metrics] == [m[key] for m in metrics_after], key
+    assert not changed(generator, generator_after) and not changed(disc, disc_after)
+
+
 def test_runners_send_each_finished_episode_to_the_discriminator_actor(ray_session, run_dir):
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
@@ -299,7 +327,7 @@ def test_runners_send_each_finished_episode_to_the_discriminator_actor(ray_sessi
     present[:, 2:5] = False
 
     def episode(i: int, terminated: bool) -> SingleAgentEpisode:
-        observations = [{"filled": filled[i]}] * 4  # only the last observation and info are read
+        observations = [pack_observation(windows[i], filled[i], np.array(2))] * 4  # only the last one and info are read
         info = {"window": windows[i], "present": present[i], "disc_version": 0}
         return SingleAgentEpisode(observations=observations, actions=[0] * 3, rewards=[0.0] * 3,
                                   infos=[{}] * 3 + [info], terminated=terminated, len_lookback_buffer=0)

@@ -35,6 +35,7 @@ from maskgan_rl.resources import thread_shares
 from maskgan_rl.rl.algorithms import algorithm_config
 from maskgan_rl.rl.callbacks import push_discriminator_weights
 from maskgan_rl.rl.discriminator_actor import create_discriminator_actor, iteration_seed
+from maskgan_rl.rl.reinforce import Reinforce
 
 LEARNER_COMPONENTS = ("rl_module", "optimizer")  # of RLlib's learner state: all a resume needs
 
@@ -79,7 +80,9 @@ class AdversarialTrainer:
         )
         self._push_all_weights()
         self._steps_sampled = 0
-        self._disc_update = None  # ObjectRef of a D update still running (gan.disc_overlap)
+        self._disc_update = None  # ObjectRef of a D update still running
+        if isinstance(self.algo, Reinforce) and not cfg.gan.disc_overlap:
+            self.algo.on_episodes_sampled = self._start_disc_update  # D learns while the learner does
         self._disc_result: Optional[tuple[dict[str, float], float]] = None  # a finished one, not yet reported
         self._runner_restarts = 0  # lifetime count at the end of the previous iteration
         # gan.generator_ema: the moving average of the generator's weights, from MaskMLE's on.
@@ -105,11 +108,15 @@ class AdversarialTrainer:
         result = self.algo.train()
         self.rllib_metrics = rllib_metrics(result)
         rl_s = time.perf_counter() - start
-        # gan.disc_overlap: the D update of the previous iteration ran alongside this one's sampling
-        # and learning; it is collected (and pushed) now, and this iteration's update starts in its place.
-        disc, push_s = self._collect_disc_update()
-        self._disc_update = self.disc_actor.train.remote(self.iteration)
-        if not self.cfg.gan.disc_overlap:
+        if self.cfg.gan.disc_overlap:
+            # The D update of the previous iteration ran alongside this one's sampling and learning;
+            # it is collected (and pushed) now, and this iteration's update starts in its place.
+            disc, push_s = self._collect_disc_update()
+            self._start_disc_update()
+        else:
+            # REINFORCE started it as soon as the episodes were sampled (alongside its learner
+            # update); the other algorithms' RLlib training steps have no such hook: it starts now.
+            self._start_disc_update()
             disc, push_s = self._collect_disc_update()
         disc_s = time.perf_counter() - start - rl_s
 
@@ -128,7 +135,7 @@ class AdversarialTrainer:
             "env_runner_restarts": runner_restarts,
             **disc,
             "time_rl_s": rl_s,
-            "time_disc_s": disc_s - push_s,  # waiting for D (with gan.disc_overlap: for what did not overlap)
+            "time_disc_s": disc_s - push_s,  # waiting for D after RLlib's step: the part of D's update that did not overlap
             "time_push_s": push_s,
             "time_iteration_s": total_s,
         }
@@ -158,6 +165,12 @@ class AdversarialTrainer:
         if frozen != self._generator_frozen:
             self.algo.learner_group.foreach_learner(lambda learner: setattr(learner, "generator_frozen", frozen))
             self._generator_frozen = frozen
+
+    def _start_disc_update(self) -> None:
+        """Start D's update on the episodes received since the last one, unless one is running already
+        (REINFORCE started it mid-iteration, or RLlib repeated a training step whose runners died)."""
+        if self._disc_update is None:
+            self._disc_update = self.disc_actor.train.remote(self.iteration)
 
     def _finish_disc_update(self) -> None:
         """Wait for the running D update, then push its weights to every env runner; its (stats, push

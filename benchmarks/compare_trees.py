@@ -1,0 +1,85 @@
+"""The RL loop of two checkouts side by side: which one is faster, with an interval.
+
+A change to the RL loop moves its time by a few percent, less than this machine drifts between runs
+minutes apart, so one run per checkout says nothing. This script runs `benchmarks/throughput.py`
+(one size, REINFORCE, the default layout) in the baseline checkout and in this one, alternately,
+ROUNDS times (the order flips every round), and reports per round the RL and fused seconds per
+iteration, and over rounds the geometric mean of this checkout's RL time over the baseline's, with
+a 95% Student-t interval over rounds. Each checkout runs with its own `.venv`.
+
+    git worktree add /tmp/base <commit> && (cd /tmp/base && bash launch/setup.sh)
+    python benchmarks/compare_trees.py --baseline-tree /tmp/base --sizes cpu --rounds 7 --iterations 30
+Writes <out>.json and <out>.md; extra arguments go to both throughput.py runs (e.g. resources.precision=32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from maskgan_rl.verdict import t_interval
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def run_throughput(tree: Path, size: str, iterations: int, out: Path, extra: list[str]) -> dict:
+    """One throughput.py run in `tree` -> {"fused": s/iteration, "rl": s/iteration}."""
+    command = [str(tree / ".venv/bin/python"), "benchmarks/throughput.py", "--sizes", size, "--algos", "reinforce",
+               "--runners", "default", "--envs", "default", "--iterations", str(iterations), "--out", str(out), *extra]
+    with open(out.with_suffix(".log"), "w") as log:
+        subprocess.run(command, cwd=tree, stdout=log, stderr=subprocess.STDOUT, check=True)
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    return {row["loop"]: row["s_per_iteration"] for row in rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline-tree", type=Path, required=True, help="the other checkout, with its own .venv")
+    parser.add_argument("--sizes", choices=("cpu", "paper"), default="cpu")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=HERE / "benchmarks/results/compare-trees")
+    args, extra = parser.parse_known_args(argv)
+    args.out = args.out.resolve()  # the runs write it from the other checkout too
+    runs = args.out.parent / f"{args.out.name}-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    trees = {"baseline": args.baseline_tree.resolve(), "this": HERE}
+
+    rounds = []
+    for r in range(args.rounds):
+        order = ("baseline", "this") if r % 2 == 0 else ("this", "baseline")
+        timed = {name: run_throughput(trees[name], args.sizes, args.iterations, runs / f"{name}-{r}", extra) for name in order}
+        rounds.append(timed)
+        print(f"[compare] round {r + 1}/{args.rounds}: RL s/iteration baseline {timed['baseline']['rl']:.4f}, "
+              f"this {timed['this']['rl']:.4f}; fused {timed['baseline']['fused']:.4f} / {timed['this']['fused']:.4f}",
+              file=sys.stderr, flush=True)
+
+    log_ratio, low, high = t_interval([math.log(t["this"]["rl"] / t["baseline"]["rl"]) for t in rounds])
+    summary = {
+        "baseline_tree": str(trees["baseline"]), "size": args.sizes, "iterations": args.iterations, "extra": extra,
+        "rounds": rounds,
+        "rl_time_this_over_baseline": math.exp(log_ratio),
+        "interval_95": [math.exp(low), math.exp(high)] if low is not None else None,
+        "rl_over_fused_mean": {name: sum(t[name]["fused"] / t[name]["rl"] for t in rounds) / len(rounds) for name in trees},
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    lines = [f"RL loop, {args.sizes} size, this checkout against {trees['baseline']} ({args.rounds} rounds, "
+             f"{args.iterations} iterations each, order alternating)", "",
+             "| round | RL s/iter baseline | RL s/iter this | this / baseline | fused s/iter baseline | fused s/iter this |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r + 1} | {t['baseline']['rl']:.4f} | {t['this']['rl']:.4f} | {t['this']['rl'] / t['baseline']['rl']:.3f} | "
+              f"{t['baseline']['fused']:.4f} | {t['this']['fused']:.4f} |" for r, t in enumerate(rounds)]
+    interval = f" (95% interval {summary['interval_95'][0]:.3f}-{summary['interval_95'][1]:.3f})" if low is not None else ""
+    lines += ["", f"RL time, this / baseline: geometric mean {summary['rl_time_this_over_baseline']:.3f}{interval}. "
+              f"Mean RL/fused tokens per second within a run: baseline {summary['rl_over_fused_mean']['baseline']:.3f}, "
+              f"this {summary['rl_over_fused_mean']['this']:.3f}."]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
