@@ -4,8 +4,10 @@ A change to the RL loop moves its time by a few percent, less than this machine 
 minutes apart, so one run per checkout says nothing. This script runs `benchmarks/throughput.py`
 (one size, REINFORCE, the default layout) in the baseline checkout and in this one, alternately,
 ROUNDS times (the order flips every round), and reports per round the RL and fused seconds per
-iteration, and over rounds the geometric mean of this checkout's RL time over the baseline's, with
-a 95% Student-t interval over rounds. Each checkout runs with its own `.venv`.
+iteration and, over rounds, geometric means with 95% Student-t intervals: this checkout's RL time
+over the baseline's, each checkout's RL/fused speed within its runs (the fused loop, timed in the
+same run, takes out most of the machine's drift), and the ratio of those two. Each checkout runs
+with its own `.venv`.
 
     git worktree add /tmp/base <commit> && (cd /tmp/base && bash launch/setup.sh)
     python benchmarks/compare_trees.py --baseline-tree /tmp/base --sizes cpu --rounds 7 --iterations 30
@@ -32,6 +34,17 @@ def run_throughput(tree: Path, size: str, iterations: int, out: Path, extra: lis
                "--runners", "default", "--envs", "default", "--iterations", str(iterations), "--out", str(out), *extra]
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(command, cwd=tree, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return timings(out)
+
+
+def commit(tree: Path) -> str:
+    """The checkout's commit, marked when it has uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=tree, capture_output=True, text=True).stdout
+    return head + (" (with uncommitted changes)" if dirty.strip() else "")
+
+
+def timings(out: Path) -> dict:
     rows = json.loads(out.with_suffix(".json").read_text())["results"]
     return {row["loop"]: row["s_per_iteration"] for row in rows}
 
@@ -43,42 +56,61 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--out", type=Path, default=HERE / "benchmarks/results/compare-trees")
+    parser.add_argument("--summarise", action="store_true", help="only rebuild <out>.json/.md from the runs already in <out>-runs")
     args, extra = parser.parse_known_args(argv)
     args.out = args.out.resolve()  # the runs write it from the other checkout too
     runs = args.out.parent / f"{args.out.name}-runs"
     runs.mkdir(parents=True, exist_ok=True)
     trees = {"baseline": args.baseline_tree.resolve(), "this": HERE}
+    previous = json.loads(args.out.with_suffix(".json").read_text()) if args.summarise and args.out.with_suffix(".json").exists() else {}
+    commits = previous.get("commits") or {name: commit(tree) for name, tree in trees.items()}  # as at the start
 
     rounds = []
     for r in range(args.rounds):
         order = ("baseline", "this") if r % 2 == 0 else ("this", "baseline")
-        timed = {name: run_throughput(trees[name], args.sizes, args.iterations, runs / f"{name}-{r}", extra) for name in order}
+        if args.summarise:
+            timed = {name: timings(runs / f"{name}-{r}") for name in order}
+        else:
+            timed = {name: run_throughput(trees[name], args.sizes, args.iterations, runs / f"{name}-{r}", extra) for name in order}
         rounds.append(timed)
         print(f"[compare] round {r + 1}/{args.rounds}: RL s/iteration baseline {timed['baseline']['rl']:.4f}, "
               f"this {timed['this']['rl']:.4f}; fused {timed['baseline']['fused']:.4f} / {timed['this']['fused']:.4f}",
               file=sys.stderr, flush=True)
 
-    log_ratio, low, high = t_interval([math.log(t["this"]["rl"] / t["baseline"]["rl"]) for t in rounds])
+    def rl_over_fused(t: dict) -> float:
+        return t["fused"] / t["rl"]  # RL tokens/s over fused tokens/s, within one run
+
     summary = {
-        "baseline_tree": str(trees["baseline"]), "size": args.sizes, "iterations": args.iterations, "extra": extra,
+        "commits": commits, "size": args.sizes, "iterations": args.iterations, "extra": extra,
         "rounds": rounds,
-        "rl_time_this_over_baseline": math.exp(log_ratio),
-        "interval_95": [math.exp(low), math.exp(high)] if low is not None else None,
-        "rl_over_fused_mean": {name: sum(t[name]["fused"] / t[name]["rl"] for t in rounds) / len(rounds) for name in trees},
+        "rl_time_this_over_baseline": geometric_mean([t["this"]["rl"] / t["baseline"]["rl"] for t in rounds]),
+        "rl_over_fused": {name: geometric_mean([rl_over_fused(t[name]) for t in rounds]) for name in trees},
+        "rl_over_fused_this_over_baseline": geometric_mean([rl_over_fused(t["this"]) / rl_over_fused(t["baseline"]) for t in rounds]),
     }
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    lines = [f"RL loop, {args.sizes} size, this checkout against {trees['baseline']} ({args.rounds} rounds, "
+    lines = [f"RL loop, {args.sizes} size, {summary['commits']['this']} against {summary['commits']['baseline']} ({args.rounds} rounds, "
              f"{args.iterations} iterations each, order alternating)", "",
              "| round | RL s/iter baseline | RL s/iter this | this / baseline | fused s/iter baseline | fused s/iter this |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r + 1} | {t['baseline']['rl']:.4f} | {t['this']['rl']:.4f} | {t['this']['rl'] / t['baseline']['rl']:.3f} | "
               f"{t['baseline']['fused']:.4f} | {t['this']['fused']:.4f} |" for r, t in enumerate(rounds)]
-    interval = f" (95% interval {summary['interval_95'][0]:.3f}-{summary['interval_95'][1]:.3f})" if low is not None else ""
-    lines += ["", f"RL time, this / baseline: geometric mean {summary['rl_time_this_over_baseline']:.3f}{interval}. "
-              f"Mean RL/fused tokens per second within a run: baseline {summary['rl_over_fused_mean']['baseline']:.3f}, "
-              f"this {summary['rl_over_fused_mean']['this']:.3f}."]
+    lines += ["", "Geometric means over rounds (95% intervals):",
+              f"- RL time, this / baseline: {shown(summary['rl_time_this_over_baseline'])}",
+              f"- RL/fused tokens per second within a run: baseline {shown(summary['rl_over_fused']['baseline'])}, "
+              f"this {shown(summary['rl_over_fused']['this'])}; this / baseline {shown(summary['rl_over_fused_this_over_baseline'])}"]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def geometric_mean(values: list[float]) -> dict:
+    """{"mean", "low", "high"}: the geometric mean and its 95% Student-t interval (None from one value)."""
+    mean, low, high = t_interval([math.log(v) for v in values])
+    return {"mean": math.exp(mean), "low": None if low is None else math.exp(low), "high": None if high is None else math.exp(high)}
+
+
+def shown(summary: dict) -> str:
+    interval = f" ({summary['low']:.3f}-{summary['high']:.3f})" if summary["low"] is not None else ""
+    return f"{summary['mean']:.3f}{interval}"
 
 
 if __name__ == "__main__":

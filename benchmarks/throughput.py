@@ -413,7 +413,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 envs = cfg.gan.episodes_per_iteration  # the default: all of an iteration's windows in one batch
                 rl = measure_rl(cfg, data, generator_state, args.warmup, args.iterations, profile=out.with_name(f"{out.name}-{size}.prof"))
                 parts = {k: v / args.iterations for k, v in rl["profile"].items()}
-                parts["discriminator actor train (wall, median)"] = rl["time_disc_s"]
+                parts["waiting for D's update after RLlib's step (median)"] = rl["time_disc_s"]  # REINFORCE runs D alongside its learner
                 report.setdefault("profiles", {})[size] = {"envs": envs, "s_per_iteration": rl["s_per_iteration"], "parts_s_per_iteration": parts}
                 print(f"[bench] profile {size}: " + json.dumps(report["profiles"][size], indent=1))
     finally:
@@ -446,7 +446,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, GPU: {m['gpu'] or 'none'}, torch {m['torch']}; "
         f"load average at start {m['load_average_at_start']}.",
         "",
-        "| size | loop | algo | runners | envs/runner | masked tok/s | all tok/s | s/iter | RL/fused | peak MB (all procs) | MB added | RLlib step s | D train s | push s |",
+        "| size | loop | algo | runners | envs/runner | masked tok/s | all tok/s | s/iter | RL/fused | peak MB (all procs) | MB added | RLlib step s | D wait s | push s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:

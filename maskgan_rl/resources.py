@@ -294,7 +294,7 @@ def thread_shares(cfg: Config) -> dict[str, ThreadShare]:
     if g.algo in ("appo", "impala"):  # asynchronous: sampling and learning run at once
         everyone = samplers + learners - int(r.num_env_runners == 0 and r.num_learners == 0) + overlap
         concurrent = {"driver": everyone, "env_runner": everyone, "learner": everyone, "discriminator": everyone}
-    else:  # synchronous: sample, then learn, then D (unless it overlaps)
+    else:  # synchronous: sample, learn, D (REINFORCE overlaps D and the learner; their threads: benchmarks/README.md)
         concurrent = {
             "driver": 1 + overlap,
             "env_runner": samplers + overlap,

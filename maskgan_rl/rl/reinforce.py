@@ -15,8 +15,8 @@ Every env step is a masked target, so the step-indexed batch is the [1, steps] c
 formulas in `maskgan_rl.rl.returns`, which this file reuses rather than restates.
 
 D's update needs only the sampled episodes (already with the discriminator actor when sampling
-returns) and the learner update needs only the episodes' rewards, so the two run at once: the same
-maths as one after the other, in less time.
+returns) and the learner update needs only the episodes' rewards, so the two run at once, with the
+same results as one after the other.
 """
 
 from __future__ import annotations
