@@ -5,8 +5,9 @@ them: env runners on any node get them from Ray's object store, no file), `vocab
 `model` (the fields of MaskConfig and ModelConfig), and optionally `seed` and `torch_threads` (a
 `maskgan_rl.resources.ThreadShare` as a dict: the threads of a remote env runner's process).
 An observation is one int64 vector [context | filled | position] (`position` the target to fill
-next; `maskgan_rl.masking.unpack_observation` splits it), the action a token id < vocab_size, and `set_discriminator_weights(state, version)` loads new D weights;
-an episode's last step's info carries `window`, `present` and `disc_version` for the discriminator actor.
+next; `maskgan_rl.masking.unpack_observation` splits it), the action a token id < vocab_size, and
+`set_discriminator_weights(state, version)` loads new D weights; an episode's last step's info
+carries `window`, `present` and `disc_version` for the discriminator actor.
 
 An episode is one real window with a fresh mask. Present targets are copied in by the environment;
 the agent only places the masked ones, left to right, one token per step, and each token earns
