@@ -11,7 +11,7 @@ with its own `.venv`.
 
     git worktree add /tmp/base <commit> && (cd /tmp/base && bash launch/setup.sh)
     python benchmarks/compare_trees.py --baseline-tree /tmp/base --sizes cpu --rounds 7 --iterations 30
-Writes <out>.json and <out>.md; extra arguments go to both throughput.py runs (e.g. resources.precision=32).
+Writes <out>.json, <out>.md and <out>.png (RL/fused per round, both checkouts); extra arguments go to both throughput.py runs (e.g. resources.precision=32).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from maskgan_rl.plots import new_figure, save_figure
 from maskgan_rl.verdict import t_interval
 
 HERE = Path(__file__).resolve().parent.parent
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
               f"- RL/fused tokens per second within a run: baseline {shown(summary['rl_over_fused']['baseline'])}, "
               f"this {shown(summary['rl_over_fused']['this'])}; this / baseline {shown(summary['rl_over_fused_this_over_baseline'])}"]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    save_figure(rounds_figure(summary, f"RL loop, {args.sizes} size: {commits['this']} against {commits['baseline']}"),
+                args.out.with_suffix(".png"))
     print("\n".join(lines))
 
 
@@ -106,6 +109,28 @@ def geometric_mean(values: list[float]) -> dict:
     """{"mean", "low", "high"}: the geometric mean and its 95% Student-t interval (None from one value)."""
     mean, low, high = t_interval([math.log(v) for v in values])
     return {"mean": math.exp(mean), "low": None if low is None else math.exp(low), "high": None if high is None else math.exp(high)}
+
+
+def rounds_figure(summary: dict, title: str):
+    """RL/fused tokens per second of each checkout per round, with the geometric means and their intervals."""
+    fig = new_figure(6.5, 4.0)
+    ax = fig.add_subplot()
+    rounds = summary["rounds"]
+    for name, marker in (("baseline", "o"), ("this", "s")):
+        values = [t[name]["fused"] / t[name]["rl"] for t in rounds]
+        mean = summary["rl_over_fused"][name]
+        line = ax.plot(range(1, len(rounds) + 1), values, marker=marker, linestyle="none",
+                       label=f"{summary['commits'][name]}: {shown(mean)}")[0]
+        ax.axhline(mean["mean"], color=line.get_color(), linewidth=1)
+        if mean["low"] is not None:
+            ax.axhspan(mean["low"], mean["high"], color=line.get_color(), alpha=0.12)
+    ax.set_xlabel("round (the two checkouts alternate within each)")
+    ax.set_ylabel("RL / fused tokens per second, within a run")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def shown(summary: dict) -> str:
