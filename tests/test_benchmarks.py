@@ -340,3 +340,27 @@ def test_arithmetic_limit_reports_each_precision_against_its_gemm_rate(tmp_path)
         assert r["limit_s"] == pytest.approx(r["gflop_total"] / r["gemm_gflop_per_s"])
         assert r["share_of_limit"] == pytest.approx(r["limit_s"] / r["s_per_iteration"])
     assert "| cpu | bf16-mixed |" in out.with_suffix(".md").read_text()
+
+
+def test_compare_trees_summarises_rounds_by_hand(tmp_path):
+    # Two rounds already run: RL/fused within runs is 0.5 and 0.5 (baseline), 0.8 and 0.2 (this), so this
+    # over baseline is 1.6 and 0.4 per round, geometric mean 0.8; RL time this / baseline 1 and 2 -> sqrt(2).
+    compare = load_benchmark("compare_trees")
+    out = tmp_path / "compare"
+    runs = tmp_path / "compare-runs"
+    runs.mkdir()
+    timings = {"baseline": [(1.0, 2.0), (2.0, 4.0)], "this": [(1.6, 2.0), (1.6, 8.0)]}  # (fused, rl) s/iteration
+    for name, rounds in timings.items():
+        for r, (fused, rl) in enumerate(rounds):
+            rows = [{"loop": "fused", "s_per_iteration": fused}, {"loop": "rl", "s_per_iteration": rl}]
+            (runs / f"{name}-{r}.json").write_text(json.dumps({"results": rows}))
+    out.with_suffix(".json").write_text(json.dumps({"commits": {"baseline": "aaa", "this": "bbb"}}))
+    compare.main(["--baseline-tree", str(tmp_path), "--rounds", "2", "--out", str(out), "--summarise"])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["rl_over_fused"]["baseline"]["mean"] == pytest.approx(0.5)
+    assert summary["rl_over_fused"]["this"]["mean"] == pytest.approx(0.4)
+    assert summary["rl_over_fused_this_over_baseline"]["mean"] == pytest.approx(0.8)
+    assert summary["rl_time_this_over_baseline"]["mean"] == pytest.approx(2 ** 0.5)
+    low, high = summary["rl_over_fused_this_over_baseline"]["low"], summary["rl_over_fused_this_over_baseline"]["high"]
+    assert low < 0.4 and high > 1.6  # two rounds this far apart: a wide interval
+    assert "bbb against aaa" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 0
