@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 from maskgan_rl.plots import new_figure, save_figure
-from maskgan_rl.verdict import t_interval
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import geometric_mean, tree_commit  # noqa: E402  (a sibling script, not a package)
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -36,13 +37,6 @@ def run_throughput(tree: Path, size: str, iterations: int, out: Path, extra: lis
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(command, cwd=tree, stdout=log, stderr=subprocess.STDOUT, check=True)
     return timings(out)
-
-
-def commit(tree: Path) -> str:
-    """The checkout's commit, marked when it has uncommitted changes."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=tree, capture_output=True, text=True).stdout
-    return head + (" (with uncommitted changes)" if dirty.strip() else "")
 
 
 def timings(out: Path) -> dict:
@@ -64,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     trees = {"baseline": args.baseline_tree.resolve(), "this": HERE}
     previous = json.loads(args.out.with_suffix(".json").read_text()) if args.summarise and args.out.with_suffix(".json").exists() else {}
-    commits = previous.get("commits") or {name: commit(tree) for name, tree in trees.items()}  # as at the start
+    commits = previous.get("commits") or {name: tree_commit(tree) for name, tree in trees.items()}  # as at the start
 
     rounds = []
     for r in range(args.rounds):
@@ -77,9 +71,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[compare] round {r + 1}/{args.rounds}: RL s/iteration baseline {timed['baseline']['rl']:.4f}, "
               f"this {timed['this']['rl']:.4f}; fused {timed['baseline']['fused']:.4f} / {timed['this']['fused']:.4f}",
               file=sys.stderr, flush=True)
-
-    def rl_over_fused(t: dict) -> float:
-        return t["fused"] / t["rl"]  # RL tokens/s over fused tokens/s, within one run
 
     summary = {
         "commits": commits, "size": args.sizes, "iterations": args.iterations, "extra": extra,
@@ -105,10 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(lines))
 
 
-def geometric_mean(values: list[float]) -> dict:
-    """{"mean", "low", "high"}: the geometric mean and its 95% Student-t interval (None from one value)."""
-    mean, low, high = t_interval([math.log(v) for v in values])
-    return {"mean": math.exp(mean), "low": None if low is None else math.exp(low), "high": None if high is None else math.exp(high)}
+def rl_over_fused(run: dict) -> float:
+    """RL tokens per second over fused tokens per second, within one run."""
+    return run["fused"] / run["rl"]
 
 
 def rounds_figure(summary: dict, title: str):
@@ -117,7 +107,7 @@ def rounds_figure(summary: dict, title: str):
     ax = fig.add_subplot()
     rounds = summary["rounds"]
     for name, marker in (("baseline", "o"), ("this", "s")):
-        values = [t[name]["fused"] / t[name]["rl"] for t in rounds]
+        values = [rl_over_fused(t[name]) for t in rounds]
         mean = summary["rl_over_fused"][name]
         line = ax.plot(range(1, len(rounds) + 1), values, marker=marker, linestyle="none",
                        label=f"{summary['commits'][name]}: {shown(mean)}")[0]

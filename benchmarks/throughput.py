@@ -244,7 +244,7 @@ class LockstepLoop:
     REPLY = "@lockstep"  # marks the lines of the step protocol on the loop's stdout
 
     def __init__(self, tree: Path, size: str, work: Path, warmup: int, overrides: list[str]):
-        self.commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
+        self.commit = tree_commit(tree)
         arguments = json.dumps([size, str(work / f"lockstep-{self.commit}-{size}"), warmup, overrides, self.REPLY])
         self.process = subprocess.Popen([sys.executable, "-c", LOCKSTEP_LOOP, arguments], cwd=tree,
                                         env={**os.environ, "PYTHONPATH": str(tree), "OMP_WAIT_POLICY": "PASSIVE"},
@@ -299,10 +299,21 @@ def lockstep_speedups(baseline_tree: Path, size: str, work: Path, warmup: int, r
         for loop in loops:
             loop.close()
     speedups = [old / new for old, new in seconds]
-    # The mean log speedup and its 95% t-interval, back on the ratio scale (a geometric mean).
-    mean, low, high = t_interval([math.log(s) for s in speedups])
+    speedup = geometric_mean(speedups)
     return {"commit": loops[0].commit, "this_overrides": list(this_overrides), "s_per_iteration": seconds, "speedups": speedups, "median_speedup": statistics.median(speedups),
-            "geometric_mean_speedup": math.exp(mean), "speedup_interval": None if low is None else [math.exp(low), math.exp(high)]}
+            "geometric_mean_speedup": speedup["mean"], "speedup_interval": None if speedup["low"] is None else [speedup["low"], speedup["high"]]}
+
+
+def geometric_mean(ratios: Sequence[float]) -> dict[str, Optional[float]]:
+    """{"mean", "low", "high"}: the geometric mean of `ratios` and its 95% t-interval (the mean log ratio's,
+    back on the ratio scale; low and high None from one value)."""
+    mean, low, high = t_interval([math.log(r) for r in ratios])
+    return {"mean": math.exp(mean), "low": None if low is None else math.exp(low), "high": None if high is None else math.exp(high)}
+
+
+def tree_commit(tree: Path) -> str:
+    """The short commit hash of the checkout at `tree` ("?" outside git)."""
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
 
 
 # Where an RL iteration spends its time in the driver process (runners=0), as cProfile's cumulative
