@@ -92,7 +92,7 @@ def untrusted_checkpoints(folder: Path, marker: Path) -> list[Path]:
         ("short.txt", b"only four words here\n", "text", ["5 tokens, fewer than one window", "data.seq_len"]),
         ("bad.txt.gz", b"not gzip at all", "text", ["not a valid gzip file"]),
         ("reviews.jsonl", b'{"text": "fine"}\n{"text": "broken\n', "imdb", ["line 2 is not valid JSON"]),
-        ("reviews.jsonl.gz", gzip.compress(b'{"text": "fine"}\n[1, 2]\n'), "imdb", ['line 2 has no "text" string field']),
+        ("reviews.jsonl.gz", gzip.compress(b'{"text": "fine"}\n[1, 2]\n', mtime=0), "imdb", ['line 2 has no "text" string field']),
         ("huge.jsonl", b'{"text": "x"}\n' + b"9" * 5000 + b"\n", "imdb", ["line 2 is not valid JSON"]),
     ],
 )
