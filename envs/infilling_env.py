@@ -35,6 +35,7 @@ a list of seeds instead seeds sub-env i exactly like a single env with seed s_i.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -153,8 +154,10 @@ class InfillEpisodes:
         """What the discriminator actor trains on: the real window (the final `filled` is in the observation)."""
         return {"window": self.window[i].copy(), "present": self.present[i].copy(), "disc_version": self.discriminator_version}
 
-    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
-        self.discriminator.load_state_dict(state_dict)
+    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor | np.ndarray], version: int) -> None:
+        with warnings.catch_warnings():  # arrays read from Ray's object store are read-only; they are only copied from
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.discriminator.load_state_dict({name: torch.as_tensor(value) for name, value in state_dict.items()})
         self.discriminator_version = int(version)
         self._scorer.clear()
 
@@ -189,7 +192,7 @@ class InfillEnv(gym.Env):
         """Restart the window/mask stream at `seed` (what `reset(seed=seed)` does, without resetting)."""
         self._np_random, self._np_random_seed = seeding.np_random(seed)
 
-    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor | np.ndarray], version: int) -> None:
         self._episodes.set_discriminator_weights(state_dict, version)
 
     def set_present_rate(self, rate: float) -> None:
@@ -242,7 +245,7 @@ class InfillVectorEnv(gym.vector.VectorEnv):
                 raise ValueError(f"got {len(seed)} seeds for {self.num_envs} sub-envs")
             self._rngs = [seeding.np_random(int(s))[0] for s in seed]
 
-    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor | np.ndarray], version: int) -> None:
         self._episodes.set_discriminator_weights(state_dict, version)
 
     def set_present_rate(self, rate: float) -> None:

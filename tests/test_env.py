@@ -96,6 +96,13 @@ def test_new_discriminator_weights_change_rewards_and_version(config):
     assert env.discriminator_version == 2 and after["info"]["disc_version"] == 2
     np.testing.assert_array_equal(before["last"]["filled"], after["last"]["filled"])  # same episode, same actions
     assert not np.allclose(before["rewards"], after["rewards"])
+    # As numpy arrays, read-only as Ray's object store hands them over (how the D actor broadcasts them).
+    arrays = {name: value.numpy().copy() for name, value in discriminator(seed=7).state_dict().items()}
+    for value in arrays.values():
+        value.flags.writeable = False
+    env.set_discriminator_weights(arrays, version=3)
+    again = play(env, np.random.default_rng(2), seed=5)
+    np.testing.assert_array_equal(before["rewards"], again["rewards"])
 
 
 def test_vector_env_matches_single_envs_with_next_step_autoreset(config):

@@ -69,7 +69,7 @@ def push_discriminator_weights(env_runner_group, disc_actor, remote_worker_ids: 
     The weights travel as one ObjectRef: the state dict is put in the object store once and each
     runner fetches it, instead of the driver pickling one copy per runner.
     """
-    weights = disc_actor.weights.remote()
+    weights = disc_actor.weights_for_runners.remote()
 
     def load(runner) -> None:
         if runner.env is not None:  # with remote runners, the driver's local runner has no env

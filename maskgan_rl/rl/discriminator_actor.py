@@ -194,9 +194,15 @@ class DiscriminatorTrainer:
         }
 
     def weights(self) -> tuple[dict[str, torch.Tensor], int]:
-        """(CPU state_dict, version): what env runners load. Called with .remote(), the result stays in
-        Ray's object store and each runner fetches it from there."""
+        """(CPU state_dict, version)."""
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, self.version
+
+    def weights_for_runners(self) -> tuple[dict[str, np.ndarray], int]:
+        """`weights()` as numpy arrays: what env runners load. Called with .remote(), the result stays in
+        Ray's object store, and each runner reads numpy arrays from there without a copy, where torch
+        tensors would be unpickled into new memory (benchmarks/README.md, "D's weights as numpy arrays")."""
+        state, version = self.weights()
+        return {k: v.numpy() for k, v in state.items()}, version
 
     def get_state(self) -> dict[str, Any]:
         """Tensors and plain Python only (loadable with torch.load(weights_only=True))."""
