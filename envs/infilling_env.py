@@ -155,15 +155,21 @@ class InfillEpisodes:
         return {"window": self.window[i].copy(), "present": self.present[i].copy(), "disc_version": self.discriminator_version}
 
     def set_discriminator_weights(self, state_dict: Mapping[str, torch.Tensor | np.ndarray], version: int) -> None:
-        with warnings.catch_warnings():  # arrays read from Ray's object store are read-only; they are only copied from
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            self.discriminator.load_state_dict({name: torch.as_tensor(value) for name, value in state_dict.items()})
+        load_weights(self.discriminator, state_dict)
         self.discriminator_version = int(version)
         self._scorer.clear()
 
     def set_present_rate(self, rate: float) -> None:
         """Masks of episodes started from now on keep this fraction of targets (mask-rate curriculum)."""
         self.mask_cfg = dataclasses.replace(self.mask_cfg, present_rate=float(rate))
+
+
+def load_weights(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor | np.ndarray]) -> None:
+    """`network.load_state_dict` from torch tensors or numpy arrays, read-only ones too: arrays read from
+    Ray's object store are, and loading only copies from them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        network.load_state_dict({name: torch.as_tensor(value) for name, value in state_dict.items()})
 
 
 def _resolve_windows(windows: Any) -> np.ndarray:

@@ -364,3 +364,30 @@ def test_compare_trees_summarises_rounds_by_hand(tmp_path):
     low, high = summary["rl_over_fused_this_over_baseline"]["low"], summary["rl_over_fused_this_over_baseline"]["high"]
     assert low < 0.4 and high > 1.6  # two rounds this far apart: a wide interval
     assert "bbb against aaa" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_weight_transfer_loads_the_actors_d_both_ways_and_reports_them(tmp_path, ray_session):
+    import ray
+
+    from maskgan_rl.models.discriminator import Discriminator
+    from maskgan_rl.rl.discriminator_actor import DiscriminatorTrainer
+
+    weight_transfer = load_benchmark("weight_transfer")
+    cfg = load_config("synthetic", TINY + [f"run_dir={tmp_path / 'run'}"])
+    actor = ray.remote(DiscriminatorTrainer).remote(cfg, 50, Generator(50, cfg.model).state_dict())
+    expected, _ = ray.get(actor.weights.remote())
+    for method in weight_transfer.METHODS.values():
+        local = Discriminator.from_config(50, cfg)
+        assert not all(torch.equal(value, expected[name]) for name, value in local.state_dict().items())
+        times = weight_transfer.transfer_seconds(actor, method, local, repeats=2)
+        assert len(times) == 2 and min(times) > 0
+        assert all(torch.equal(value, expected[name]) for name, value in local.state_dict().items())
+    ray.kill(actor)
+
+    out = tmp_path / "weights"
+    weight_transfer.main(["--sizes", "cpu", "--repeats", "2", "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert [row["as"] for row in rows] == ["torch tensors", "numpy arrays"]
+    assert rows[0]["megabytes"] == rows[1]["megabytes"] > 0 and all(row["repeats"] == 2 for row in rows)
+    assert all(row["min_s"] <= row["median_s"] <= row["max_s"] for row in rows)
+    assert "| cpu | numpy arrays |" in out.with_suffix(".md").read_text()
