@@ -23,7 +23,8 @@ decoder state between steps (cleared when new D weights arrive), so a step costs
 
 The env config's `model` is the discriminator's shape (gan.disc_* where set, else the generator's),
 `disc_layer_norm` (optional) whether it has layer norm, `precision` (optional, resources.precision,
-"auto" by default) the arithmetic of its reward forward pass. `set_present_rate` changes the mask rate of
+"auto" by default) the arithmetic of its reward forward pass, `device` (optional, "cpu" by default) where
+that pass runs ("cuda" on an env runner with a GPU). Observations, actions and rewards are numpy on any device. `set_present_rate` changes the mask rate of
 episodes started from then on (the trainer's mask-rate curriculum).
 
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
@@ -97,9 +98,11 @@ class InfillEpisodes:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(config.get("seed", 0)))
             self.discriminator = Discriminator(self.vocab_size, model_cfg, bool(config.get("disc_layer_norm", False))).eval()
+        self.device = torch.device(str(config.get("device", "cpu")))
+        self.discriminator.to(self.device)
         self.discriminator_version = 0
         # Resolved once ("auto" -> 32 or bf16-mixed): D's shape and device never change, and place() runs every step.
-        self.precision = resolve(str(config.get("precision", "auto")), "cpu", self.discriminator)
+        self.precision = resolve(str(config.get("precision", "auto")), self.device, self.discriminator)
         self._scorer = IncrementalDecoder(self.discriminator.seq2seq)
 
         n, t = num_envs, self.seq_len
@@ -137,13 +140,12 @@ class InfillEpisodes:
             raise ValueError(f"actions must be token ids in [0, {self.vocab_size}), got {actions.tolist()}")
         placed = self.position[rows]
         self.filled[rows, placed + 1] = actions
-        with torch.no_grad(), autocast(self.precision, "cpu", self.discriminator):
+        with torch.no_grad(), autocast(self.precision, self.device, self.discriminator):
             # D's output at `placed` has read filled[1 : placed + 2] (its decoder inputs are filled[1:]).
             features = self._scorer.features(
-                torch.from_numpy(rows), torch.from_numpy(self.context[rows]), torch.from_numpy(self.filled[rows, 1:]),
-                torch.from_numpy(placed),
+                *(torch.from_numpy(a).to(self.device) for a in (rows, self.context[rows], self.filled[rows, 1:], placed))
             )
-            rewards = log_real_prob(self.discriminator.head(features).squeeze(-1)).numpy()
+            rewards = log_real_prob(self.discriminator.head(features).squeeze(-1)).cpu().numpy()
 
         unfilled = self.filled[rows, 1:] == self.missing_id
         terminated = ~unfilled.any(axis=1)

@@ -158,6 +158,9 @@ class ResourcesConfig:
     # gan.episodes_per_iteration, so that each runner fills all its windows in one batched pass.
     num_envs_per_env_runner: Optional[int] = None
     num_cpus_per_env_runner: float = 1.0
+    # GPUs per remote env runner (a fraction shares one): its generator samples and its environments' D scores
+    # the rewards there. RLlib's local env runner (num_env_runners=0) always runs on the CPU.
+    num_gpus_per_env_runner: float = 0.0
     num_learners: int = 0  # 0: learn in the driver process
     num_gpus_per_learner: float = 0.0
     disc_num_cpus: float = 1.0
@@ -418,6 +421,12 @@ def validate(cfg: Config | DictConfig) -> None:
     need(r.num_cpus is None or r.num_cpus >= 1, "resources.num_cpus", "null (all of this machine's) or an integer >= 1")
     need(r.num_env_runners >= 0, "resources.num_env_runners", "an integer >= 0")
     need(r.num_cpus_per_env_runner >= 0, "resources.num_cpus_per_env_runner", ">= 0")
+    need(r.num_gpus_per_env_runner >= 0, "resources.num_gpus_per_env_runner", ">= 0")
+    if r.num_gpus_per_env_runner > 0 and r.num_env_runners == 0:
+        raise ConfigError(
+            f"resources.num_gpus_per_env_runner={r.num_gpus_per_env_runner} with resources.num_env_runners=0: RLlib's local "
+            "env runner (in the driver) samples on the CPU; set resources.num_env_runners=1 or more to sample on GPUs"
+        )
     need(r.disc_num_cpus >= 0, "resources.disc_num_cpus", ">= 0")
     need(r.num_envs_per_env_runner is None or r.num_envs_per_env_runner >= 1, "resources.num_envs_per_env_runner", "null (each runner's share of gan.episodes_per_iteration) or an integer >= 1")
     need(r.num_learners >= 0, "resources.num_learners", "an integer >= 0")

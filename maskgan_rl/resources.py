@@ -7,7 +7,7 @@ without a word. `check_cluster_resources` compares the config's demands with the
 after `ray.init` and raises a `ConfigError` naming what is missing and which key to change.
 
 The demands mirror what RLlib asks Ray for (`ray.rllib.algorithms.utils._get_learner_bundles`):
-- each remote env runner: `num_cpus_per_env_runner` CPUs + `env_runner_resources`;
+- each remote env runner: `num_cpus_per_env_runner` CPUs, `num_gpus_per_env_runner` GPUs + `env_runner_resources`;
 - each remote learner: `num_gpus_per_learner` GPUs, 1 CPU when it has no GPU and 0 when it has one
   (RLlib's `num_cpus_per_learner="auto"`), + `learner_resources`;
 - with `num_learners=0` the learner lives in the driver: nothing is reserved, but a GPU learner
@@ -55,7 +55,10 @@ def demands_of(r: ResourcesConfig) -> list[Demand]:
             _demand(
                 "env runner",
                 r.num_env_runners,
-                {"CPU": (r.num_cpus_per_env_runner, "resources.num_cpus_per_env_runner")},
+                {
+                    "CPU": (r.num_cpus_per_env_runner, "resources.num_cpus_per_env_runner"),
+                    "GPU": (r.num_gpus_per_env_runner, "resources.num_gpus_per_env_runner"),
+                },
                 r.env_runner_resources,
                 "resources.env_runner_resources",
                 count_key="resources.num_env_runners",

@@ -61,6 +61,8 @@ def test_round_trip_through_a_stored_dict():
         ("model.embed=0", ["model.embed=0"]),
         ("resources.disc_num_cpus=-1", ["resources.disc_num_cpus=-1"]),
         ("resources.disc_num_gpus=-1", ["resources.disc_num_gpus=-1"]),
+        ("resources.num_gpus_per_env_runner=-1", ["resources.num_gpus_per_env_runner=-1"]),
+        ("resources.num_gpus_per_env_runner=0.5", ["num_env_runners=0", "local env runner", "resources.num_env_runners=1"]),
         ("gan.temperature=nan", ["gan.temperature", "> 0"]),
         ("resources.disc_resources=[1, 2]", ["resources.disc_resources", "a mapping key sub-keys"]),
         ("resources.disc_resources.x=abc", ["resources.disc_resources", "amounts >= 0"]),

@@ -105,6 +105,28 @@ def test_new_discriminator_weights_change_rewards_and_version(config):
     np.testing.assert_array_equal(before["rewards"], again["rewards"])
 
 
+def test_env_runners_with_gpus_score_on_the_gpu_and_the_driver_on_the_cpu():
+    from maskgan_rl.rl.adversarial import environment_config
+
+    on_gpus = load_config("synthetic", ["resources.num_env_runners=2", "resources.num_gpus_per_env_runner=0.5"])
+    assert environment_config(on_gpus, V, windows=None)["device"] == "cuda"
+    assert environment_config(load_config("synthetic", []), V, windows=None)["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rewards_on_the_gpu_are_those_on_the_cpu(config):
+    weights = discriminator(seed=7).state_dict()
+    episodes = []
+    for device in ("cpu", "cuda"):
+        env = InfillEnv({**config, "device": device, "precision": "32"})
+        env.set_discriminator_weights(weights, version=1)
+        episodes.append(play(env, np.random.default_rng(2), seed=5))
+    on_cpu, on_gpu = episodes
+    np.testing.assert_array_equal(on_cpu["last"]["filled"], on_gpu["last"]["filled"])
+    assert on_gpu["rewards"].dtype == np.float32
+    np.testing.assert_allclose(on_gpu["rewards"], on_cpu["rewards"], atol=2e-3)  # cuDNN's LSTMs may compute in TF32
+
+
 def test_vector_env_matches_single_envs_with_next_step_autoreset(config):
     seeds, weights = [10, 11, 12], discriminator(seed=7).state_dict()
     vec = InfillVectorEnv(config, num_envs=3)

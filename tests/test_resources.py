@@ -34,6 +34,15 @@ def test_demands_follow_rllib_bundles():
     assert (disc.count, disc.bundle) == (1, {"CPU": 1.0, "GPU": 0.5})
 
 
+def test_env_runners_on_gpus_ask_for_them_and_name_the_key():
+    overrides = ["resources.num_env_runners=2", "resources.num_gpus_per_env_runner=0.25"]
+    runners = demands_of(load_config("synthetic", overrides).resources)[0]
+    assert (runners.count, runners.bundle) == (2, {"CPU": 1.0, "GPU": 0.25})
+    found = problems(overrides, [CPU_NODE, CPU_NODE])
+    assert len(found) == 1 and found[0].startswith("resources.num_gpus_per_env_runner=0.25 asks for a GPU")
+    assert problems(overrides, [CPU_NODE, GPU_NODE]) == []
+
+
 def test_gpu_learner_on_a_cluster_without_gpus():
     found = problems(["resources.num_learners=1", "resources.num_gpus_per_learner=1"], [CPU_NODE, CPU_NODE])
     assert found == [
@@ -176,3 +185,11 @@ def test_each_env_runner_steps_its_share_of_an_iterations_windows_as_one_batch_b
     assert algorithm_config(cfg, 10, {}, disc_actor=None).num_envs_per_env_runner == envs
     cfg = load_config("synthetic", ["resources.num_envs_per_env_runner=5", f"resources.num_env_runners={runners}"])
     assert algorithm_config(cfg, 10, {}, disc_actor=None).num_envs_per_env_runner == 5
+
+
+def test_env_runners_on_gpus_reach_rllib():
+    from maskgan_rl.rl.algorithms import algorithm_config
+
+    cfg = load_config("synthetic", ["resources.num_env_runners=2", "resources.num_gpus_per_env_runner=0.5"])
+    assert algorithm_config(cfg, 10, {}, disc_actor=None).num_gpus_per_env_runner == 0.5
+    assert algorithm_config(load_config("synthetic", []), 10, {}, disc_actor=None).num_gpus_per_env_runner == 0

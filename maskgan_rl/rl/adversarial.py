@@ -40,6 +40,23 @@ from maskgan_rl.rl.reinforce import Reinforce
 LEARNER_COMPONENTS = ("rl_module", "optimizer")  # of RLlib's learner state: all a resume needs
 
 
+def environment_config(cfg: Config, vocab_size: int, windows: Any) -> dict[str, Any]:
+    """The in-filling environment's config (its contract: envs/infilling_env.py); `windows` the training
+    windows or a Ray ObjectRef of them."""
+    return {
+        "windows": windows,
+        "vocab_size": vocab_size,
+        "seq_len": cfg.data.seq_len,
+        "mask": to_dict(cfg)["mask"],
+        "model": dataclasses.asdict(discriminator_model_config(cfg)),  # the environments' D
+        "disc_layer_norm": cfg.gan.disc_layer_norm,
+        "precision": cfg.resources.precision,
+        "device": "cuda" if cfg.resources.num_gpus_per_env_runner > 0 else "cpu",  # remote runners only (config.py)
+        "seed": cfg.seed,
+        "torch_threads": dataclasses.asdict(thread_shares(cfg)["env_runner"]),
+    }
+
+
 class AdversarialTrainer:
     """Build with the MaskMLE generator's state_dict; call `train_iteration()` per generator update.
 
@@ -61,17 +78,7 @@ class AdversarialTrainer:
         # Put in Ray's object store once: env runners and the D actor on any node read them from
         # there, never from run_dir, so a cluster needs no shared file system.
         self._train_windows = ray.put(WindowDataset(data.train_path).windows)
-        env_config = {
-            "windows": self._train_windows,
-            "vocab_size": self.vocab_size,
-            "seq_len": cfg.data.seq_len,
-            "mask": to_dict(cfg)["mask"],
-            "model": dataclasses.asdict(discriminator_model_config(cfg)),  # the environments' D
-            "disc_layer_norm": cfg.gan.disc_layer_norm,
-            "precision": cfg.resources.precision,
-            "seed": cfg.seed,
-            "torch_threads": dataclasses.asdict(thread_shares(cfg)["env_runner"]),
-        }
+        env_config = environment_config(cfg, self.vocab_size, self._train_windows)
         torch.manual_seed(iteration_seed(cfg.seed, 0, 9))  # the critic's initial weights, on a learner in this process
         self.algo = algorithm_config(cfg, self.vocab_size, env_config, self.disc_actor).build_algo()
         torch.set_num_threads(thread_shares(cfg)["driver"].threads())  # for its local env runner and learner, if any

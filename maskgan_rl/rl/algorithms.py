@@ -221,6 +221,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             num_env_runners=r.num_env_runners,
             num_envs_per_env_runner=r.num_envs_per_env_runner or math.ceil(g.episodes_per_iteration / max(r.num_env_runners, 1)),
             num_cpus_per_env_runner=r.num_cpus_per_env_runner,
+            num_gpus_per_env_runner=r.num_gpus_per_env_runner,
             custom_resources_per_env_runner=dict(r.env_runner_resources),
             gym_env_vectorize_mode="vector_entry_point",
             # A sample call returns about one episode per sub-env, so D hears of rollouts early.
