@@ -23,9 +23,10 @@ decoder state between steps (cleared when new D weights arrive), so a step costs
 
 The env config's `model` is the discriminator's shape (gan.disc_* where set, else the generator's),
 `disc_layer_norm` (optional) whether it has layer norm, `precision` (optional, resources.precision,
-"auto" by default) the arithmetic of its reward forward pass, `device` (optional, "cpu" by default) where
-that pass runs ("cuda" on an env runner with a GPU). Observations, actions and rewards are numpy on any device. `set_present_rate` changes the mask rate of
-episodes started from then on (the trainer's mask-rate curriculum).
+"auto" by default) the arithmetic of its reward forward pass, `device` (optional, "cpu" by default)
+where that pass runs ("cuda" on an env runner with a GPU); observations, actions and rewards are numpy
+on any device. `set_present_rate` changes the mask rate of episodes started from then on (the
+trainer's mask-rate curriculum).
 
 Seeding: with `reset(seed=s)`/`reseed(s)`, a single env draws windows and masks from seed s. A vector
 env given an int seed gives sub-env i the i-th child of seed s (numpy SeedSequence.spawn), so no two
