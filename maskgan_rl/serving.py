@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from importlib import resources
 from typing import Any
@@ -164,13 +165,18 @@ def application(infiller: Infiller, checkpoint: str, cfg: Config) -> Application
 
 def start_server(infiller: Infiller, checkpoint: str, cfg: Config) -> str:
     """Deploy the generator on Ray Serve, starting Ray unless resources.ray_address (or $RAY_ADDRESS)
-    names a cluster, and return the page's URL once every replica is up."""
+    names a cluster, and return the page's URL once every replica is up. From Ray's start on, SIGTERM
+    raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
     from maskgan_rl.train import init_ray  # the training stack: only the driver needs it
 
     s = cfg.serve
     if not _joins_cluster(cfg):
         _check_port_free(s.host, s.port)  # else Serve's proxy fails to start with a long traceback
     init_ray(cfg)
+    if threading.current_thread() is threading.main_thread():
+        # Ray's core worker answers SIGTERM by aborting, and the app may answer requests before serve.run
+        # returns: `kill` must stop it cleanly from here on.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     check_cluster_can_host(serving_demands(s))  # else serve.run waits forever for the replicas
     serve.start(http_options={"host": s.host, "port": s.port})
     serve.run(application(infiller, checkpoint, cfg), name=APP_NAME, route_prefix="/")
@@ -202,8 +208,6 @@ def serve_command(args: argparse.Namespace) -> None:
     cfg = config_from_dict(checkpoint["config"], overrides)
     try:
         url = start_server(Infiller(generator, vocab, cfg.data), str(args.checkpoint), cfg)
-        # After ray.init, which installs a SIGTERM handler of its own: `kill` stops it as Ctrl-C does.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
         log.info(f"[serve] {args.checkpoint} at {url} (POST {url}infill, GET {url}healthz); Ctrl-C stops")
         while True:
             time.sleep(3600)

@@ -147,30 +147,52 @@ def test_seeded_answers_do_not_depend_on_their_batch(ray_session, tiny_checkpoin
 # ------------------------------------------------------------------ `maskgan serve` in a subprocess
 
 
+def start_serve(argv: list[str], log_path: Path) -> subprocess.Popen:
+    """`maskgan serve ARGV`, logging to log_path, in a session of its own: should it not stop, the Ray
+    processes it started go with it."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen([MASKGAN, "serve", *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_serve(process: subprocess.Popen, log_path: Path) -> None:
+    """SIGTERM, which must stop it as Ctrl-C does: a clean exit that says so."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        pytest.fail(f"maskgan serve did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}")
+    assert process.returncode == 0, log_path.read_text()[-3000:]
+    assert "[serve] stopping" in log_path.read_text()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint, free_port, wait_until_healthy):
     """`maskgan serve` with 2 replicas on a free port; yields its URL, then stops it with SIGTERM."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     port = free_port()
-    argv = [MASKGAN, "serve", str(tiny_checkpoint), "--port", str(port), "--replicas", "2", "--batch-wait-ms", "20",
-            "serve.num_cpus_per_replica=0.5", f"serve.max_samples={MAX_SAMPLES}", "resources.num_cpus=2"]
-    with open(log_path, "w") as log:
-        # Its own session: should it not stop, the Ray processes it started go with it.
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = start_serve([str(tiny_checkpoint), "--port", str(port), "--replicas", "2", "--batch-wait-ms", "20",
+                           "serve.num_cpus_per_replica=0.5", f"serve.max_samples={MAX_SAMPLES}", "resources.num_cpus=2"], log_path)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_healthy(process, lambda: _healthy(url), log_path, "maskgan serve", STARTUP_TIMEOUT_S)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-            pytest.fail(f"maskgan serve did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}")
-        assert process.returncode == 0, log_path.read_text()[-3000:]
-        assert "[serve] stopping" in log_path.read_text()
+        stop_serve(process, log_path)
+
+
+def test_a_sigterm_as_soon_as_it_answers_stops_it_cleanly(tmp_path, tiny_checkpoint, free_port, wait_until_healthy):
+    """The app answers before `serve.run` returns; a SIGTERM then must not meet Ray's handler, which aborts."""
+    log_path, port = tmp_path / "serve.log", free_port()
+    process = start_serve([str(tiny_checkpoint), "--port", str(port), "resources.num_cpus=2"], log_path)
+    try:
+        wait_until_healthy(process, lambda: _healthy(f"http://127.0.0.1:{port}/"), log_path, "maskgan serve", STARTUP_TIMEOUT_S)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        raise
+    stop_serve(process, log_path)
 
 
 def _healthy(url: str) -> bool:
