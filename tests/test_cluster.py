@@ -172,7 +172,8 @@ class LocalCluster:
 
     def start(self) -> None:
         def common(temp_dir: Path) -> list[str]:
-            return ["--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            # Two CPU-only machines, even where this one has a GPU: the fail-fast test needs a cluster without one.
+            return ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
                     f"--dashboard-agent-listen-port={free_port()}"]
 
         self._ray_start(
