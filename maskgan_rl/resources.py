@@ -1,5 +1,6 @@
-"""Check that the Ray cluster can host what the config asks for, before anything is scheduled, and
-choose the torch threads of each process (`ThreadShare`, at the end).
+"""Check that the Ray cluster can host what the config asks for, before anything is scheduled, point
+out a GPU on the driver's node that nothing asks for (`unused_gpu_hint`), and choose the torch threads
+of each process (`ThreadShare`, at the end).
 
 Ray does not fail when an actor asks for resources no node has: it queues the actor forever (the
 learner group waits on a placement group, env runners wait to be scheduled) and the run hangs
@@ -174,15 +175,37 @@ def check_cluster_resources(cfg: Config) -> None:
 
 def check_cluster_can_host(demands: Sequence[Demand]) -> None:
     """Raise ConfigError naming what is missing if the connected Ray cluster cannot host `demands`."""
-    import ray  # only needed against a live cluster; the comparison above is testable without it
-
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    nodes = [dict(n["Resources"]) for n in alive]
-    driver_id = ray.get_runtime_context().get_node_id()
-    driver_node = next((dict(n["Resources"]) for n in alive if n["NodeID"] == driver_id), None)
-    problems = shortfalls(demands, nodes, driver_node)
+    problems = shortfalls(demands, *cluster_nodes())
     if problems:
         raise ConfigError(f"the Ray cluster cannot run this config: {'; '.join(problems)}")
+
+
+def cluster_nodes() -> tuple[list[dict[str, float]], Optional[dict[str, float]]]:
+    """The resources of the connected Ray cluster's live nodes, and of the driver's node among them."""
+    import ray  # only needed against a live cluster; the comparisons here are testable without it
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    driver_id = ray.get_runtime_context().get_node_id()
+    driver_node = next((dict(n["Resources"]) for n in alive if n["NodeID"] == driver_id), None)
+    return [dict(n["Resources"]) for n in alive], driver_node
+
+
+# The layout measured fastest on one GPU (benchmarks/README.md, "Issue 20 on a GPU"): the learner in the driver,
+# D and one remote env runner share the GPU (RLlib's local env runner cannot sample on one).
+ONE_GPU_LAYOUT = (
+    "resources.num_gpus_per_learner=1", "resources.num_env_runners=1",
+    "resources.num_gpus_per_env_runner=0.5", "resources.disc_num_gpus=0.5",
+)
+
+
+def unused_gpu_hint(cfg: Config, driver_node: Mapping[str, float]) -> Optional[str]:
+    """A line for the run's log when the driver's node has a GPU that no part of the adversarial stage
+    asks for (unless device=cpu says the run means to stay on CPUs); None otherwise."""
+    r, gpus = cfg.resources, driver_node.get("GPU", 0.0)
+    if gpus < 1 or cfg.device == "cpu" or r.num_gpus_per_learner or r.num_gpus_per_env_runner or r.disc_num_gpus:
+        return None
+    return (f"this node has {_num(gpus)} GPU(s) and the adversarial stage runs on its CPUs (resources.*); "
+            f"the fastest layout measured on one GPU: {' '.join(ONE_GPU_LAYOUT)}")
 
 
 def _demand(

@@ -4,7 +4,9 @@ import pytest
 
 from maskgan_rl.config import load_config
 from maskgan_rl.errors import ConfigError
-from maskgan_rl.resources import ThreadShare, check_cluster_resources, demands_of, node_cpus, shortfalls, thread_shares
+from maskgan_rl.resources import (
+    ONE_GPU_LAYOUT, ThreadShare, check_cluster_resources, demands_of, node_cpus, shortfalls, thread_shares, unused_gpu_hint,
+)
 
 CPU_NODE = {"CPU": 4.0, "memory": 8e9}
 GPU_NODE = {"CPU": 8.0, "GPU": 1.0, "gpu_node": 1.0}
@@ -57,6 +59,17 @@ def test_driver_side_gpu_learner_needs_a_gpu_on_the_driver_node():
     assert len(found) == 1 and "runs the learner in the driver" in found[0]
     assert "set resources.num_learners=1" in found[0]
     assert problems(overrides, [CPU_NODE, GPU_NODE], driver_node=GPU_NODE) == []
+
+
+def test_a_gpu_no_part_uses_is_pointed_out_with_a_layout_that_fits_one():
+    hint = unused_gpu_hint(load_config("synthetic", []), GPU_NODE)
+    assert hint is not None and hint.startswith("this node has 1 GPU(s)") and hint.endswith(" ".join(ONE_GPU_LAYOUT))
+    # The layout it suggests fits a node with one GPU, the learner included (it runs in the driver there).
+    assert problems(list(ONE_GPU_LAYOUT), [GPU_NODE], driver_node=GPU_NODE) == []
+    assert unused_gpu_hint(load_config("synthetic", []), CPU_NODE) is None
+    assert unused_gpu_hint(load_config("synthetic", ["device=cpu"]), GPU_NODE) is None  # staying on CPUs on purpose
+    for key in ("num_gpus_per_learner=1", "disc_num_gpus=1"):
+        assert unused_gpu_hint(load_config("synthetic", [f"resources.{key}"]), GPU_NODE) is None
 
 
 def test_custom_resource_no_node_declares():
