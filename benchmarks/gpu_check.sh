@@ -13,7 +13,7 @@ status=0
 ON_GPU="resources.num_gpus_per_learner=1 resources.disc_num_gpus=1"
 for variant in "cpu-defaults" "f32 $ON_GPU" "bf16 $ON_GPU resources.precision=bf16-mixed" \
     "bf16-1024w $ON_GPU resources.precision=bf16-mixed gan.episodes_per_iteration=1024" \
-    "f32-gpu-runner $ON_GPU resources.num_env_runners=1 resources.num_gpus_per_env_runner=0.5 resources.disc_num_gpus=0.5"; do
+    "f32-gpu-runner resources.num_gpus_per_learner=1 resources.disc_num_gpus=0.5 resources.num_env_runners=1 resources.num_gpus_per_env_runner=0.5"; do
     set -- $variant
     name=$1
     shift
