@@ -97,6 +97,9 @@ def test_training_updates_generator_and_discriminator_and_runners_use_the_new_d(
     data, generator_state = start(cfg)
     trainer = AdversarialTrainer(cfg, data, generator_state)
     try:
+        # The remote runner samples; the driver keeps an env runner (a generator copy) only as IMPALA's
+        # and APPO's fallback sampler.
+        assert (trainer.algo.env_runner_group.local_env_runner is not None) == (algo in ("appo", "impala"))
         d_before = ray.get(trainer.disc_actor.get_state.remote())["model"]
         critic_before = trainer.critic_state_dict()
         metrics = [trainer.train_iteration()]

@@ -203,13 +203,12 @@ class AdversarialTrainer:
 
         def reseed_runner(runner) -> None:
             torch.manual_seed(iteration_seed(seed, iteration, 2, runner.worker_index))
-            if runner.env is not None:
-                runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
-                runner.env.unwrapped.set_present_rate(present_rate)
-                # Every iteration's episodes start with a reset, as a new (restarted, resumed) runner's
-                # do. Else a timestep-sampling algorithm (ppo...) starts with gymnasium's autoreset step,
-                # whose discarded actions draw from the runner's torch RNG. (RLlib has no public switch.)
-                runner._needs_initial_reset = True
+            runner.env.unwrapped.reseed(iteration_seed(seed, iteration, 3, runner.worker_index))
+            runner.env.unwrapped.set_present_rate(present_rate)
+            # Every iteration's episodes start with a reset, as a new (restarted, resumed) runner's
+            # do. Else a timestep-sampling algorithm (ppo...) starts with gymnasium's autoreset step,
+            # whose discarded actions draw from the runner's torch RNG. (RLlib has no public switch.)
+            runner._needs_initial_reset = True
 
         def reseed_learner(learner) -> None:
             torch.manual_seed(iteration_seed(seed, iteration, 4))

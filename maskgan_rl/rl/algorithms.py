@@ -212,9 +212,13 @@ def _is_number(value: Any) -> bool:
 def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], disc_actor: Any) -> AlgorithmConfig:
     """The full RLlib config for cfg.gan.algo: the registry entry plus everything the algorithms share."""
     r, g = cfg.resources, cfg.gan
+    config = ALGORITHMS[g.algo](cfg).training(**g.algo_params)  # the user's settings, over the entry's defaults
+    # The driver keeps an env runner only where it samples: with no remote runners, or as IMPALA/APPO's
+    # fallback (create_env_on_local_worker). Otherwise it would hold one more copy of the generator and
+    # receive the learner's weights every iteration for nothing.
+    driver_samples = r.num_env_runners == 0 or config.create_env_on_local_worker
     return (
-        ALGORITHMS[g.algo](cfg)
-        .training(**g.algo_params)  # the user's settings of this algorithm, over the entry's defaults
+        config
         # Token ids need no unsquashing or clipping: RLlib's connector would deep-copy every action to do nothing.
         .environment(envs.RAY_VECTOR_ENV, env_config=env_config, normalize_actions=False, clip_actions=False)
         .env_runners(
@@ -223,6 +227,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
             num_cpus_per_env_runner=r.num_cpus_per_env_runner,
             num_gpus_per_env_runner=r.num_gpus_per_env_runner,
             custom_resources_per_env_runner=dict(r.env_runner_resources),
+            create_local_env_runner=driver_samples,
             gym_env_vectorize_mode="vector_entry_point",
             # A sample call returns about one episode per sub-env, so D hears of rollouts early.
             rollout_fragment_length=masked_per_episode(cfg),
@@ -249,8 +254,8 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
         # The global gradient norms (grad_norm_* metrics) say the same in one number, and the driver's
         # divergence guard stops on them before any checkpoint holds the resulting weights.
         .framework(torch_skip_nan_gradients=True)
-        # An env runner that dies is restarted by Ray; RLlib then copies the driver runner's state
-        # (generator weights) into it and `MaskGANCallbacks.on_env_runners_recreated` pushes D.
+        # An env runner that dies is restarted by Ray; RLlib then gives it the generator's weights (from the
+        # driver's env runner or, without one, the learner) and `MaskGANCallbacks.on_env_runners_recreated` pushes D.
         # The 60 s default pause before a runner whose code raised exits would stall training.
         .fault_tolerance(restart_failed_env_runners=True, delay_between_env_runner_restarts_s=1.0)
         # An iteration ends only after a generator update: when a dying runner left a training step

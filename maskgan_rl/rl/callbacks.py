@@ -72,8 +72,7 @@ def push_discriminator_weights(env_runner_group, disc_actor, remote_worker_ids: 
     weights = disc_actor.weights_for_runners.remote()
 
     def load(runner) -> None:
-        if runner.env is not None:  # with remote runners, the driver's local runner has no env
-            state, version = ray.get(weights)
-            runner.env.unwrapped.set_discriminator_weights(state, version)
+        state, version = ray.get(weights)
+        runner.env.unwrapped.set_discriminator_weights(state, version)
 
     env_runner_group.foreach_env_runner(load, local_env_runner=remote_worker_ids is None, remote_worker_ids=remote_worker_ids)
