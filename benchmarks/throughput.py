@@ -8,7 +8,9 @@ critic baseline), gan.disc_steps discriminator steps on those windows.
   one process, no Ray; all windows of the batch sampled in one batched decoder pass (`Generator.sample`).
 Reported per configuration: masked and all (window) tokens per second (median over the timed
 iterations after warm-up), seconds per iteration, peak memory of all processes (PSS: shared pages
-counted once; in MEMORY_ITERATIONS more iterations after the timed ones), and the time split the trainer reports (RLlib step, D training, weight push).
+counted once; in MEMORY_ITERATIONS more iterations after the timed ones) and how that peak splits over
+the processes (the driver, each Ray actor class, idle Ray workers, Ray's daemons), and the time split
+the trainer reports (RLlib step, D training, weight push).
 `--profile` adds a cProfile breakdown of the default RL configuration (all but D in this process).
 
     python benchmarks/throughput.py                       # CPU size, every algorithm and layout
@@ -77,31 +79,56 @@ def benchmark_config(size: str, run_dir: Path, overrides: list[str]) -> Config:
 # ------------------------------------------------------------------------------ measuring
 
 
+def process_role(process: psutil.Process) -> str:
+    """What a process of a Ray run is: a Ray actor by its class (`ray::SingleAgentEnvRunner.sample` ->
+    SingleAgentEnvRunner), an idle pooled Ray worker, or one of Ray's daemons (raylet, GCS, agents)."""
+    title = (process.cmdline() or [process.name()])[0]
+    if not title.startswith("ray::") or title in ("ray::DashboardAgent", "ray::RuntimeEnvAgent"):
+        return "Ray daemons"
+    role = title[len("ray::"):].split(".")[0]
+    return "idle Ray workers" if role == "IDLE" else role
+
+
 class PeakMemory:
-    """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray).
+    """Peak total memory (PSS, MB) of this process and, with `children`, every process it started (Ray),
+    and how that peak splits over the processes' roles (`peak_by_role`: role -> {"mb", "processes"};
+    this process is "driver").
 
     Reading PSS walks every page of every process and costs CPU time, so it runs in its own pass after
     the timed iterations (`peak_memory`), never during them."""
 
     def __init__(self, children: bool, every_s: float = 0.25):
         self.children, self.every_s, self.peak_mb = children, every_s, 0.0
+        self.peak_by_role: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def total_mb(self) -> float:
+    def by_role(self) -> dict[str, dict[str, float]]:
         me = psutil.Process()
-        total = 0
+        roles: dict[str, dict[str, float]] = {}
         for process in [me] + (me.children(recursive=True) if self.children else []):
             try:
                 info = process.memory_full_info()
-                total += getattr(info, "pss", info.rss)
+                role = "driver" if process.pid == me.pid else process_role(process)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return total / 2**20
+                continue
+            entry = roles.setdefault(role, {"mb": 0.0, "processes": 0})
+            entry["mb"] += getattr(info, "pss", info.rss) / 2**20
+            entry["processes"] += 1
+        return roles
+
+    def total_mb(self) -> float:
+        return sum(entry["mb"] for entry in self.by_role().values())
+
+    def _sample(self) -> None:
+        roles = self.by_role()
+        total = sum(entry["mb"] for entry in roles.values())
+        if total > self.peak_mb:
+            self.peak_mb, self.peak_by_role = total, roles
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self.total_mb())
+            self._sample()
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "PeakMemory":
@@ -111,7 +138,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self.total_mb())
+        self._sample()
 
 
 def release_freed_memory() -> None:
@@ -130,7 +157,8 @@ def peak_memory(step: Callable[[], Any], iterations: int, children: bool, before
     with PeakMemory(children) as memory:
         for _ in range(iterations):
             step()
-    return {"peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - before_mb}
+    return {"peak_memory_mb": memory.peak_mb, "memory_added_mb": memory.peak_mb - before_mb,
+            "peak_memory_by_process": memory.peak_by_role}
 
 
 def timed_iterations(step: Callable[[], tuple[int, dict[str, float]]], warmup: int, iterations: int) -> dict[str, Any]:
@@ -447,7 +475,7 @@ def _per_window(cfg: Config, result: dict[str, Any]) -> dict[str, float]:
 
 def _record(report: dict[str, Any], row: dict[str, Any]) -> None:
     report["results"].append(row)
-    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "profile"}
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k not in ("profile", "peak_memory_by_process")}
     print("[bench] " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
 
 
@@ -467,6 +495,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['all_tokens_per_s']:.0f} | {r['s_per_iteration']:.2f} | {vs_fused} | {r['peak_memory_mb']:.0f} | {r['memory_added_mb']:.0f} | "
             f"{r.get('time_rl_s', float('nan')):.2f} | {r.get('time_disc_s', float('nan')):.2f} | {r.get('time_push_s', float('nan')):.2f} |"
         )
+    for r in report["results"]:
+        if r.get("peak_memory_by_process"):
+            parts = sorted(r["peak_memory_by_process"].items(), key=lambda item: -item[1]["mb"])
+            shown = "; ".join(f"{role} {p['mb']:,.0f}" + (f" ({p['processes']} processes)" if p["processes"] > 1 else "") for role, p in parts)
+            lines += ["", f"Peak memory by process, {r['size']} {r['loop']} {r['algo']} runners={r['runners']} envs={r['envs']} (MB, PSS): {shown}."]
     for r in report["results"]:
         if "speedup_vs_baseline" in r:
             lines += ["", f"{r['size']} size: the fused loop is {r['speedup_vs_baseline']:.2f}x as fast per iteration as the baseline tree's."]

@@ -71,6 +71,11 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
         assert np.isclose(row["all_tokens_per_s"], row["masked_tokens_per_s"] * 8 / 3)
     # The RL loop's memory counts its Ray workers too: more than the fused loop's single process.
     assert rl["peak_memory_mb"] > fused["peak_memory_mb"]
+    # ... and splits over them: this process (learner, env runner), D's actor, Ray's daemons.
+    assert set(fused["peak_memory_by_process"]) == {"driver"}
+    assert {"driver", "DiscriminatorTrainer", "Ray daemons"} <= set(rl["peak_memory_by_process"])
+    for row in (fused, rl):
+        assert np.isclose(sum(p["mb"] for p in row["peak_memory_by_process"].values()), row["peak_memory_mb"])
     assert np.isclose(rl["vs_fused"], rl["masked_tokens_per_s"] / fused["masked_tokens_per_s"])
     parts = report["profiles"]["cpu"]["parts_s_per_iteration"]
     # The profiled parts nest: the module's forward pass is part of sampling, and neither outlasts the iteration.
@@ -78,6 +83,7 @@ def test_benchmark_writes_json_and_markdown_for_both_loops(tmp_path, ray_session
     assert rl["s_per_iteration"] * 3 > parts["learner update, in all"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| cpu | fused | reinforce |" in table and "| cpu | rl | reinforce | 0 | 4 |" in table
+    assert "Peak memory by process, cpu rl reinforce runners=0 envs=4 (MB, PSS): " in table
     assert "the fused loop is" in table and "as fast per iteration as the baseline tree's" in table
     assert lockstep["this_overrides"] == ["resources.precision=bf16-mixed"]  # this tree's loop alone, in bfloat16
     assert "this tree (resources.precision=bf16-mixed) stepped in turn, one iteration each" in table and "Speedup: geometric mean" in table
