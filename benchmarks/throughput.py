@@ -351,7 +351,7 @@ PROFILE_PARTS = [
     ("env runner sample(), in all", "env/single_agent_env_runner.py", "sample", ()),
     ("  env stepping (InfillVectorEnv.step)", "envs/infilling_env.py", "step", ()),
     ("    of which placing + D's reward forward", "envs/infilling_env.py", "place", ()),
-    ("  module forward (generator, cached decoder)", "maskgan_rl/rl/module.py", "_forward_exploration", ()),
+    ("  module forward (generator, cached decoder, sampling)", "maskgan_rl/rl/module.py", "_forward_exploration", ()),
     ("  connectors (env-to-module, module-to-env)", "connectors/connector_pipeline_v2.py", "__call__", RUNNER_CONNECTORS),
     ("learner update, in all", "core/learner/learner.py", "update", ()),
     ("  learner connectors (returns, batching)", "connectors/connector_pipeline_v2.py", "__call__", ("learner/learner_connector_pipeline.py",)),

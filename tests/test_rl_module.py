@@ -4,13 +4,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from ray.rllib.connectors.module_to_env.get_actions import GetActions
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
 from maskgan_rl.config import Config
 from maskgan_rl.masking import mask_context, pack_observation
 from maskgan_rl.models import Generator
-from maskgan_rl.rl.module import FINAL_FILLED, InverseCDFCategorical, module_spec
+from maskgan_rl.rl.module import FINAL_FILLED, module_spec
 
 V, T, B = 13, 8, 6
 torch.set_num_threads(1)
@@ -68,7 +69,7 @@ def test_the_learner_differentiates_the_policy_that_sampled_even_with_dropout_co
     module = build(keep_prob=0.5)
     obs = observation()
     module.eval()
-    sampled = module.forward_exploration(batch(obs))[Columns.ACTION_DIST_INPUTS]
+    sampled = module.forward_exploration(batch(obs))[Columns.ACTION_DIST_INPUTS]  # the logits the tokens came from
     values = module.compute_values(batch(obs))
     module.train()
     for _ in range(3):
@@ -189,19 +190,34 @@ def test_sampling_decodes_incrementally_with_the_logits_of_a_full_pass():
     check(rows.flip(0), torch.tensor([5, 5, 5, 1, 5, 5]).flip(0))
 
 
-def test_action_distribution_samples_by_inverse_cdf_with_the_softmax_frequencies():
+def test_sampling_draws_tokens_with_the_softmax_frequencies_and_their_log_probabilities():
+    """The module samples on the env runners itself: RLlib's GetActions finds ACTIONS and leaves them."""
     module = build(inference_only=True)
-    dist_cls = module.get_exploration_action_dist_cls()
-    assert issubclass(dist_cls, InverseCDFCategorical)
-    logits = torch.tensor([[0.0, 1.0, 2.0, -30.0]]).repeat(40000, 1)
+    obs = observation()
+    rows = torch.arange(B).repeat_interleave(4000)  # every observation 4000 times
+    many = {Columns.OBS: batch(obs)[Columns.OBS][rows]}
+    logits = module.forward_inference(many)[Columns.ACTION_DIST_INPUTS]
     torch.manual_seed(0)
-    dist = dist_cls.from_logits(logits)
-    actions = dist.sample()
-    assert actions.shape == (40000,) and actions.dtype == torch.int64
-    frequencies = torch.bincount(actions, minlength=4).double() / len(actions)
-    assert torch.allclose(frequencies, torch.softmax(logits[0].double(), 0), atol=0.01)
-    assert frequencies[3] == 0  # a token of probability ~1e-14 never comes up
-    assert torch.allclose(dist.logp(actions), torch.log_softmax(logits, -1).gather(1, actions[:, None])[:, 0])
+    out = module.forward_exploration(many)
+    actions = out[Columns.ACTIONS]
+    assert actions.shape == (B * 4000,) and actions.dtype == torch.int64
+    log_probs = torch.log_softmax(logits, -1)
+    assert torch.allclose(out[Columns.ACTION_LOGP], log_probs.gather(1, actions[:, None])[:, 0], atol=1e-6)
+    assert torch.allclose(out[Columns.ACTION_DIST_INPUTS], logits)  # kept by default (PPO reads them back)
+    for b in range(B):
+        frequencies = torch.bincount(actions[rows == b], minlength=V).double() / 4000
+        assert torch.allclose(frequencies, log_probs[b * 4000].double().exp(), atol=0.03)
+    batch_of_actions = {**many, Columns.ACTIONS: actions}
+    GetActions()(rl_module=module, batch=batch_of_actions, episodes=[None], explore=True)
+    assert batch_of_actions[Columns.ACTIONS] is actions  # not sampled again
+
+
+def test_sampling_leaves_the_logits_out_where_the_loss_does_not_read_them():
+    observations = gym.spaces.Box(0, V, (2 * T + 3,), np.int64)
+    spec = module_spec(config(), V, sampling_logits_in_episodes=False)
+    spec.observation_space, spec.action_space, spec.inference_only = observations, gym.spaces.Discrete(V), True
+    out = spec.build().forward_exploration(batch(observation()))
+    assert set(out) == {Columns.ACTIONS, Columns.ACTION_LOGP}
 
 
 def test_learner_entropy_metric_equals_the_categorical_entropy():

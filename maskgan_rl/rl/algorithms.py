@@ -40,7 +40,7 @@ from maskgan_rl.errors import ConfigError
 from maskgan_rl.masking import num_masked
 from maskgan_rl.rl.callbacks import MaskGANCallbacks
 from maskgan_rl.rl.learners import APPOLearner, IMPALALearner, PPOLearner
-from maskgan_rl.rl.module import DropActionDistInputs, module_spec
+from maskgan_rl.rl.module import module_spec
 from maskgan_rl.rl.reinforce import ReinforceConfig
 
 # Importing the environments registers them with Ray. An install ships envs/ as maskgan_rl_envs; a Ray
@@ -60,16 +60,16 @@ def steps_per_iteration(cfg: Config) -> int:
     return cfg.gan.episodes_per_iteration * masked_per_episode(cfg)
 
 
-def _without_dist_inputs_in_episodes(config: AlgorithmConfig) -> AlgorithmConfig:
-    """For the algorithms whose losses never read the sampling policy's logits back from the batch."""
-    return config.env_runners(module_to_env_connector=lambda env, spaces=None: DropActionDistInputs())
+# The algorithms whose losses read the sampling policy's logits back from their batches (RLlib's PPO
+# learner builds the previous action distribution from them). For the others the episodes keep only the
+# sampled tokens and their log-probabilities, not a vocabulary-sized row of logits per token.
+READS_SAMPLING_LOGITS = {"ppo"}
 
 
 def _reinforce(cfg: Config) -> AlgorithmConfig:
-    config = ReinforceConfig().training(
+    return ReinforceConfig().training(
         episodes_per_iteration=cfg.gan.episodes_per_iteration, advantage_clip=cfg.gan.advantage_clip
     )
-    return _without_dist_inputs_in_episodes(config)
 
 
 def _ppo(cfg: Config) -> AlgorithmConfig:
@@ -93,8 +93,7 @@ def _async_common(config: AlgorithmConfig, cfg: Config, learner_class: type) -> 
     """IMPALA and APPO: learn in-process unless asked, iterate without a 10 s floor, bound D lag."""
     batch = steps_per_iteration(cfg)
     return (
-        _without_dist_inputs_in_episodes(config)
-        .training(
+        config.training(
             learner_class=learner_class,
             train_batch_size_per_learner=batch,
             broadcast_interval=1,
@@ -243,7 +242,7 @@ def algorithm_config(cfg: Config, vocab_size: int, env_config: dict[str, Any], d
                 "adam_beta1": g.adam_beta1,
             },
         )
-        .rl_module(rl_module_spec=module_spec(cfg, vocab_size))
+        .rl_module(rl_module_spec=module_spec(cfg, vocab_size, sampling_logits_in_episodes=g.algo in READS_SAMPLING_LOGITS))
         .training(
             lr=g.gen_lr,
             gamma=g.gamma,

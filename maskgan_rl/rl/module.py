@@ -15,8 +15,8 @@ InferenceOnlyAPI drops the critic (and that copy) from the env runners' copies, 
 
 Cold exploration (gan.rollout_temperature, gan.rollout_top_p; docs/levers.md): `_forward_exploration`,
 what env runners sample from, returns the logits of the behaviour policy mu (colder, nucleus-cut),
-while `_forward` (training) returns the policy pi's. RLlib's GetActions connector samples from the
-exploration logits and records ACTION_LOGP = log mu(a), so the learner sees both probabilities.
+while `_forward` (training) returns the policy pi's. The module samples from mu itself and records
+ACTION_LOGP = log mu(a), so the learner sees both probabilities.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import dataclasses
 from typing import Any, Optional
 
 import torch
-from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.core.learner.utils import make_target_network
@@ -51,38 +50,12 @@ from maskgan_rl.models.precision import autocast
 FINAL_FILLED = "final_filled"  # learner batch column: per step, the `filled` of its episode's last observation
 
 
-class InverseCDFCategorical(TorchCategorical):
-    """RLlib's categorical action distribution, sampled by inverse CDF (`layers.sample_log_probs`: one
-    uniform and a binary search per row) instead of torch.multinomial, which is several times slower
-    at vocabularies of 5-10k tokens. Same distribution, same log-probabilities."""
-
-    def sample(self, *, sample_shape=None) -> Tensor:
-        if sample_shape or self.logits is None:  # RLlib asks for one sample per row from logits
-            return super().sample(sample_shape=sample_shape)
-        # torch's Categorical holds the logits normalised already: no second log-softmax.
-        tokens, _ = sample_log_probs(self._dist.logits)
-        return tokens
-
-
-class DropActionDistInputs(ConnectorV2):
-    """Env-runner (module-to-env) connector: keep the action-distribution inputs out of the episodes.
-
-    RLlib stores every module output in the episode; here that is a vocabulary-sized logits row per
-    generated token (a [tokens, vocabulary] float array per iteration), copied into episodes and then into the
-    learner's batch, though only PPO's loss reads them back (for its KL term). The registry adds this
-    piece for the algorithms that do not.
-    """
-
-    def __call__(self, *, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        batch.pop(Columns.ACTION_DIST_INPUTS, None)
-        return batch
-
-
 class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, InferenceOnlyAPI):
     """model_config: {"vocab_size": int, "model": ModelConfig fields as a dict, "temperature": float,
     "rollout_temperature": float, "rollout_top_p": float, "critic": gan.critic, "precision":
-    resources.precision} (the rollout keys optional, 1 = off; critic optional, "lstm"; precision
-    optional, "auto"). Every forward pass runs in `precision` (models/precision.py)."""
+    resources.precision, "sampling_logits_in_episodes": bool} (the rollout keys optional, 1 = off;
+    critic optional, "lstm"; precision optional, "auto"; sampling_logits_in_episodes optional, True).
+    Every forward pass runs in `precision` (models/precision.py)."""
 
     def setup(self) -> None:
         cfg = ModelConfig(**self.model_config["model"])
@@ -91,7 +64,8 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
         self.rollout_temperature = float(self.model_config.get("rollout_temperature", 1.0))
         self.rollout_top_p = float(self.model_config.get("rollout_top_p", 1.0))
         self.precision = str(self.model_config.get("precision", "auto"))
-        self.action_dist_cls = InverseCDFCategorical
+        self.sampling_logits_in_episodes = bool(self.model_config.get("sampling_logits_in_episodes", True))
+        self.action_dist_cls = TorchCategorical
         self.generator = Generator(self.vocab_size, cfg)
         # Deleted again on env runners (inference_only) by TorchRLModule, see get_non_inference_attributes.
         self.critic = make_critic(self.model_config.get("critic", "lstm"), self.vocab_size, cfg, self.generator)
@@ -115,10 +89,19 @@ class MaskGANModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
             return {Columns.ACTION_DIST_INPUTS: self._tempered(self.generator.head(features))}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """Env runners' sampling: the behaviour policy mu, i.e. the policy's logits made colder by
-        gan.rollout_temperature and cut to their gan.rollout_top_p nucleus (both 1: the policy itself)."""
+        """Env runners' sampling: a token per row from the behaviour policy mu, i.e. the policy's logits
+        made colder by gan.rollout_temperature and cut to their gan.rollout_top_p nucleus (both 1: the
+        policy itself), with its ACTION_LOGP = log mu(token); mu's logits too where the algorithm's loss
+        reads them back (`sampling_logits_in_episodes`), since RLlib stores every output in the episodes.
+        The module samples itself (RLlib's GetActions then leaves the batch alone) by inverse CDF
+        (`layers.sample_log_probs`), several times faster than torch.multinomial at 5-10k tokens."""
         logits = self._forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
-        return {Columns.ACTION_DIST_INPUTS: cold_logits(logits, self.rollout_temperature, self.rollout_top_p)}
+        behaviour = cold_logits(logits, self.rollout_temperature, self.rollout_top_p)
+        tokens, logp = sample_log_probs(torch.log_softmax(behaviour.float(), dim=-1))
+        out = {Columns.ACTIONS: tokens, Columns.ACTION_LOGP: logp}
+        if self.sampling_logits_in_episodes:
+            out[Columns.ACTION_DIST_INPUTS] = behaviour
+        return out
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._sampling_cache.clear()  # its decoder states were computed with the old weights
@@ -216,8 +199,10 @@ def policy_model_config(model: ModelConfig) -> ModelConfig:
     return dataclasses.replace(model, keep_prob=1.0)
 
 
-def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
-    """The RLModuleSpec every algorithm of the registry uses (only plain data: it travels to workers)."""
+def module_spec(cfg: Config, vocab_size: int, sampling_logits_in_episodes: bool = True) -> RLModuleSpec:
+    """The RLModuleSpec every algorithm of the registry uses (only plain data: it travels to workers).
+    `sampling_logits_in_episodes`: whether the algorithm's loss reads the behaviour policy's logits
+    back from its batches (else episodes keep only the tokens and their log-probabilities)."""
     model = to_dict(policy_model_config(cfg.model))
     return RLModuleSpec(
         module_class=MaskGANModule,
@@ -229,6 +214,7 @@ def module_spec(cfg: Config, vocab_size: int) -> RLModuleSpec:
             "rollout_top_p": cfg.gan.rollout_top_p,
             "critic": cfg.gan.critic,
             "precision": cfg.resources.precision,
+            "sampling_logits_in_episodes": sampling_logits_in_episodes,
         },
     )
 
