@@ -11,9 +11,11 @@ PY=${PYTHON:-python}
 status=0
 # The learner in the driver reserves no GPU from Ray; the D actor and a GPU env runner share the one GPU.
 ON_GPU="resources.num_gpus_per_learner=1 resources.disc_num_gpus=1"
+# The layout `maskgan train` suggests on a node with an unused GPU (resources.ONE_GPU_LAYOUT).
+ONE_GPU_LAYOUT=$("$PY" -c "from maskgan_rl.resources import ONE_GPU_LAYOUT; print(' '.join(ONE_GPU_LAYOUT))") || exit 1
 for variant in "cpu-defaults" "f32 $ON_GPU" "bf16 $ON_GPU resources.precision=bf16-mixed" \
     "bf16-1024w $ON_GPU resources.precision=bf16-mixed gan.episodes_per_iteration=1024" \
-    "f32-gpu-runner resources.num_gpus_per_learner=1 resources.disc_num_gpus=0.5 resources.num_env_runners=1 resources.num_gpus_per_env_runner=0.5"; do
+    "f32-gpu-runner $ONE_GPU_LAYOUT"; do
     set -- $variant
     name=$1
     shift

@@ -118,11 +118,11 @@ class PeakMemory:
         return roles
 
     def total_mb(self) -> float:
-        return sum(entry["mb"] for entry in self.by_role().values())
+        return _sum_mb(self.by_role())
 
     def _sample(self) -> None:
         roles = self.by_role()
-        total = sum(entry["mb"] for entry in roles.values())
+        total = _sum_mb(roles)
         if total > self.peak_mb:
             self.peak_mb, self.peak_by_role = total, roles
 
@@ -139,6 +139,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+def _sum_mb(roles: dict[str, dict[str, float]]) -> float:
+    return sum(entry["mb"] for entry in roles.values())
 
 
 def release_freed_memory() -> None:

@@ -168,19 +168,23 @@ def shortfalls(
     return problems
 
 
-def check_cluster_resources(cfg: Config) -> None:
-    """Raise ConfigError if the connected Ray cluster cannot host this run; call after `ray.init`."""
-    check_cluster_can_host(demands_of(cfg.resources))
+def check_cluster_resources(cfg: Config) -> dict[str, float]:
+    """Raise ConfigError if the connected Ray cluster cannot host this run; call after `ray.init`.
+    Returns the resources of the driver's node, as `check_cluster_can_host` does."""
+    return check_cluster_can_host(demands_of(cfg.resources))
 
 
-def check_cluster_can_host(demands: Sequence[Demand]) -> None:
-    """Raise ConfigError naming what is missing if the connected Ray cluster cannot host `demands`."""
-    problems = shortfalls(demands, *cluster_nodes())
+def check_cluster_can_host(demands: Sequence[Demand]) -> dict[str, float]:
+    """Raise ConfigError naming what is missing if the connected Ray cluster cannot host `demands`.
+    Returns the resources of the driver's node ({} if Ray does not list it), for `unused_gpu_hint`."""
+    nodes, driver_node = _cluster_nodes()
+    problems = shortfalls(demands, nodes, driver_node)
     if problems:
         raise ConfigError(f"the Ray cluster cannot run this config: {'; '.join(problems)}")
+    return driver_node or {}
 
 
-def cluster_nodes() -> tuple[list[dict[str, float]], Optional[dict[str, float]]]:
+def _cluster_nodes() -> tuple[list[dict[str, float]], Optional[dict[str, float]]]:
     """The resources of the connected Ray cluster's live nodes, and of the driver's node among them."""
     import ray  # only needed against a live cluster; the comparisons here are testable without it
 

@@ -27,7 +27,7 @@ from maskgan_rl.models.discriminator import Discriminator
 from maskgan_rl.models.precision import describe
 from maskgan_rl.pretrain import PretrainResult, pretrain
 from maskgan_rl.progress import Progress
-from maskgan_rl.resources import check_cluster_resources, cluster_nodes, unused_gpu_hint
+from maskgan_rl.resources import check_cluster_resources, unused_gpu_hint
 from maskgan_rl.storage import Location
 from maskgan_rl.tracking import Tracker, tracking_uri
 from maskgan_rl.vocab import Vocab
@@ -76,8 +76,7 @@ def run_training(cfg: Config, resume: bool = False, on_iteration: Optional[Itera
         )
     if cfg.gan.iterations > 0:  # a cluster that cannot place this config fails now, not after pretraining
         init_ray(cfg)
-        check_cluster_resources(cfg)
-        hint = unused_gpu_hint(cfg, cluster_nodes()[1] or {})
+        hint = unused_gpu_hint(cfg, check_cluster_resources(cfg))
         if hint:
             log.info(f"[gan] {hint}")
     with Tracker(cfg, "train", reopen="always" if resume else "same_config") as tracker:

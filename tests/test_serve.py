@@ -154,14 +154,19 @@ def start_serve(argv: list[str], log_path: Path) -> subprocess.Popen:
         return subprocess.Popen([MASKGAN, "serve", *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def kill_serve(process: subprocess.Popen) -> None:
+    """SIGKILL to its whole session: it and the Ray processes it started."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
 def stop_serve(process: subprocess.Popen, log_path: Path) -> None:
     """SIGTERM, which must stop it as Ctrl-C does: a clean exit that says so."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_serve(process)
         pytest.fail(f"maskgan serve did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}")
     assert process.returncode == 0, log_path.read_text()[-3000:]
     assert "[serve] stopping" in log_path.read_text()
@@ -189,8 +194,7 @@ def test_a_sigterm_as_soon_as_it_answers_stops_it_cleanly(tmp_path, tiny_checkpo
     try:
         wait_until_healthy(process, lambda: _healthy(f"http://127.0.0.1:{port}/"), log_path, "maskgan serve", STARTUP_TIMEOUT_S)
     except BaseException:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_serve(process)
         raise
     stop_serve(process, log_path)
 
